@@ -1,0 +1,34 @@
+"""Evolutionary machinery shared by the samplers: pure operators and storage bookkeeping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+#: Suffix of the trial system attr that holds the trial's generation (namespaced by sampler).
+GENERATION_SUFFIX = ":generation"
+
+
+def _system_attrs(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+    if isinstance(trial, optuna.trial.FrozenTrial):
+        return trial.system_attrs
+    if isinstance(trial, optuna.Trial):
+        return trial.storage.get_trial_system_attrs(trial._trial_id)
+    return {}
+
+
+def trial_generation(trial: optuna.trial.BaseTrial) -> int:
+    """Return the generation a trial belongs to, as its evolutionary sampler recorded it.
+
+    Works for a running :class:`optuna.Trial` (inside an objective) and a
+    :class:`~optuna.trial.FrozenTrial`. Trials of other samplers (or enqueued ones) are in
+    generation 0.
+    """
+    for key, value in _system_attrs(trial).items():
+        if key.endswith(GENERATION_SUFFIX):
+            return int(value)
+    return 0
+
+
+__all__ = ["GENERATION_SUFFIX", "trial_generation"]
