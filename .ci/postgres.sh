@@ -16,8 +16,8 @@ for _ in $(seq 1 30); do
   su postgres -c "pg_isready -q -h 127.0.0.1 -p 5432" && break
   sleep 1
 done
-su postgres -c "psql -q -h 127.0.0.1 -p 5432 -tc \"SELECT 1 FROM pg_roles WHERE rolname='biotune'\"" | grep -q 1 \
-  || su postgres -c "psql -q -h 127.0.0.1 -p 5432 -c \"CREATE ROLE biotune LOGIN PASSWORD 'biotune' CREATEDB\"" >&2
-su postgres -c "psql -q -h 127.0.0.1 -p 5432 -tc \"SELECT 1 FROM pg_database WHERE datname='biotune_test'\"" | grep -q 1 \
-  || su postgres -c "psql -q -h 127.0.0.1 -p 5432 -c \"CREATE DATABASE biotune_test OWNER biotune\"" >&2
+su postgres -c "psql -q -p 5432 -tc \"SELECT 1 FROM pg_roles WHERE rolname='biotune'\"" | grep -q 1 \
+  || su postgres -c "psql -q -p 5432 -c \"CREATE ROLE biotune LOGIN PASSWORD 'biotune' CREATEDB\"" >&2
+su postgres -c "psql -q -p 5432 -tc \"SELECT 1 FROM pg_database WHERE datname='biotune_test'\"" | grep -q 1 \
+  || su postgres -c "psql -q -p 5432 -c \"CREATE DATABASE biotune_test OWNER biotune\"" >&2
 echo "postgresql+psycopg://biotune:biotune@127.0.0.1:5432/biotune_test"
