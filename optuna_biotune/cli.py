@@ -1,0 +1,737 @@
+"""The ``optuna-biotune`` command: a thin layer over the library (parse, call, print).
+
+Commands: ``search`` (create or resume a study and run the evolutionary search, then ``final``
+when the spec asks), ``final`` (retrain the top-k configurations on the full training set and
+score the test set, beside plain fine-tuning), ``report`` (tables and the paper's Fig. 2, PNG +
+HTML, attached to the study as dashboard artifacts), ``dashboard`` (optuna-dashboard on the
+study's storage with its artifacts), and the subcommands other modules register in
+:data:`SUBCOMMANDS` (``evoprune``, ``baseline``).
+
+Every command takes ``--json``: the last line of standard output is then one JSON object.
+Errors of the package (:class:`~optuna_biotune.errors.BioTuneError`) print their one-line
+message to standard error and exit with its code (2 usage, 1 runtime); argparse usage errors
+exit 2; Ctrl-C marks the running trial failed and exits 130, and the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optuna_biotune.errors import BioTuneError, RuntimeFailure, UsageError
+from optuna_biotune.spec import StudySpec, default_spec, load_spec, spec_from_dict
+
+if TYPE_CHECKING:
+    import optuna
+
+#: Subcommands provided by other modules, imported only when invoked:
+#: name -> (module, one-line help). The module defines
+#: ``add_arguments(parser: argparse.ArgumentParser) -> None`` and
+#: ``run(args: argparse.Namespace) -> dict`` (the JSON-able result). This layer adds
+#: ``--json`` to their parser, prints the result, and maps errors to exit codes.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "evoprune": (
+        "optuna_biotune.evoprune.cli",
+        "EvoPruneDeepTL: evolve which neurons of the transfer-learning head survive",
+    ),
+    "baseline": (
+        "optuna_biotune.baselines.cli",
+        "train one comparison method of paper Table I (FT, LP, L2-SP, ...) and test it",
+    ),
+}
+
+#: Study user attrs this layer writes (besides the objective's ``biotune:spec``).
+STUDY_ATTR = "biotune:study"
+ARTIFACTS_ATTR = "biotune:artifacts"
+OBJECTIVE_SPEC_ATTR = "biotune:spec"
+
+#: Objective-spec keys that may change between runs of one study (hardware only).
+_RESUMABLE_KEYS = {"device"}
+#: Study-spec fields that may change between runs of one study.
+_RESUMABLE_FIELDS = {
+    "generations",
+    "n_jobs",
+    "device",
+    "final",
+    "top_k",
+    "final_seeds",
+    "out",
+    "storage",
+    "artifacts",
+}
+
+_SIGINT_EXIT = 130
+
+# -- argument parsing ---------------------------------------------------------------------
+
+
+def _add_common(p: argparse.ArgumentParser, *, study: bool = True) -> None:
+    if study:
+        p.add_argument("--study", help="study name (default: the spec's, else 'default')")
+        p.add_argument(
+            "--storage",
+            help="Optuna storage URL (default: sqlite:///studies/<study>.db beside the spec)",
+        )
+        p.add_argument(
+            "--artifacts", help="artifact folder (default: studies/artifacts beside the database)"
+        )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line of stdout"
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", nargs="?", help="TOML study spec (default: the embedded default)")
+    o = p.add_argument_group("objective (paper: ResNet-50, 3 seeds, 30 epochs, patience 3)")
+    o.add_argument("--dataset", help="digits, mnist5k, a torchvision name, or an ImageFolder path")
+    o.add_argument("--model", help="backbone, e.g. efficientnet_lite0, resnet50")
+    o.add_argument("--partition", help="block partition name, or comma-separated prefixes")
+    o.add_argument("--seeds", type=_positive_int, help="seeds per fitness evaluation")
+    o.add_argument("--data-fraction", type=_float, help="data fraction per generation (0, 1]")
+    o.add_argument("--epochs", type=_positive_int, help="maximum epochs per training run")
+    o.add_argument("--patience", type=_positive_int, help="early-stopping patience in epochs")
+    o.add_argument("--batch-size", type=_positive_int, help="batch size")
+    o.add_argument("--base-lr", type=_float, help="base learning rate (scaled by 0.1-10)")
+    o.add_argument("--optimizer", help="adam or sgd")
+    o.add_argument("--metric", help="accuracy or macro_accuracy")
+    o.add_argument("--device", help="auto, cpu or cuda")
+    o.add_argument("--image-size", type=_positive_int, help="input side in pixels")
+    s = p.add_argument_group("search (paper: population 10, 3 elites, 10 generations)")
+    s.add_argument("--population", type=_positive_int, help="population size")
+    s.add_argument("--elites", type=_positive_int, help="elites per generation")
+    s.add_argument("--generations", type=_positive_int, help="generations after the first")
+    s.add_argument("--exploit-step", type=_float, help="exploitation perturbation (0.25)")
+    s.add_argument("--n-jobs", type=_positive_int, help="parallel trials in this process")
+    s.add_argument("--seed", type=int, help="sampler seed (reproducible proposals)")
+    f = p.add_argument_group("final retraining after the search")
+    f.add_argument(
+        "--final",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run `final` after the search (default: the spec's [final] after_search)",
+    )
+    f.add_argument("--top-k", type=_positive_int, help="configurations to retrain (5)")
+    f.add_argument("--final-seeds", type=_positive_int, help="seeds of the final retraining (3)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (external subcommands are added by :func:`main` on use)."""
+    parser = argparse.ArgumentParser(
+        prog="optuna-biotune",
+        description="BioTune: evolutionary selective fine-tuning for transfer learning.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("search", help="create or resume a study and run the search")
+    _add_search_options(p)
+    _add_common(p)
+
+    p = sub.add_parser("final", help="retrain the top-k configurations and score the test set")
+    p.add_argument("--top-k", type=_positive_int, help="configurations to retrain (default 5)")
+    p.add_argument("--seeds", type=_positive_int, help="seeds per configuration (default 3)")
+    p.add_argument("--device", help="auto, cpu or cuda (default: the study's)")
+    _add_common(p)
+
+    p = sub.add_parser("report", help="tables and the paper's Fig. 2 (PNG + HTML)")
+    p.add_argument("--out", help="output folder (default: studies/reports/<study>)")
+    p.add_argument("--top-k", type=_positive_int, help="configurations in Fig. 2 (default 10)")
+    _add_common(p)
+
+    p = sub.add_parser("dashboard", help="start optuna-dashboard on the study's storage")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=_positive_int, default=8080, help="port (8080)")
+    _add_common(p)
+
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+# -- storage and studies -----------------------------------------------------------------
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if path and path != ":memory:":
+            return Path(path)
+    return None
+
+
+def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """Open an Optuna storage: an RDB URL (SQLite, PostgreSQL, ...) or a journal ``.log`` file.
+
+    RDB storages get a heartbeat, so a trial left RUNNING by a killed process is marked FAIL
+    (and its slot issued again) by the next process on the study.
+
+    Raises:
+        UsageError: A malformed URL, or (``must_exist``) a SQLite file that does not exist.
+        RuntimeFailure: The storage cannot be reached.
+    """
+    import optuna
+
+    if not isinstance(url, str) or not url:
+        raise UsageError("`--storage` must be a storage URL such as sqlite:///studies/x.db.")
+    if "://" not in url:
+        if url.endswith((".log", ".jsonl")):
+            path = Path(url)
+            if must_exist and not path.is_file():
+                raise UsageError(f"journal file {url!r} does not exist; run `search` first.")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        raise UsageError(
+            f"`--storage` {url!r} is not a URL; use sqlite:///path.db, "
+            "postgresql+psycopg://user:pw@host/db, or a journal path ending in .log."
+        )
+    sqlite = _sqlite_path(url)
+    if sqlite is not None:
+        if must_exist and not sqlite.is_file():
+            raise UsageError(f"no study database at {str(sqlite)!r}; run `search` first.")
+        sqlite.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=10,
+            grace_period=30,
+            engine_kwargs=_engine_kwargs(url),
+        )
+    except ImportError as err:
+        raise UsageError(f"storage {url!r} needs a missing driver ({err}); install it.") from None
+    except Exception as err:  # sqlalchemy raises many types for a bad or unreachable URL
+        kind = type(err).__name__
+        first = str(err).strip().splitlines()[0] if str(err).strip() else kind
+        if kind in {"ArgumentError", "NoSuchModuleError"}:
+            raise UsageError(f"`--storage` {url!r} is malformed ({first}); fix the URL.") from None
+        raise RuntimeFailure(
+            f"storage {url!r} is unreachable ({kind}: {first[:160]}); check the server and URL."
+        ) from None
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("postgresql"):
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {}
+
+
+def load_study(spec_or_name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Load an existing study by name, or raise :class:`UsageError` naming those present."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=spec_or_name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise UsageError(
+            f"no study {spec_or_name!r} in the storage (it has {names}); "
+            "pass --study NAME or run `search` first."
+        ) from None
+
+
+def _spec_for(args: argparse.Namespace) -> StudySpec:
+    """The spec a stored-study command (final, report, dashboard) starts from."""
+    spec = default_spec()
+    return spec.replace(study=args.study, storage=args.storage, artifacts=args.artifacts)
+
+
+def _stored_spec(study: optuna.Study, fallback: StudySpec) -> StudySpec:
+    data = study.user_attrs.get(STUDY_ATTR)
+    if not isinstance(data, dict):
+        return fallback
+    spec = spec_from_dict(data, base_dir=fallback.base_dir, source=f"study {study.study_name!r}")
+    return spec.replace(
+        storage=fallback.storage, artifacts=study.user_attrs.get(ARTIFACTS_ATTR) or None
+    )
+
+
+def _artifact_store(directory: str) -> optuna.artifacts.FileSystemArtifactStore:
+    from optuna.artifacts import FileSystemArtifactStore
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(Path(directory).resolve()))
+
+
+# -- search -------------------------------------------------------------------------------
+
+_OVERRIDES = (
+    "study",
+    "storage",
+    "artifacts",
+    "dataset",
+    "model",
+    "seeds",
+    "data_fraction",
+    "epochs",
+    "patience",
+    "batch_size",
+    "base_lr",
+    "optimizer",
+    "metric",
+    "device",
+    "image_size",
+    "population",
+    "elites",
+    "generations",
+    "exploit_step",
+    "n_jobs",
+    "seed",
+    "final",
+    "top_k",
+    "final_seeds",
+)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out = {k: getattr(args, k, None) for k in _OVERRIDES}
+    partition = getattr(args, "partition", None)
+    if partition is not None:
+        parts = [x.strip() for x in partition.split(",") if x.strip()]
+        out["partition"] = parts[0] if len(parts) == 1 and "." not in parts[0] else parts
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+def _check_resume(study: optuna.Study, spec: StudySpec, objective_spec: dict[str, Any]) -> None:
+    """Refuse to continue a study with settings that would change what its trials mean."""
+    stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
+    if isinstance(stored, dict):
+        new = _jsonable(objective_spec)
+        diff = sorted(
+            k
+            for k in set(stored) | set(new)
+            if k not in _RESUMABLE_KEYS and stored.get(k) != new.get(k)
+        )
+        if diff:
+            detail = ", ".join(f"{k}: {stored.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
+            raise UsageError(
+                f"study {study.study_name!r} was made with other objective settings ({detail}); "
+                "use the same settings or another --study."
+            )
+    data = study.user_attrs.get(STUDY_ATTR)
+    if isinstance(data, dict):
+        old = spec_from_dict(data, base_dir=spec.base_dir, source="stored spec")
+        diff = [
+            f
+            for f in ("population", "elites", "exploit_step", "seed")
+            if getattr(old, f) != getattr(spec, f) and f not in _RESUMABLE_FIELDS
+        ]
+        if diff:
+            detail = ", ".join(f"{f}: {getattr(old, f)!r} -> {getattr(spec, f)!r}" for f in diff)
+            raise UsageError(
+                f"study {study.study_name!r} was searched with other settings ({detail}); "
+                "use the same settings or another --study."
+            )
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def _make_objective(spec: StudySpec, stored: dict[str, Any] | None) -> Any:
+    from optuna_biotune import BioTuneObjective
+
+    if stored is not None:
+        spec_dict = dict(stored)
+        if spec.device:
+            spec_dict["device"] = spec.device
+        return BioTuneObjective.from_spec(spec_dict)
+    return BioTuneObjective(**spec.objective_kwargs())
+
+
+def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    """Create or resume the study and run it until the planned generations are complete."""
+    import optuna
+
+    from optuna_biotune import BioTuneSampler
+    from optuna_biotune.evolution import trial_generation
+
+    overrides = _overrides(args)
+    spec = (load_spec(args.spec) if args.spec else default_spec()).replace(**overrides)
+    storage = open_storage(spec.storage_url)
+
+    existing = _existing_study(spec.study, storage)
+    if existing is not None and not args.spec:
+        # A bare `search --study NAME` continues the stored spec (workers join this way).
+        spec = _stored_spec(existing, spec).replace(**overrides)
+    stored_objective = existing.user_attrs.get(OBJECTIVE_SPEC_ATTR) if existing else None
+    objective = _make_objective(spec, stored_objective if not args.spec else None)
+    objective_spec = objective.spec()
+    if existing is not None:
+        _check_resume(existing, spec, objective_spec)
+
+    sampler = BioTuneSampler(**spec.sampler_kwargs(), threshold_param="threshold")
+    study = optuna.create_study(
+        study_name=spec.study,
+        storage=storage,
+        sampler=sampler,
+        direction="maximize",
+        load_if_exists=True,
+    )
+    if OBJECTIVE_SPEC_ATTR not in study.user_attrs:
+        study.set_user_attr(OBJECTIVE_SPEC_ATTR, _jsonable(objective_spec))
+    study.set_user_attr(STUDY_ATTR, _jsonable(_storable(spec)))
+    artifact_dir = str(Path(spec.artifact_dir).resolve())
+    study.set_user_attr(ARTIFACTS_ATTR, artifact_dir)
+
+    target = spec.evaluations
+    started = time.perf_counter()
+    done_before = len(_finished(study))
+    _info(
+        args,
+        f"study {spec.study!r} in {spec.storage_url}: {done_before}/{target} evaluations done "
+        f"(population {spec.population}, {spec.elites} elites, {spec.generations} generations"
+        f" after the first, {spec.seeds} seed(s), {spec.epochs} epochs)",
+    )
+    _run_until(study, objective, target=target, n_jobs=spec.n_jobs, generation=trial_generation)
+    seconds = time.perf_counter() - started
+
+    from optuna_biotune import report
+
+    result: dict[str, Any] = {
+        "command": "search",
+        "study": spec.study,
+        "storage": spec.storage_url,
+        "evaluations": len(_finished(study)),
+        "planned_evaluations": target,
+        "trials": len(study.trials),
+        "seconds": round(seconds, 1),
+    }
+    result.update(report.best_summary(study))
+    if spec.final:
+        result["final"] = _run_final(args, study, spec, objective)
+    result["report"] = report.write_report(
+        study, out_dir=spec.report_dir, artifact_store=_artifact_store(artifact_dir)
+    )
+    return result
+
+
+def _storable(spec: StudySpec) -> dict[str, Any]:
+    data = spec.to_toml_dict()
+    data.get("study", {}).pop("storage", None)
+    data.get("study", {}).pop("artifacts", None)
+    data.get("report", {}).pop("out", None)
+    return data
+
+
+def _existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def _run_until(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    target: int,
+    n_jobs: int,
+    generation: Callable[[optuna.trial.FrozenTrial], int],
+) -> None:
+    """Optimise until ``target`` evaluations are finished, counting earlier runs."""
+    from optuna.trial import TrialState
+    from tqdm.auto import tqdm
+
+    done = len(_finished(study))
+    bar = tqdm(
+        total=target,
+        initial=min(done, target),
+        desc="BioTune",
+        unit="eval",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+    def progress(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            bar.update(1)
+        try:
+            best = f"{st.best_value:.4f}"
+        except ValueError:
+            best = "-"
+        bar.set_postfix(generation=generation(trial), trial=trial.number, best=best)
+        if len(_finished(st)) >= target:
+            st.stop()
+
+    stalled = 0
+    try:
+        while done < target:
+            study.optimize(
+                objective,
+                n_trials=target - done,
+                n_jobs=n_jobs,
+                callbacks=[progress],
+                catch=(RuntimeFailure,),
+                gc_after_trial=False,
+            )
+            now = len(_finished(study))
+            stalled = stalled + 1 if now == done else 0
+            done = now
+            if stalled >= 2:
+                failed = [t for t in study.trials if t.state == TrialState.FAIL]
+                reason = failed[-1].system_attrs.get("fail_reason", "") if failed else ""
+                raise RuntimeFailure(
+                    f"no trial finished in two rounds; last failure: {str(reason)[:200]!r}."
+                )
+    finally:
+        bar.close()
+
+
+# -- final --------------------------------------------------------------------------------
+
+
+def _run_final(
+    args: argparse.Namespace, study: optuna.Study, spec: StudySpec, objective: Any
+) -> dict[str, Any]:
+    from optuna_biotune import final
+
+    _info(
+        args,
+        f"final: retraining the top {spec.top_k} configuration(s) and FT on the full training "
+        f"set with {spec.final_seeds} seed(s), scoring the test set",
+    )
+    return final.run_final(
+        study,
+        objective=objective,
+        top_k=spec.top_k,
+        seeds=spec.final_seed_list,
+        log=lambda line: _info(args, line),
+    )
+
+
+def _open_existing(args: argparse.Namespace) -> tuple[optuna.Study, StudySpec]:
+    spec = _spec_for(args)
+    storage = open_storage(spec.storage_url, must_exist=True)
+    study = load_study(spec.study, storage)
+    stored = _stored_spec(study, spec)
+    return study, stored.replace(artifacts=args.artifacts)
+
+
+def cmd_final(args: argparse.Namespace) -> dict[str, Any]:
+    """Retrain the study's top-k configurations and FT; test accuracies stored in the study."""
+    study, spec = _open_existing(args)
+    spec = spec.replace(top_k=args.top_k, final_seeds=args.seeds, device=args.device)
+    stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
+    if not isinstance(stored, dict):
+        raise UsageError(
+            f"study {study.study_name!r} has no `{OBJECTIVE_SPEC_ATTR}`; "
+            "it was not made by `optuna-biotune search`."
+        )
+    objective = _make_objective(spec.replace(device=args.device), stored)
+    result: dict[str, Any] = {
+        "command": "final",
+        "study": study.study_name,
+        "storage": spec.storage_url,
+        "trials": len(study.trials),
+    }
+    from optuna_biotune import report
+
+    result.update(report.best_summary(study))
+    result["final"] = _run_final(args, study, spec, objective)
+    result["report"] = report.write_report(
+        study, out_dir=spec.report_dir, artifact_store=_artifact_store(spec.artifact_dir)
+    )
+    return result
+
+
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    """Write the report (tables, Fig. 2 PNG, HTML) and attach it to the study."""
+    from optuna_biotune import report
+
+    study, spec = _open_existing(args)
+    out = args.out or spec.report_dir
+    result: dict[str, Any] = {
+        "command": "report",
+        "study": study.study_name,
+        "storage": spec.storage_url,
+        "trials": len(study.trials),
+    }
+    result.update(report.best_summary(study))
+    kwargs: dict[str, Any] = {}
+    if args.top_k is not None:
+        kwargs["top_k"] = args.top_k
+    result["report"] = report.write_report(
+        study, out_dir=out, artifact_store=_artifact_store(spec.artifact_dir), **kwargs
+    )
+    return result
+
+
+def cmd_dashboard(args: argparse.Namespace) -> dict[str, Any]:
+    """Serve optuna-dashboard on the study's storage and artifact folder until Ctrl-C."""
+    import optuna_dashboard
+
+    spec = _spec_for(args)
+    storage = open_storage(spec.storage_url, must_exist=True)
+    artifacts = args.artifacts
+    if artifacts is None:
+        study = (
+            load_study(spec.study, storage) if args.study else _existing_study(spec.study, storage)
+        )
+        stored = study.user_attrs.get(ARTIFACTS_ATTR) if study is not None else None
+        artifacts = stored or spec.artifact_dir
+    url = f"http://{args.host}:{args.port}/dashboard"
+    print(f"optuna-dashboard on {spec.storage_url} (artifacts {artifacts}): {url}", flush=True)
+    optuna_dashboard.run_server(
+        storage, host=args.host, port=args.port, artifact_store=_artifact_store(artifacts)
+    )
+    return {"command": "dashboard", "storage": spec.storage_url, "url": url}
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "search": cmd_search,
+    "final": cmd_final,
+    "report": cmd_report,
+    "dashboard": cmd_dashboard,
+}
+
+# -- printing -----------------------------------------------------------------------------
+
+
+def _info(args: argparse.Namespace, line: str) -> None:
+    """Progress lines go to stderr, so stdout stays the summary (and the JSON line)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _format_summary(result: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for key, value in result.items():
+        if key in {"final", "best_configuration"}:
+            continue
+        if isinstance(value, dict | list):
+            value = json.dumps(value, default=_json_default)
+        elif isinstance(value, float):
+            value = f"{value:.4f}"
+        lines.append(f"{key}: {value}")
+    best = result.get("best_configuration")
+    if isinstance(best, dict) and best.get("blocks"):
+        lines.append("best configuration (block: LR weight, 0 = frozen):")
+        for block, weight in zip(best["blocks"], best["lr_weights"], strict=False):
+            lines.append(f"  {block:<28} {'frozen' if weight == 0 else f'{weight:.3g}'}")
+    final_result = result.get("final")
+    if isinstance(final_result, dict) and "summary" in final_result:
+        lines.append(final_result["summary"])
+    return "\n".join(lines)
+
+
+def _load_external(name: str) -> Any:
+    module_name, _ = SUBCOMMANDS[name]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            raise UsageError(
+                f"`{name}` is not available in this installation ({module_name} is missing)."
+            ) from None
+        raise
+
+
+def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Callable[..., dict[str, Any]]]:
+    parser = build_parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in SUBCOMMANDS:
+        module = _load_external(command)
+        sub = argparse.ArgumentParser(
+            prog=f"optuna-biotune {command}", description=SUBCOMMANDS[command][1]
+        )
+        module.add_arguments(sub)
+        if not any("--json" in a.option_strings for a in sub._actions):
+            sub.add_argument(
+                "--json", action="store_true", help="print one JSON object as the last line"
+            )
+        index = list(argv).index(command)
+        if any(a in ("-h", "--help") for a in argv[:index]):
+            parser.parse_args(argv)
+        args = sub.parse_args(list(argv[index + 1 :]))
+        args.command = command
+        return args, module.run
+    args = parser.parse_args(list(argv))
+    return args, _COMMANDS[args.command]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``optuna-biotune`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, run = _parse(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    except BioTuneError as err:
+        print(f"optuna-biotune: error: {err}", file=sys.stderr)
+        return err.exit_code
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        result = run(args)
+    except BioTuneError as err:
+        print(f"optuna-biotune: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(
+            "optuna-biotune: interrupted; the running trial is marked failed and its slot is "
+            "issued again; rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        return _SIGINT_EXIT
+    result = _jsonable(result if isinstance(result, dict) else {"result": result})
+    if getattr(args, "json", False):
+        text = _format_summary(result)
+        if text:
+            print(text)
+        print(json.dumps(result, sort_keys=False), flush=True)
+    else:
+        print(_format_summary(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,421 @@
+"""Declarative study specs: one TOML file per experiment, every CLI option settable there.
+
+A spec has five tables; every key is optional and falls back to the embedded default
+(:data:`DEFAULT_TOML`, the same text as ``studies/default.toml``)::
+
+    [study]       name, storage, artifacts
+    [objective]   dataset, model, partition, seeds, data_fraction, epochs, patience,
+                  batch_size, base_lr, optimizer, metric, device, image_size
+    [search]      population, elites, generations, exploit_step, n_jobs, seed
+    [final]       after_search, top_k, seeds
+    [report]      out
+
+Command-line options override the spec (``optuna-biotune search SPEC.toml --epochs 3``).
+Relative paths in a spec (``storage = "sqlite:///x.db"``, ``artifacts``, ``report.out``, an
+ImageFolder ``dataset``) are resolved against the spec file's folder, so a study's database
+and artifacts land beside the spec that made them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from optuna_biotune.errors import UsageError
+
+#: The authors' three seeds (METHOD.md, "Fitness"); ``seeds = N`` takes the first N of these,
+#: then continues with 1, 2, 3, ... when N > 3.
+PAPER_SEEDS: tuple[int, ...] = (684, 559, 629)
+
+#: The embedded default study: digits + ImageNet-pretrained EfficientNet-Lite0 on the CPU,
+#: a budget that searches and retrains in about ten minutes on two CPU cores.
+DEFAULT_TOML = """\
+# The embedded default study of `optuna-biotune search` (no argument): scikit-learn's digits
+# (1,797 real 8x8 digits, shipped with scikit-learn) on ImageNet-pretrained EfficientNet-Lite0,
+# on the CPU, with a budget that searches and then retrains in about ten minutes on two cores.
+# The paper's budget is population 10, 3 elites, 10 generations, 3 seeds, 30 epochs.
+
+[study]
+name = "default"
+# storage = "sqlite:///studies/default.db"   # default: sqlite:///<spec folder>/<name>.db
+
+[objective]
+dataset = "digits"
+model = "efficientnet_lite0"
+seeds = 1
+data_fraction = 0.5
+epochs = 4
+patience = 2
+batch_size = 64
+base_lr = 1e-3
+optimizer = "adam"
+metric = "accuracy"
+device = "cpu"
+image_size = 32
+
+[search]
+population = 6
+elites = 2
+generations = 2
+exploit_step = 0.25
+n_jobs = 1
+seed = 0
+
+[final]
+after_search = true
+top_k = 3
+seeds = 3
+"""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StudySpec:
+    """Everything one BioTune experiment needs: the study, the objective, the search budget.
+
+    Field names are the CLI's option names with ``-`` as ``_``; :data:`SECTIONS` says which
+    TOML table each lives in.
+    """
+
+    # [study]
+    study: str = "default"
+    storage: str | None = None
+    artifacts: str | None = None
+    # [objective]
+    dataset: str = "digits"
+    model: str = "efficientnet_lite0"
+    partition: str | list[str] | None = None
+    seeds: int = 3
+    data_fraction: float = 0.5
+    epochs: int = 30
+    patience: int = 3
+    batch_size: int = 64
+    base_lr: float = 1e-3
+    optimizer: str = "adam"
+    metric: str = "accuracy"
+    device: str = "auto"
+    image_size: int | None = None
+    # [search]
+    population: int = 10
+    elites: int = 3
+    generations: int = 10
+    exploit_step: float = 0.25
+    n_jobs: int = 1
+    seed: int | None = None
+    # [final]
+    final: bool = False
+    top_k: int = 5
+    final_seeds: int = 3
+    # [report]
+    out: str | None = None
+    # Folder of the spec file (relative paths resolve against it); cwd's studies/ otherwise.
+    base_dir: str = "studies"
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def storage_url(self) -> str:
+        """The storage URL: the spec's, else ``sqlite:///<base_dir>/<study>.db``."""
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{Path(self.base_dir) / f'{self.study}.db'}"
+
+    @property
+    def artifact_dir(self) -> str:
+        """Folder of the Optuna artifacts (Fig. 2, HTML report, final results).
+
+        One folder per storage folder, shared by its studies (artifact ids are UUIDs), so one
+        dashboard serves every study of a database.
+        """
+        if self.artifacts:
+            return self.artifacts
+        return str(Path(self.base_dir) / "artifacts")
+
+    @property
+    def report_dir(self) -> str:
+        """Folder the ``report`` command writes its PNG, HTML and JSON into."""
+        if self.out:
+            return self.out
+        return str(Path(self.base_dir) / "reports" / self.study)
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        """The fitness seeds: the first ``seeds`` of the paper's, then 1, 2, 3, ..."""
+        return seed_list(self.seeds)
+
+    @property
+    def final_seed_list(self) -> tuple[int, ...]:
+        """The seeds of the final retraining (``[final] seeds``)."""
+        return seed_list(self.final_seeds)
+
+    @property
+    def evaluations(self) -> int:
+        """Fitness evaluations of the whole search (paper: 10 + 10 x 13 = 140).
+
+        Generation 0 evaluates the population; every later generation exploits each elite
+        twice and makes ``population - elites`` children.
+        """
+        return self.population + self.generations * (
+            2 * self.elites + self.population - self.elites
+        )
+
+    def objective_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`optuna_biotune.BioTuneObjective` for this spec."""
+        kwargs: dict[str, Any] = {
+            "dataset": self.dataset,
+            "model": self.model,
+            "partition": self.partition,
+            "seeds": self.seed_list,
+            "data_fraction": self.data_fraction,
+            "max_epochs": self.epochs,
+            "patience": self.patience,
+            "batch_size": self.batch_size,
+            "base_lr": self.base_lr,
+            "optimizer": self.optimizer,
+            "metric": self.metric,
+            "device": self.device,
+            "image_size": self.image_size,
+        }
+        return kwargs
+
+    def sampler_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`optuna_biotune.BioTuneSampler` for this spec."""
+        return {
+            "population_size": self.population,
+            "n_elites": self.elites,
+            "exploit_step": self.exploit_step,
+            "seed": self.seed,
+        }
+
+    def replace(self, **changes: Any) -> StudySpec:
+        """Return a copy with ``changes`` applied (``None`` values are ignored)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise UsageError(f"unknown spec field(s) {unknown}; see optuna_biotune.spec.SECTIONS.")
+        return dataclasses.replace(self, **changes)
+
+    def to_toml_dict(self) -> dict[str, dict[str, Any]]:
+        """The spec as TOML tables (the inverse of :func:`spec_from_dict`; None left out)."""
+        out: dict[str, dict[str, Any]] = {}
+        for (table, key), field in SECTIONS.items():
+            value = getattr(self, field)
+            if value is not None:
+                out.setdefault(table, {})[key] = value
+        return out
+
+
+#: (TOML table, key) -> StudySpec field.
+SECTIONS: dict[tuple[str, str], str] = {
+    ("study", "name"): "study",
+    ("study", "storage"): "storage",
+    ("study", "artifacts"): "artifacts",
+    **{
+        ("objective", k): k
+        for k in (
+            "dataset",
+            "model",
+            "partition",
+            "seeds",
+            "data_fraction",
+            "epochs",
+            "patience",
+            "batch_size",
+            "base_lr",
+            "optimizer",
+            "metric",
+            "device",
+            "image_size",
+        )
+    },
+    **{
+        ("search", k): k
+        for k in ("population", "elites", "generations", "exploit_step", "n_jobs", "seed")
+    },
+    ("final", "after_search"): "final",
+    ("final", "top_k"): "top_k",
+    ("final", "seeds"): "final_seeds",
+    ("report", "out"): "out",
+}
+
+_INT_FIELDS = {
+    "seeds": 1,
+    "epochs": 1,
+    "patience": 0,
+    "batch_size": 1,
+    "population": 3,
+    "elites": 1,
+    "generations": 0,
+    "n_jobs": 1,
+    "top_k": 1,
+    "final_seeds": 1,
+}
+_CHOICES = {
+    "optimizer": ("adam", "sgd"),
+    "metric": ("accuracy", "macro_accuracy"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+}
+
+
+def seed_list(n: int) -> tuple[int, ...]:
+    """The first ``n`` fitness seeds: the paper's 684, 559, 629, then 1, 2, 3, ..."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UsageError(f"`seeds` must be a positive integer, got {n!r}.")
+    extra = tuple(range(1, n - len(PAPER_SEEDS) + 1))
+    return (PAPER_SEEDS + extra)[:n]
+
+
+def _validate(spec: StudySpec) -> None:
+    for name, low in _INT_FIELDS.items():
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UsageError(f"`{name}` must be an integer >= {low}, got {value!r}; fix the spec.")
+    if spec.elites >= spec.population:
+        raise UsageError(
+            f"`elites` ({spec.elites}) must be smaller than `population` ({spec.population})."
+        )
+    for name in ("data_fraction", "base_lr", "exploit_step"):
+        value = getattr(spec, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise UsageError(f"`{name}` must be a number, got {value!r}; fix the spec.")
+    if not 0 < spec.data_fraction <= 1:
+        raise UsageError(f"`data_fraction` must be in (0, 1], got {spec.data_fraction}.")
+    if spec.base_lr <= 0:
+        raise UsageError(f"`base_lr` must be positive, got {spec.base_lr}.")
+    if not 0 < spec.exploit_step <= 1:
+        raise UsageError(f"`exploit_step` must be in (0, 1], got {spec.exploit_step}.")
+    for name, choices in _CHOICES.items():
+        if getattr(spec, name) not in choices:
+            raise UsageError(
+                f"`{name}` must be one of {list(choices)}, got {getattr(spec, name)!r}."
+            )
+    for name in ("study", "dataset", "model"):
+        value = getattr(spec, name)
+        if not isinstance(value, str) or not value.strip():
+            raise UsageError(f"`{name}` must be a non-empty string, got {value!r}.")
+    if "/" in spec.study or "\\" in spec.study:
+        raise UsageError(f"`study` must be a plain name without slashes, got {spec.study!r}.")
+    if spec.image_size is not None and (
+        isinstance(spec.image_size, bool)
+        or not isinstance(spec.image_size, int)
+        or spec.image_size < 8
+    ):
+        raise UsageError(
+            f"`image_size` must be an integer >= 8 or left out, got {spec.image_size!r}."
+        )
+    if spec.seed is not None and (isinstance(spec.seed, bool) or not isinstance(spec.seed, int)):
+        raise UsageError(f"`seed` must be an integer or left out, got {spec.seed!r}.")
+    if not isinstance(spec.final, bool):
+        raise UsageError(f"`final.after_search` must be true or false, got {spec.final!r}.")
+    if spec.partition is not None and not (
+        isinstance(spec.partition, str)
+        or (isinstance(spec.partition, list) and all(isinstance(p, str) for p in spec.partition))
+    ):
+        raise UsageError("`partition` must be a partition name or a list of module-name prefixes.")
+    for name in ("storage", "artifacts", "out"):
+        value = getattr(spec, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise UsageError(f"`{name}` must be a non-empty string or left out, got {value!r}.")
+
+
+def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative paths of a spec file relative to the spec's folder."""
+    out = dict(values)
+    storage = out.get("storage")
+    if isinstance(storage, str) and storage.startswith("sqlite:///"):
+        path = storage[len("sqlite:///") :]
+        if path and not Path(path).is_absolute() and path != ":memory:":
+            out["storage"] = f"sqlite:///{base / path}"
+    for key in ("artifacts", "out"):
+        if isinstance(out.get(key), str) and not Path(out[key]).is_absolute():
+            out[key] = str(base / out[key])
+    dataset = out.get("dataset")
+    if (
+        isinstance(dataset, str)
+        and ("/" in dataset or dataset.startswith("."))
+        and not Path(dataset).expanduser().is_absolute()
+    ):
+        out["dataset"] = str(base / dataset)
+    return out
+
+
+def spec_from_dict(
+    data: Mapping[str, Any], *, base_dir: str | Path = "studies", source: str = "spec"
+) -> StudySpec:
+    """Build a :class:`StudySpec` from TOML tables, refusing unknown tables and keys.
+
+    Args:
+        data: The parsed TOML document (tables ``study``, ``objective``, ``search``, ``final``,
+            ``report``).
+        base_dir: Folder relative paths resolve against (the spec file's folder).
+        source: Name of the document in error messages.
+
+    Raises:
+        UsageError: An unknown table or key, or a value of the wrong type or range.
+    """
+    tables = {t for t, _ in SECTIONS}
+    values: dict[str, Any] = {}
+    for table, content in data.items():
+        if table not in tables:
+            raise UsageError(f"{source}: unknown table [{table}]; use one of {sorted(tables)}.")
+        if not isinstance(content, Mapping):
+            raise UsageError(f"{source}: `{table}` must be a table like [{table}].")
+        for key, value in content.items():
+            field = SECTIONS.get((table, key))
+            if field is None:
+                known = sorted(k for t, k in SECTIONS if t == table)
+                raise UsageError(f"{source}: unknown key `{table}.{key}`; use one of {known}.")
+            values[field] = value
+    base = Path(base_dir)
+    values = _resolve_paths(values, base)
+    try:
+        return StudySpec(base_dir=str(base), **values)
+    except UsageError as err:
+        raise UsageError(f"{source}: {err}") from None
+    except TypeError as err:  # pragma: no cover - every field has a default
+        raise UsageError(f"{source}: {err}") from None
+
+
+def default_spec(*, base_dir: str | Path = "studies") -> StudySpec:
+    """The embedded default study (:data:`DEFAULT_TOML`)."""
+    return spec_from_dict(tomllib.loads(DEFAULT_TOML), base_dir=base_dir, source="default spec")
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read a TOML study spec; its relative paths resolve against the file's folder.
+
+    Raises:
+        UsageError: The file is missing, is not valid TOML, or has an unknown or bad value.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"spec file {str(p)!r} does not exist; pass the path of a .toml spec.")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(
+            f"spec file {str(p)!r} is not valid TOML ({first}); fix its syntax."
+        ) from None
+    return spec_from_dict(data, base_dir=p.parent, source=str(p))
+
+
+__all__ = [
+    "DEFAULT_TOML",
+    "PAPER_SEEDS",
+    "SECTIONS",
+    "StudySpec",
+    "default_spec",
+    "load_spec",
+    "seed_list",
+    "spec_from_dict",
+]
