@@ -1,0 +1,606 @@
+"""Reports of a BioTune study: tables, the paper's Fig. 2, an HTML page, dashboard artifacts.
+
+Everything is read from the study alone (trial params and the user attrs the objective writes,
+CONTRIBUTING.md), so a report can be made at any time, by any process, during or after a search:
+
+- per generation: evaluations, best and mean fitness, best so far, mean trainable share;
+- the best configurations over all generations (deduplicated): trained-block mask, learning-rate
+  weights, trainable share, per-seed validation accuracies, and the ``final`` test results;
+- the paper's Fig. 2: a blocks x configurations heatmap of the learning-rate weights on a log
+  colour scale from 0.1 to 10, frozen blocks marked with a snowflake;
+- a self-contained HTML page with the tables and the figures;
+- the figures, the page and the results attached to the study as Optuna artifacts, and a study
+  note in markdown, so optuna-dashboard shows them.
+
+No torch here: matplotlib is imported when a figure is drawn.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from optuna_biotune.evolution import trial_generation
+from optuna_biotune.genome import IMPORTANCE_PREFIX, THRESHOLD_PARAM, decode
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore
+
+#: Study user attr with the artifact ids of the latest report (name -> id), replaced each time.
+REPORT_ARTIFACTS_ATTR = "biotune:report_artifacts"
+#: Study user attr with the ``final`` results (written by :mod:`optuna_biotune.final`).
+FINAL_ATTR = "biotune:final"
+
+_SNOWFLAKE = "\u2744"
+_WEIGHT_MIN, _WEIGHT_MAX = 0.1, 10.0
+
+
+# -- reading trials -----------------------------------------------------------------------
+
+
+def _blocks_of(trial: optuna.trial.FrozenTrial) -> list[str]:
+    blocks = trial.user_attrs.get("blocks")
+    if isinstance(blocks, list) and blocks:
+        return [str(b) for b in blocks]
+    return [k[len(IMPORTANCE_PREFIX) :] for k in trial.params if k.startswith(IMPORTANCE_PREFIX)]
+
+
+def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """What people want to see of one finished trial, as plain JSON-able data.
+
+    Uses the objective's user attrs (``mask``, ``lr_weights``, ...) and falls back to decoding
+    the genes (``importance:<block>``, ``threshold``) for trials that lack them.
+    """
+    blocks = _blocks_of(trial)
+    mask = trial.user_attrs.get("mask")
+    weights = trial.user_attrs.get("lr_weights")
+    if (mask is None or weights is None) and blocks and THRESHOLD_PARAM in trial.params:
+        genes = [trial.params.get(f"{IMPORTANCE_PREFIX}{b}", 0.0) for b in blocks]
+        m, w = decode(genes, trial.params[THRESHOLD_PARAM])
+        mask, weights = m.tolist(), w.tolist()
+    return {
+        "trial": trial.number,
+        "generation": trial_generation(trial),
+        "value": trial.value,
+        "state": trial.state.name,
+        "blocks": blocks,
+        "mask": [bool(x) for x in (mask or [])],
+        "lr_weights": [float(x) for x in (weights or [])],
+        "trainable_share": trial.user_attrs.get("trainable_share"),
+        "trainable_params": trial.user_attrs.get("trainable_params"),
+        "seed_accuracies": trial.user_attrs.get("seed_accuracies"),
+        "epochs": trial.user_attrs.get("epochs"),
+        "seconds": trial.user_attrs.get("seconds"),
+        "params": dict(trial.params),
+    }
+
+
+def _complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+
+
+def _maximize(study: optuna.Study) -> bool:
+    from optuna.study import StudyDirection
+
+    return study.direction == StudyDirection.MAXIMIZE
+
+
+def configuration_key(mask: Sequence[bool], weights: Sequence[float]) -> str:
+    """A key that is equal for equal configurations (mask and weights to 4 significant digits)."""
+    parts = [f"{float(w):.4g}" if m else "frozen" for m, w in zip(mask, weights, strict=True)]
+    return "|".join(parts)
+
+
+def top_configurations(study: optuna.Study, k: int) -> list[dict[str, Any]]:
+    """The ``k`` best distinct configurations over all generations (best first).
+
+    Two trials with the same mask and weights (an elite re-evaluated on another fold) count once,
+    with the better fitness.
+    """
+    if k < 1:
+        raise ValueError(f"`k` must be >= 1, got {k}.")
+    sign = -1.0 if _maximize(study) else 1.0
+    trials = sorted(_complete(study), key=lambda t: (sign * t.value, t.number))
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for trial in trials:
+        record = trial_record(trial)
+        if not record["mask"]:
+            continue
+        key = configuration_key(record["mask"], record["lr_weights"])
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(record)
+        if len(out) == k:
+            break
+    return out
+
+
+def generation_table(study: optuna.Study) -> list[dict[str, Any]]:
+    """Per generation: evaluations, best and mean fitness, best so far, mean trainable share."""
+    by_gen: dict[int, list[optuna.trial.FrozenTrial]] = {}
+    for trial in _complete(study):
+        by_gen.setdefault(trial_generation(trial), []).append(trial)
+    better = max if _maximize(study) else min
+    rows: list[dict[str, Any]] = []
+    best_so_far: float | None = None
+    for gen in sorted(by_gen):
+        values = [float(t.value) for t in by_gen[gen]]
+        shares = [
+            float(t.user_attrs["trainable_share"])
+            for t in by_gen[gen]
+            if isinstance(t.user_attrs.get("trainable_share"), int | float)
+        ]
+        best = better(values)
+        best_so_far = best if best_so_far is None else better(best_so_far, best)
+        rows.append(
+            {
+                "generation": gen,
+                "evaluations": len(values),
+                "best": best,
+                "mean": float(np.mean(values)),
+                "best_so_far": best_so_far,
+                "mean_trainable_share": float(np.mean(shares)) if shares else None,
+            }
+        )
+    return rows
+
+
+def best_summary(study: optuna.Study) -> dict[str, Any]:
+    """``best_value`` and ``best_configuration`` of the study (None before any completes)."""
+    top = top_configurations(study, 1) if _complete(study) else []
+    if not top:
+        return {"best_value": None, "best_configuration": None}
+    best = top[0]
+    return {
+        "best_value": best["value"],
+        "best_configuration": {
+            k: best[k]
+            for k in (
+                "trial",
+                "generation",
+                "blocks",
+                "mask",
+                "lr_weights",
+                "trainable_share",
+                "seed_accuracies",
+            )
+        },
+    }
+
+
+# -- figures ------------------------------------------------------------------------------
+
+
+def plot_fig2(
+    configurations: Sequence[dict[str, Any]], path: str | Path, *, title: str = ""
+) -> Path:
+    """Draw the paper's Fig. 2: blocks x configurations, LR weights on a log scale 0.1-10.
+
+    Args:
+        configurations: Records with ``blocks``, ``mask``, ``lr_weights`` and a ``label``.
+        path: PNG file to write.
+        title: Figure title.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    if not configurations:
+        raise ValueError("`configurations` must hold at least one configuration to plot.")
+    blocks = configurations[0]["blocks"]
+    n_blocks, n_conf = len(blocks), len(configurations)
+    grid = np.full((n_blocks, n_conf), np.nan)
+    for j, conf in enumerate(configurations):
+        for i, (m, w) in enumerate(zip(conf["mask"], conf["lr_weights"], strict=True)):
+            if m:
+                grid[i, j] = min(max(float(w), _WEIGHT_MIN), _WEIGHT_MAX)
+    width = max(4.5, 1.0 + 0.9 * n_conf)
+    height = max(3.0, 1.2 + 0.45 * n_blocks)
+    fig, ax = plt.subplots(figsize=(width, height), dpi=120)
+    cmap = matplotlib.colormaps["viridis"].copy()
+    cmap.set_bad("#e8eef4")
+    image = ax.imshow(
+        np.ma.masked_invalid(grid),
+        cmap=cmap,
+        norm=LogNorm(vmin=_WEIGHT_MIN, vmax=_WEIGHT_MAX),
+        aspect="auto",
+        interpolation="nearest",
+    )
+    for i in range(n_blocks):
+        for j in range(n_conf):
+            if np.isnan(grid[i, j]):
+                ax.text(j, i, _SNOWFLAKE, ha="center", va="center", color="#3a6ea5", fontsize=13)
+            else:
+                dark = grid[i, j] < 1.5
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.2g}",
+                    ha="center",
+                    va="center",
+                    color="white" if dark else "black",
+                    fontsize=8,
+                )
+    ax.set_yticks(range(n_blocks), labels=blocks, fontsize=8)
+    ax.set_xticks(
+        range(n_conf),
+        labels=[c.get("label", str(j)) for j, c in enumerate(configurations)],
+        fontsize=8,
+    )
+    ax.set_xlabel("configuration")
+    ax.set_ylabel("block")
+    bar = fig.colorbar(image, ax=ax, ticks=[0.1, 0.3, 1, 3, 10])
+    bar.ax.set_yticklabels(["0.1", "0.3", "1", "3", "10"])
+    bar.set_label(f"learning-rate weight ({_SNOWFLAKE} frozen)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_generations(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
+    """Best, mean and best-so-far fitness per generation (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        raise ValueError("`rows` must hold at least one generation to plot.")
+    gens = [r["generation"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=120)
+    ax.plot(gens, [r["mean"] for r in rows], "o-", label="mean", color="#999999")
+    ax.plot(gens, [r["best"] for r in rows], "s-", label="best of generation", color="#3a6ea5")
+    ax.plot(gens, [r["best_so_far"] for r in rows], "--", label="best so far", color="#c0392b")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("fitness (validation accuracy)")
+    ax.set_xticks(gens)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pct(value: Any) -> str:
+    return "-" if not isinstance(value, int | float) else f"{100 * float(value):.1f} %"
+
+
+def _weights_text(record: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{b}: {'frozen' if not m else f'{w:.3g}'}"
+        for b, m, w in zip(record["blocks"], record["mask"], record["lr_weights"], strict=True)
+    )
+
+
+def _final_rows(final: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not isinstance(final, dict):
+        return []
+    return list(final.get("configurations", []))
+
+
+def build_report(study: optuna.Study, *, top_k: int = 10) -> dict[str, Any]:
+    """The report's data: generations, top configurations, final results (JSON-able)."""
+    spec = study.user_attrs.get("biotune:spec") or {}
+    final = study.user_attrs.get(FINAL_ATTR)
+    final_by_trial = {r.get("trial"): r for r in _final_rows(final)}
+    top = top_configurations(study, top_k) if _complete(study) else []
+    for record in top:
+        record["label"] = f"#{record['trial']}\n{_fmt(record['value'], 3)}"
+        test = final_by_trial.get(record["trial"])
+        if test is not None:
+            record["test_mean"] = test.get("mean")
+            record["test_sem"] = test.get("sem")
+    return {
+        "study": study.study_name,
+        "direction": "maximize" if _maximize(study) else "minimize",
+        "dataset": spec.get("dataset"),
+        "model": spec.get("model"),
+        "spec": spec,
+        "trials": len(study.trials),
+        "completed": len(_complete(study)),
+        "generations": generation_table(study),
+        "top": top,
+        "final": final if isinstance(final, dict) else None,
+        **best_summary(study),
+    }
+
+
+def _png_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _final_table_rows(final: dict[str, Any] | None) -> list[list[str]]:
+    rows = []
+    for r in _final_rows(final):
+        rows.append(
+            [
+                f"#{r.get('trial')}",
+                _fmt(r.get("validation")),
+                f"{_fmt(r.get('mean'))} ± {_fmt(r.get('sem'))}",
+                _pct(r.get("trainable_share")),
+            ]
+        )
+    if isinstance(final, dict) and isinstance(final.get("ft"), dict):
+        ft = final["ft"]
+        rows.append(
+            [
+                "FT (all blocks, weight 1)",
+                "-",
+                f"{_fmt(ft.get('mean'))} ± {_fmt(ft.get('sem'))}",
+                _pct(ft.get("trainable_share")),
+            ]
+        )
+    return rows
+
+
+def render_html(data: dict[str, Any], figures: dict[str, Path]) -> str:
+    """A self-contained HTML page (figures embedded) for ``data`` from :func:`build_report`."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>BioTune report: {html.escape(data['study'])}</title>",
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+        "padding:3px 8px;font-size:13px;text-align:right}th{background:#f0f3f7}"
+        "img{max-width:100%}</style></head><body>",
+        f"<h1>BioTune study <code>{html.escape(data['study'])}</code></h1>",
+        f"<p>dataset <b>{html.escape(str(data.get('dataset')))}</b>, model "
+        f"<b>{html.escape(str(data.get('model')))}</b>; {data['completed']} completed of "
+        f"{data['trials']} trials; best validation fitness {_fmt(data.get('best_value'))}.</p>",
+    ]
+    final = data.get("final")
+    if final:
+        parts.append("<h2>Test accuracy after retraining on the full training set</h2>")
+        parts.append(
+            _html_table(
+                ["configuration", "validation", "test mean ± s.e.", "trainable share"],
+                _final_table_rows(final),
+            )
+        )
+        if final.get("summary"):
+            parts.append(f"<p>{html.escape(final['summary'])}</p>")
+    if "fig2" in figures:
+        parts.append("<h2>Fig. 2: learning-rate weights of the best configurations</h2>")
+        parts.append(f"<img alt='Fig. 2 heatmap' src='{_png_data_uri(figures['fig2'])}'>")
+    if "generations" in figures:
+        parts.append("<h2>Fitness per generation</h2>")
+        parts.append(
+            f"<img alt='fitness per generation' src='{_png_data_uri(figures['generations'])}'>"
+        )
+    parts.append(
+        _html_table(
+            ["generation", "evaluations", "best", "mean", "best so far", "mean trainable share"],
+            [
+                [
+                    r["generation"],
+                    r["evaluations"],
+                    _fmt(r["best"]),
+                    _fmt(r["mean"]),
+                    _fmt(r["best_so_far"]),
+                    _pct(r["mean_trainable_share"]),
+                ]
+                for r in data["generations"]
+            ],
+        )
+    )
+    parts.append("<h2>Best configurations (all generations)</h2>")
+    parts.append(
+        _html_table(
+            ["trial", "generation", "fitness", "trainable share", "per-seed", "LR weights"],
+            [
+                [
+                    f"#{r['trial']}",
+                    r["generation"],
+                    _fmt(r["value"]),
+                    _pct(r["trainable_share"]),
+                    ", ".join(_fmt(a, 3) for a in (r.get("seed_accuracies") or [])),
+                    _weights_text(r),
+                ]
+                for r in data["top"]
+            ],
+        )
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_note(data: dict[str, Any], artifact_urls: dict[str, str]) -> str:
+    """The study note (markdown) optuna-dashboard shows on the study page."""
+    lines = [
+        f"## BioTune: {data.get('dataset')} on {data.get('model')}",
+        "",
+        f"{data['completed']} completed evaluations of {data['trials']} trials; best validation "
+        f"fitness **{_fmt(data.get('best_value'))}**.",
+        "",
+    ]
+    best = data.get("best_configuration")
+    if best:
+        lines += [
+            f"Best configuration (trial #{best['trial']}, generation {best['generation']}, "
+            f"trainable share {_pct(best.get('trainable_share'))}):",
+            "",
+            "| block | LR weight |",
+            "|---|---|",
+        ]
+        for b, m, w in zip(best["blocks"], best["mask"], best["lr_weights"], strict=True):
+            lines.append(f"| {b} | {f'{w:.3g}' if m else _SNOWFLAKE + ' frozen'} |")
+        lines.append("")
+    final = data.get("final")
+    if final:
+        lines += ["### Test accuracy (retrained on the full training set)", ""]
+        lines += [
+            "| configuration | validation | test mean ± s.e. | trainable share |",
+            "|---|---|---|---|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in _final_table_rows(final)]
+        lines.append("")
+        if final.get("summary"):
+            lines += [final["summary"], ""]
+    if data["generations"]:
+        lines += [
+            "### Generations",
+            "",
+            "| generation | evaluations | best | mean |",
+            "|---|---|---|---|",
+        ]
+        for r in data["generations"]:
+            cells = [r["generation"], r["evaluations"], _fmt(r["best"]), _fmt(r["mean"])]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append("")
+    if "fig2.png" in artifact_urls:
+        lines += [f"![Fig. 2]({artifact_urls['fig2.png']})", ""]
+    if artifact_urls:
+        lines.append("Artifacts: " + ", ".join(f"[{n}]({u})" for n, u in artifact_urls.items()))
+    return "\n".join(lines)
+
+
+def attach_artifacts(
+    study: optuna.Study, files: dict[str, Path], artifact_store: FileSystemArtifactStore
+) -> dict[str, str]:
+    """Upload ``files`` as study artifacts, replacing those of the previous report.
+
+    Returns:
+        Artifact name -> artifact id.
+    """
+    from optuna.artifacts import upload_artifact
+
+    storage = study._storage
+    study_id = study._study_id
+    old = study.user_attrs.get(REPORT_ARTIFACTS_ATTR) or {}
+    mimetypes = {".png": "image/png", ".html": "text/html", ".json": "application/json"}
+    ids: dict[str, str] = {}
+    for name, path in files.items():
+        ids[name] = upload_artifact(
+            artifact_store=artifact_store,
+            file_path=str(path),
+            study_or_trial=study,
+            mimetype=mimetypes.get(Path(path).suffix, "application/octet-stream"),
+        )
+    study.set_user_attr(REPORT_ARTIFACTS_ATTR, ids)
+    # Retire the previous report's artifacts the way optuna-dashboard deletes one.
+    for artifact_id in old.values():
+        if artifact_id in ids.values():
+            continue
+        storage.set_study_system_attr(study_id, f"artifacts:{artifact_id}", json.dumps(None))
+        with contextlib.suppress(Exception):  # already gone: nothing to retire
+            artifact_store.remove(artifact_id)
+    return ids
+
+
+def write_report(
+    study: optuna.Study,
+    *,
+    out_dir: str | Path,
+    artifact_store: FileSystemArtifactStore | None = None,
+    top_k: int = 10,
+) -> dict[str, Any]:
+    """Write ``report.json``, ``fig2.png``, ``generations.png`` and ``report.html`` to ``out_dir``.
+
+    With an ``artifact_store`` the files are attached to the study as artifacts (replacing the
+    previous report's) and the study note is rewritten, so optuna-dashboard shows them.
+
+    Returns:
+        Paths of the files written, and the artifact ids when attached.
+    """
+    if top_k < 1:
+        raise ValueError(f"`top_k` must be >= 1, got {top_k}.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_report(study, top_k=top_k)
+    figures: dict[str, Path] = {}
+    title = f"{data.get('dataset')} / {data.get('model')}: study {data['study']}"
+    if data["top"]:
+        figures["fig2"] = plot_fig2(data["top"], out / "fig2.png", title=title)
+    if data["generations"]:
+        figures["generations"] = plot_generations(
+            data["generations"], out / "generations.png", title=title
+        )
+    json_path = out / "report.json"
+    json_path.write_text(
+        json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8"
+    )
+    html_path = out / "report.html"
+    html_path.write_text(render_html(data, figures), encoding="utf-8")
+    files = {"report.html": html_path, "report.json": json_path}
+    files.update({f"{k}.png": v for k, v in figures.items()})
+    result: dict[str, Any] = {name: str(path) for name, path in files.items()}
+    if artifact_store is not None:
+        from optuna_dashboard import save_note
+
+        ids = attach_artifacts(study, files, artifact_store)
+        urls = {n: f"/artifacts/{study._study_id}/{i}" for n, i in ids.items()}
+        save_note(study, render_note(data, urls))
+        result["artifacts"] = ids
+    return result
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON-able: {type(value).__name__}")
+
+
+__all__ = [
+    "FINAL_ATTR",
+    "REPORT_ARTIFACTS_ATTR",
+    "attach_artifacts",
+    "best_summary",
+    "build_report",
+    "configuration_key",
+    "generation_table",
+    "plot_fig2",
+    "plot_generations",
+    "render_html",
+    "render_note",
+    "top_configurations",
+    "trial_record",
+    "write_report",
+]
