@@ -1,0 +1,632 @@
+"""Generational bookkeeping in the Optuna storage, shared by every evolutionary sampler here.
+
+One mechanism for :class:`~optuna_biotune.BioTuneSampler` and ``EvoPruneSampler``: a
+*generation* has ``N`` *slots*; a pluggable :class:`GenerationStrategy` decides, when a
+generation opens, how many slots it has and what each proposes (role, parents, genes). This
+module claims slots for trials, issues a slot again when its trial FAILED, was PRUNED or was
+left RUNNING by a dead worker (failed by Optuna's heartbeat), opens the next generation from the
+results, and keeps everything in the storage, so a new process continues exactly where the last
+stopped. No torch, no in-memory state that cannot be rebuilt from the storage.
+
+Storage layout (``ns`` is the sampler's class name, e.g. ``BioTuneSampler``):
+
+* study system attr ``{ns}:head``: ``{"generation": g, "trial": id}``, the newest generation and
+  the trial whose system attrs hold its record (one small row: reading it costs the same at any
+  study size);
+* trial system attr ``{ns}:record`` (on the trial that opened the generation; chunked above
+  2045 characters as ``{ns}:record:<i>``): ``generation``, ``names`` (evolved parameters),
+  ``space`` (their distributions), ``state`` (the strategy's population), ``slots`` (the
+  proposals), ``pending`` (trials of older generations still running, merged when they finish)
+  and ``window`` (the lowest trial number that can still matter);
+* trial system attrs ``{ns}:slot`` (``{"generation", "slot", "role", "parents"}``: the claim,
+  written in one storage call) and ``{ns}:generation`` (int, read by
+  :func:`~optuna_biotune.evolution.trial_generation`).
+
+Randomness is derived from ``(seed, generation, slot)`` (and the parameter name), never from
+process history, so a sequential run resumed in a new process proposes exactly what an
+uninterrupted run proposes.
+
+Parallel policy: a worker first takes a free slot of the newest generation (never issued, or
+whose trial failed/was pruned, at most ``slot_attempts`` times per slot). When every slot is
+taken but some are still running, it does not wait: it opens the next generation from the
+results completed so far, and the stragglers' results are merged into the population when the
+generation after that opens ("pending"). Sequential runs never hit this case, so they follow the
+paper's generations exactly; parallel workers never idle.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import math
+import random
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    distribution_to_json,
+    json_to_distribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+
+__all__ = [
+    "ROLE_INITIAL",
+    "Assignment",
+    "GenerationStrategy",
+    "Generations",
+    "Individual",
+    "Opening",
+    "SlotPlan",
+    "denormalize",
+    "generation_records",
+    "normalize",
+    "read_chunked",
+    "write_chunked",
+]
+
+#: Role of a slot whose genes are all drawn by :meth:`GenerationStrategy.initial_x`.
+ROLE_INITIAL = "initial"
+#: Longest attr value written in one piece (the RDB column limit of older Optuna schemas).
+CHUNK = 2045
+_CHUNK_MARK = "__chunks__"
+_LIVE = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
+_DEAD = (TrialState.FAIL, TrialState.PRUNED)
+# Stream tags of the seed sequences (distinct from any generation number).
+_OPEN_STREAM = -1
+_UNASSIGNED_STREAM = -2
+# Trial numbers can become visible slightly out of order under concurrent creation.
+_WINDOW_MARGIN = 8
+
+
+@dataclass(frozen=True)
+class Individual:
+    """A completed evaluation as the strategy sees it.
+
+    Attributes:
+        number: The trial number.
+        x: Genes in ``[0, 1]``, in the order of the generation's ``names``.
+        fitness: The value, *minimised* (negated for ``maximize`` studies).
+        generation: The generation whose slot the trial filled.
+        slot: That slot.
+        role: The slot's role (``initial``, ``exploit``, ``child``, ...).
+        parents: Trial numbers of the parents the slot was made from.
+    """
+
+    number: int
+    x: np.ndarray
+    fitness: float
+    generation: int
+    slot: int
+    role: str
+    parents: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """What one slot proposes: a role, parents and genes (``None``: all drawn at claim time)."""
+
+    role: str
+    parents: tuple[int, ...] = ()
+    x: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Opening:
+    """A strategy's decision when a generation opens: its population state and its slots."""
+
+    state: dict[str, Any]
+    slots: list[SlotPlan]
+
+
+class GenerationStrategy(abc.ABC):
+    """Decides the slots of each generation (BioTune's memetic scheme, EvoPrune's steady state).
+
+    Implementations are deterministic functions of their arguments: all randomness comes from
+    ``rng(slot)`` (or ``rng(-1)`` for generation-level choices), so any process computes the
+    same opening from the same storage.
+    """
+
+    @abc.abstractmethod
+    def open(
+        self,
+        *,
+        generation: int,
+        names: Sequence[str],
+        state: Mapping[str, Any] | None,
+        results: Sequence[Individual],
+        rng: Callable[[int], np.random.Generator],
+    ) -> Opening:
+        """Open ``generation``.
+
+        Args:
+            generation: The number of the generation being opened (0 for the first).
+            names: The evolved parameters, the order of every ``x``; empty while no trial has
+                completed (then every slot must be ``initial``).
+            state: The previous generation's ``Opening.state`` (``None`` for generation 0).
+            results: Completed evaluations not seen before: the previous generation's slots
+                and late results of older generations.
+            rng: ``rng(slot)`` gives the random generator of a slot, ``rng(-1)`` the
+                generation's own.
+
+        Returns:
+            The new population state (JSON-serialisable) and the slots.
+        """
+
+    def initial_x(self, slot_rng: np.random.Generator, gene_rng: np.random.Generator) -> float:
+        """A gene of an ``initial`` slot (or an unplanned parameter) in ``[0, 1]``: ``U[0, 1]``.
+
+        ``slot_rng`` is the same for every gene of the slot (e.g. a per-individual fill ratio);
+        ``gene_rng`` is specific to the gene.
+        """
+        return float(gene_rng.random())
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The slot a trial fills and its planned genes (by parameter name, in ``[0, 1]``)."""
+
+    generation: int
+    slot: int
+    role: str
+    parents: tuple[int, ...]
+    x: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- storage helpers
+
+
+def write_chunked(set_attr: Callable[[str, Any], None], key: str, value: Any) -> None:
+    """Write ``value`` under ``key``, split into ``key:<i>`` pieces when over 2045 characters.
+
+    The pieces are written first and the header last, so a reader never sees a half record.
+    """
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    if len(text) <= CHUNK:
+        set_attr(key, value)
+        return
+    pieces = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)]
+    for i, piece in enumerate(pieces):
+        set_attr(f"{key}:{i}", piece)
+    set_attr(key, {_CHUNK_MARK: len(pieces)})
+
+
+def read_chunked(attrs: Mapping[str, Any], key: str) -> Any:
+    """Read a value written by :func:`write_chunked` from an attrs mapping (``None`` if absent)."""
+    value = attrs.get(key)
+    if isinstance(value, dict) and _CHUNK_MARK in value:
+        return json.loads("".join(attrs[f"{key}:{i}"] for i in range(int(value[_CHUNK_MARK]))))
+    return value
+
+
+# --------------------------------------------------------------------------- [0, 1] <-> values
+
+
+def normalize(value: float, distribution: BaseDistribution) -> float:
+    """Map a float/int parameter value to ``[0, 1]`` (in log space for ``log=True``)."""
+    if not isinstance(distribution, FloatDistribution | IntDistribution):
+        raise ValueError(f"only float and int distributions are evolved, got {distribution}.")
+    low, high, v = float(distribution.low), float(distribution.high), float(value)
+    if distribution.log:
+        low, high, v = math.log(low), math.log(high), math.log(v)
+    if high <= low:
+        return 0.5
+    return min(1.0, max(0.0, (v - low) / (high - low)))
+
+
+def denormalize(x: float, distribution: BaseDistribution) -> float | int:
+    """Map ``x`` in ``[0, 1]`` to a valid value of a float/int distribution (step and log too)."""
+    x = min(1.0, max(0.0, float(x)))
+    if isinstance(distribution, FloatDistribution):
+        low, high = distribution.low, distribution.high
+        if distribution.log:
+            v = math.exp(math.log(low) + x * (math.log(high) - math.log(low)))
+        elif distribution.step is not None:
+            n = round(x * (high - low) / distribution.step)
+            v = low + n * distribution.step
+        else:
+            v = low + x * (high - low)
+        return float(min(high, max(low, v)))
+    if isinstance(distribution, IntDistribution):
+        low, high = distribution.low, distribution.high
+        if distribution.log:
+            v = math.exp(math.log(low) + x * (math.log(high) - math.log(low)))
+            iv = round(v)
+        else:
+            iv = low + round(x * (high - low) / distribution.step) * distribution.step
+        return int(min(high, max(low, iv)))
+    raise ValueError(f"only float and int distributions are evolved, got {distribution}.")
+
+
+def _numeric(distribution: BaseDistribution) -> bool:
+    return isinstance(distribution, FloatDistribution | IntDistribution)
+
+
+def _gene_tag(name: str) -> int:
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def generation_records(study: Study, namespace: str) -> list[dict[str, Any]]:
+    """All generation records of ``namespace`` in ``study``, oldest first (for reports).
+
+    Scans the whole study (a report-time helper; the samplers never call it).
+    """
+    records: dict[int, dict[str, Any]] = {}
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+        rec = read_chunked(t.system_attrs, f"{namespace}:record")
+        if rec is not None:
+            records[int(rec["generation"])] = rec  # a later (winning) opener overrides
+    return [records[g] for g in sorted(records)]
+
+
+# --------------------------------------------------------------------------- the bookkeeping
+
+
+@dataclass
+class _View:
+    """What the window of trials says about the newest generation."""
+
+    live: dict[int, list[FrozenTrial]]
+    dead: dict[int, int]
+    running_numbers: list[int]
+    earlier_unclaimed: int
+
+
+class Generations:
+    """Slot claiming, reissue and generation opening for one sampler (one namespace).
+
+    Args:
+        namespace: Prefix of every attr, the sampler's class name.
+        strategy: Decides each generation's slots.
+        seed: Base seed of all randomness.
+        slot_attempts: How many times a slot is issued in all (a slot whose trials failed or
+            were pruned this often is given up).
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        strategy: GenerationStrategy,
+        seed: int,
+        slot_attempts: int = 3,
+    ) -> None:
+        if not namespace or ":" in namespace:
+            raise ValueError(
+                f"`namespace` must be a non-empty name without ':', got {namespace!r}."
+            )
+        if not isinstance(slot_attempts, int) or slot_attempts < 1:
+            raise ValueError(f"`slot_attempts` must be an int >= 1, got {slot_attempts!r}.")
+        self.namespace = namespace
+        self.strategy = strategy
+        self.seed = int(seed)
+        self.slot_attempts = slot_attempts
+        self.head_key = f"{namespace}:head"
+        self.record_key = f"{namespace}:record"
+        self.slot_key = f"{namespace}:slot"
+        self.generation_key = f"{namespace}:generation"
+        self._lock = threading.Lock()
+        self._records: dict[int, dict[str, Any]] = {}  # opener trial id -> record
+        self._spaces: dict[int, dict[str, BaseDistribution]] = {}
+        self._assignments: dict[int, Assignment] = {}  # trial id -> assignment
+
+    # ---- randomness
+
+    def rng(self, generation: int, slot: int, *more: int) -> np.random.Generator:
+        """The generator of ``(seed, generation, slot, ...)``; ``slot=-1``: the generation's."""
+        key = [self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF]
+        key += [(int(k) + 2**31) & 0xFFFFFFFF for k in (generation, slot, *more)]
+        return np.random.default_rng(np.random.SeedSequence(key))
+
+    # ---- reading the storage
+
+    def _head(self, study: Study) -> dict[str, Any] | None:
+        return study._storage.get_study_system_attrs(study._study_id).get(self.head_key)
+
+    def _record(self, study: Study, head: Mapping[str, Any]) -> dict[str, Any]:
+        trial_id = int(head["trial"])
+        with self._lock:
+            cached = self._records.get(trial_id)
+        if cached is not None:
+            return cached
+        attrs = study._storage.get_trial_system_attrs(trial_id)
+        record = read_chunked(attrs, self.record_key)
+        if record is None:
+            raise RuntimeError(
+                f"the {self.namespace} record of trial id {trial_id} is missing from the "
+                "storage; resume with the storage the study was created in."
+            )
+        with self._lock:
+            self._records[trial_id] = record
+        return record
+
+    def search_space(self, study: Study) -> dict[str, BaseDistribution]:
+        """Distributions of the evolved parameters of the newest generation (``{}`` at first)."""
+        head = self._head(study)
+        if head is None:
+            return {}
+        trial_id = int(head["trial"])
+        with self._lock:
+            space = self._spaces.get(trial_id)
+        if space is None:
+            record = self._record(study, head)
+            space = {n: json_to_distribution(d) for n, d in record["space"].items()}
+            with self._lock:
+                self._spaces[trial_id] = space
+        return dict(space)
+
+    def _claim_of(self, trial: FrozenTrial) -> dict[str, Any] | None:
+        claim = trial.system_attrs.get(self.slot_key)
+        if isinstance(claim, dict) and int(claim.get("slot", -1)) >= 0:
+            return claim
+        return None
+
+    def _scan(self, trials: Sequence[FrozenTrial], record: Mapping[str, Any], me: int) -> _View:
+        generation = int(record["generation"])
+        view = _View(live={}, dead={}, running_numbers=[], earlier_unclaimed=0)
+        for t in reversed(trials):
+            if t.number < int(record["window"]):
+                break
+            if t.state in (TrialState.RUNNING, TrialState.WAITING):
+                view.running_numbers.append(t.number)
+            if t.number == me:
+                continue
+            claim = self._claim_of(t)
+            if claim is None:
+                if t.state == TrialState.RUNNING and t.number < me:
+                    view.earlier_unclaimed += 1
+                continue
+            if int(claim["generation"]) != generation:
+                continue
+            slot = int(claim["slot"])
+            if t.state in _LIVE:
+                view.live.setdefault(slot, []).append(t)
+            elif t.state in _DEAD:
+                view.dead[slot] = view.dead.get(slot, 0) + 1
+        return view
+
+    def _free_slots(self, record: Mapping[str, Any], view: _View) -> list[int]:
+        return [
+            s
+            for s in range(len(record["slots"]))
+            if s not in view.live and view.dead.get(s, 0) < self.slot_attempts
+        ]
+
+    # ---- the public operations
+
+    def assignment(self, trial_id: int) -> Assignment | None:
+        """The assignment this process made for ``trial_id`` (``None`` when none)."""
+        with self._lock:
+            return self._assignments.get(trial_id)
+
+    def assign(self, study: Study, trial: FrozenTrial) -> Assignment:
+        """Claim a slot for ``trial`` (opening generations as needed) and return its plan."""
+        known = self.assignment(trial._trial_id)
+        if known is not None:
+            return known
+        storage, study_id = study._storage, study._study_id
+        conflicts = 0
+        while True:
+            head = self._head(study)
+            trials = storage.get_all_trials(study_id, deepcopy=False)
+            if head is None:
+                self._open(study, trial, trials, head=None, record=None, view=None)
+                continue
+            record = self._record(study, head)
+            view = self._scan(trials, record, trial.number)
+            free = self._free_slots(record, view)
+            if not free:
+                self._open(study, trial, trials, head=head, record=record, view=view)
+                continue
+            slot = free[view.earlier_unclaimed % len(free)] if conflicts == 0 else free[0]
+            if conflicts > 0:
+                slot = free[random.randrange(len(free))]
+            plan = record["slots"][slot]
+            claim = {
+                "generation": int(record["generation"]),
+                "slot": slot,
+                "role": plan["role"],
+                "parents": list(plan["parents"]),
+            }
+            storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
+            # Write, then read: of two trials that claimed the same slot at least one sees the
+            # other, and whoever sees another live claim steps back (so at most one keeps it).
+            fresh = storage.get_all_trials(study_id, deepcopy=False)
+            check = self._scan(fresh, record, trial.number)
+            if slot in check.live:
+                storage.set_trial_system_attr(
+                    trial._trial_id, self.slot_key, {**claim, "slot": -1}
+                )
+                conflicts += 1
+                time.sleep(random.uniform(0.0, 0.01 * min(conflicts, 10)))
+                continue
+            storage.set_trial_system_attr(
+                trial._trial_id, self.generation_key, int(record["generation"])
+            )
+            names = record["names"]
+            x = {} if plan["x"] is None else dict(zip(names, plan["x"], strict=True))
+            result = Assignment(
+                generation=int(record["generation"]),
+                slot=slot,
+                role=plan["role"],
+                parents=tuple(int(p) for p in plan["parents"]),
+                x=x,
+            )
+            with self._lock:
+                self._assignments[trial._trial_id] = result
+            return result
+
+    def forget(self, trial_id: int) -> None:
+        """Drop this process's note of ``trial_id``'s assignment (after the trial finished)."""
+        with self._lock:
+            self._assignments.pop(trial_id, None)
+
+    def sample(
+        self,
+        trial: FrozenTrial,
+        name: str,
+        distribution: BaseDistribution,
+    ) -> Any:
+        """The value of ``name`` for ``trial``: its slot's planned gene, else a seeded draw.
+
+        Planned genes are mapped through the distribution the objective asks with (so dynamic
+        ranges stay valid); unplanned float/int genes come from
+        :meth:`GenerationStrategy.initial_x`, categorical ones uniformly, all from generators
+        derived from ``(seed, generation, slot, name)``.
+        """
+        a = self.assignment(trial._trial_id)
+        if a is not None:
+            slot_rng = self.rng(a.generation, a.slot)
+            gene_rng = self.rng(a.generation, a.slot, _gene_tag(name))
+        else:
+            slot_rng = self.rng(_UNASSIGNED_STREAM, trial.number)
+            gene_rng = self.rng(_UNASSIGNED_STREAM, trial.number, _gene_tag(name))
+        if isinstance(distribution, CategoricalDistribution):
+            return distribution.choices[int(gene_rng.integers(0, len(distribution.choices)))]
+        if a is not None and name in a.x:
+            return denormalize(a.x[name], distribution)
+        return denormalize(self.strategy.initial_x(slot_rng, gene_rng), distribution)
+
+    # ---- opening a generation
+
+    def _individual(
+        self,
+        t: FrozenTrial,
+        names: Sequence[str],
+        minimize: bool,
+    ) -> Individual | None:
+        claim = self._claim_of(t)
+        if claim is None or t.state != TrialState.COMPLETE or t.values is None:
+            return None
+        value = float(t.values[0])
+        if not math.isfinite(value):
+            return None
+        x = []
+        for n in names:
+            d = t.distributions.get(n)
+            if d is None or not _numeric(d):
+                return None
+            x.append(normalize(t.params[n], d))
+        return Individual(
+            number=t.number,
+            x=np.asarray(x, dtype=float),
+            fitness=value if minimize else -value,
+            generation=int(claim["generation"]),
+            slot=int(claim["slot"]),
+            role=str(claim["role"]),
+            parents=tuple(int(p) for p in claim["parents"]),
+        )
+
+    def _open(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        trials: Sequence[FrozenTrial],
+        *,
+        head: Mapping[str, Any] | None,
+        record: Mapping[str, Any] | None,
+        view: _View | None,
+    ) -> None:
+        storage, study_id = study._storage, study._study_id
+        minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+
+        def by_number(number: int) -> FrozenTrial | None:
+            if 0 <= number < len(trials) and trials[number].number == number:
+                return trials[number]
+            return next((t for t in trials if t.number == number), None)
+
+        if record is None or view is None:
+            generation, names, state, space = 0, [], None, {}
+            finished: list[FrozenTrial] = []
+            pending: list[int] = []
+            window = max(0, trial.number - _WINDOW_MARGIN)
+        else:
+            generation = int(record["generation"]) + 1
+            names, state, space = list(record["names"]), record["state"], dict(record["space"])
+            finished, running = [], []
+            for number in record["pending"]:
+                t = by_number(int(number))
+                if t is None or t.state in _DEAD:
+                    continue
+                (finished if t.state == TrialState.COMPLETE else running).append(t)
+            for slot_trials in view.live.values():
+                for t in slot_trials:
+                    (finished if t.state == TrialState.COMPLETE else running).append(t)
+            pending = [t.number for t in running]
+            if not names:
+                names, space = self._names(finished)
+            window = max(0, min([trial.number, *pending, *view.running_numbers]) - _WINDOW_MARGIN)
+        results = [
+            ind for t in finished if (ind := self._individual(t, names, minimize)) is not None
+        ]
+        results.sort(key=lambda ind: ind.number)
+        opening = self.strategy.open(
+            generation=generation,
+            names=names,
+            state=state,
+            results=results,
+            rng=lambda slot: self.rng(generation, slot),
+        )
+        if not opening.slots:
+            raise RuntimeError(f"{type(self.strategy).__name__}.open() returned no slots.")
+        new_record = {
+            "generation": generation,
+            "names": names,
+            "space": space,
+            "state": opening.state,
+            "slots": [
+                {
+                    "role": p.role,
+                    "parents": [int(q) for q in p.parents],
+                    "x": None if p.x is None else [float(v) for v in p.x],
+                }
+                for p in opening.slots
+            ],
+            "pending": sorted(int(n) for n in pending),
+            "window": window,
+            "opened_by": trial.number,
+        }
+        # Everyone uses the record as read back from JSON, so a resumed process (which reads
+        # it from the storage) computes with bit-identical numbers.
+        new_record = json.loads(json.dumps(new_record))
+        write_chunked(
+            lambda k, v: storage.set_trial_system_attr(trial._trial_id, k, v),
+            self.record_key,
+            new_record,
+        )
+        with self._lock:
+            self._records[trial._trial_id] = new_record
+        current = self._head(study)
+        current_gen = -1 if current is None else int(current["generation"])
+        if current_gen == generation - 1:  # nobody opened it meanwhile
+            storage.set_study_system_attr(
+                study_id, self.head_key, {"generation": generation, "trial": trial._trial_id}
+            )
+
+    def _names(self, finished: Sequence[FrozenTrial]) -> tuple[list[str], dict[str, Any]]:
+        """The evolved parameters: float/int parameters every completed claim shares."""
+        common: dict[str, BaseDistribution] | None = None
+        for t in finished:
+            if t.state != TrialState.COMPLETE or self._claim_of(t) is None:
+                continue
+            numeric = {n: d for n, d in t.distributions.items() if _numeric(d)}
+            if common is None:
+                common = numeric
+            else:
+                common = {n: d for n, d in common.items() if numeric.get(n) == d}
+        if not common:
+            return [], {}
+        names = sorted(common)
+        return names, {n: distribution_to_json(common[n]) for n in names}
