@@ -72,13 +72,13 @@ def _retrain(
         return [float(a) for a in cached["test"]], float(cached.get("seconds", 0.0)), True
     started = time.perf_counter()
     accs = objective.retrain_and_test(list(mask), list(weights), seeds=list(seeds))
-    seconds = time.perf_counter() - started
+    seconds = round(time.perf_counter() - started, 2)
     accs = [float(a) for a in accs]
     if len(accs) != len(seeds):
         raise UsageError(
             f"`retrain_and_test` returned {len(accs)} accuracies for {len(seeds)} seeds."
         )
-    study.set_user_attr(key, {"test": accs, "seeds": list(seeds), "seconds": round(seconds, 2)})
+    study.set_user_attr(key, {"test": accs, "seeds": list(seeds), "seconds": seconds})
     log(f"  {label}: test accuracies {[round(a, 4) for a in accs]} in {seconds:.0f} s")
     return accs, seconds, False
 

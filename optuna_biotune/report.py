@@ -18,7 +18,6 @@ No torch here: matplotlib is imported when a figure is drawn.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import json
 import math
@@ -184,6 +183,25 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
 # -- figures ------------------------------------------------------------------------------
 
 
+def fig2_grid(configurations: Sequence[dict[str, Any]]) -> np.ndarray:
+    """The Fig. 2 matrix: blocks x configurations of LR weights in [0.1, 10], NaN = frozen.
+
+    Raises:
+        ValueError: No configuration, or configurations over different blocks.
+    """
+    if not configurations:
+        raise ValueError("`configurations` must hold at least one configuration to plot.")
+    blocks = list(configurations[0]["blocks"])
+    grid = np.full((len(blocks), len(configurations)), np.nan)
+    for j, conf in enumerate(configurations):
+        if list(conf["blocks"]) != blocks:
+            raise ValueError("`configurations` must all have the same blocks to share a figure.")
+        for i, (m, w) in enumerate(zip(conf["mask"], conf["lr_weights"], strict=True)):
+            if m:
+                grid[i, j] = min(max(float(w), _WEIGHT_MIN), _WEIGHT_MAX)
+    return grid
+
+
 def plot_fig2(
     configurations: Sequence[dict[str, Any]], path: str | Path, *, title: str = ""
 ) -> Path:
@@ -203,20 +221,13 @@ def plot_fig2(
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    if not configurations:
-        raise ValueError("`configurations` must hold at least one configuration to plot.")
+    grid = fig2_grid(configurations)
     blocks = configurations[0]["blocks"]
-    n_blocks, n_conf = len(blocks), len(configurations)
-    grid = np.full((n_blocks, n_conf), np.nan)
-    for j, conf in enumerate(configurations):
-        for i, (m, w) in enumerate(zip(conf["mask"], conf["lr_weights"], strict=True)):
-            if m:
-                grid[i, j] = min(max(float(w), _WEIGHT_MIN), _WEIGHT_MAX)
+    n_blocks, n_conf = grid.shape
     width = max(4.5, 1.0 + 0.9 * n_conf)
     height = max(3.0, 1.2 + 0.45 * n_blocks)
     fig, ax = plt.subplots(figsize=(width, height), dpi=120)
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("#e8eef4")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e8eef4")
     image = ax.imshow(
         np.ma.masked_invalid(grid),
         cmap=cmap,
@@ -505,33 +516,35 @@ def render_note(data: dict[str, Any], artifact_urls: dict[str, str]) -> str:
 def attach_artifacts(
     study: optuna.Study, files: dict[str, Path], artifact_store: FileSystemArtifactStore
 ) -> dict[str, str]:
-    """Upload ``files`` as study artifacts, replacing those of the previous report.
+    """Upload ``files`` as study artifacts; a later report rewrites the same artifacts.
+
+    The first report uploads each file (``optuna.artifacts.upload_artifact``); later reports
+    write the new content under the same artifact ids, so the dashboard keeps one copy of each
+    and links in the study note stay valid.
 
     Returns:
         Artifact name -> artifact id.
     """
     from optuna.artifacts import upload_artifact
 
-    storage = study._storage
-    study_id = study._study_id
+    live = study._storage.get_study_system_attrs(study._study_id)
     old = study.user_attrs.get(REPORT_ARTIFACTS_ATTR) or {}
     mimetypes = {".png": "image/png", ".html": "text/html", ".json": "application/json"}
     ids: dict[str, str] = {}
     for name, path in files.items():
+        previous = old.get(name)
+        if previous and live.get(f"artifacts:{previous}") not in (None, "null"):
+            with open(path, "rb") as body:
+                artifact_store.write(previous, body)
+            ids[name] = previous
+            continue
         ids[name] = upload_artifact(
             artifact_store=artifact_store,
             file_path=str(path),
             study_or_trial=study,
             mimetype=mimetypes.get(Path(path).suffix, "application/octet-stream"),
         )
-    study.set_user_attr(REPORT_ARTIFACTS_ATTR, ids)
-    # Retire the previous report's artifacts the way optuna-dashboard deletes one.
-    for artifact_id in old.values():
-        if artifact_id in ids.values():
-            continue
-        storage.set_study_system_attr(study_id, f"artifacts:{artifact_id}", json.dumps(None))
-        with contextlib.suppress(Exception):  # already gone: nothing to retire
-            artifact_store.remove(artifact_id)
+    study.set_user_attr(REPORT_ARTIFACTS_ATTR, {**old, **ids})
     return ids
 
 
@@ -595,6 +608,7 @@ __all__ = [
     "best_summary",
     "build_report",
     "configuration_key",
+    "fig2_grid",
     "generation_table",
     "plot_fig2",
     "plot_generations",
