@@ -370,7 +370,8 @@ def _check_resume(study: optuna.Study, spec: StudySpec, objective_spec: dict[str
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     from optuna.trial import TrialState
 
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    # Only COMPLETE trials fill a generation's slot; the sampler reissues failed or pruned ones.
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
 def _make_objective(spec: StudySpec, stored: dict[str, Any] | None) -> Any:
@@ -492,7 +493,7 @@ def _run_until(
     )
 
     def progress(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        if trial.state == TrialState.COMPLETE:
             bar.update(1)
         try:
             best = f"{st.best_value:.4f}"
