@@ -1,0 +1,216 @@
+"""``EvoPruneSampler``: EvoPruneDeepTL's steady-state binary GA as an Optuna sampler (no torch)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.samplers import BaseSampler
+
+from optuna_biotune.errors import UsageError
+from optuna_biotune.evolution.generations import Generations
+from optuna_biotune.evoprune import operators as ops
+from optuna_biotune.evoprune.strategy import SteadyStateStrategy
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from optuna.distributions import BaseDistribution
+    from optuna.study import Study
+    from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["EvoPruneSampler"]
+
+
+def _is_bit(distribution: BaseDistribution) -> bool:
+    return (
+        isinstance(distribution, IntDistribution)
+        and distribution.low == 0
+        and distribution.high == 1
+        and distribution.step == 1
+        and not distribution.log
+    )
+
+
+class EvoPruneSampler(BaseSampler):
+    """The steady-state binary GA of EvoPruneDeepTL (Poyatos et al., Neural Networks 2023).
+
+    Evolves 0/1 int parameters (``trial.suggest_int(name, 0, 1)``, e.g. one per neuron,
+    ``neuron:0:017``). Generation 0 draws ``population_size`` random chromosomes, each with a
+    share of ones drawn from ``fill`` (paper: 0.3-0.7). Every later generation is one
+    steady-state step with two slots: two parents (roulette, or negative assortative mating:
+    the most different by Hamming distance of three candidates), crossover with probability 1
+    (uniform or one-point), per-bit flip mutation (paper: 0.07); when the next step opens, each
+    child replaces the worst member if strictly better, ties toward fewer ones (fewer active
+    neurons), so the best always survives. The paper's budget: 30 + 2 x 85 = 200 trials.
+    Memoised fitness is the objective's job (:class:`~optuna_biotune.EvoPruneObjective` returns
+    the stored value of a chromosome it has seen); categorical parameters are drawn at random.
+
+    **Storage, resume, parallel workers**: the generational bookkeeping shared with
+    :class:`~optuna_biotune.BioTuneSampler` (:mod:`optuna_biotune.evolution.generations`), with
+    system attrs namespaced ``EvoPruneSampler:``. Randomness derives from ``seed`` and each
+    trial's (generation, slot), so a resumed sequential run proposes exactly what an
+    uninterrupted one does; a failed or pruned slot is issued again; parallel workers never
+    wait (when both slots of a step are taken, the next step opens from the results so far).
+
+    Example:
+        .. code-block:: python
+
+            import optuna
+            from optuna_biotune import EvoPruneSampler
+
+            def objective(trial):
+                bits = [trial.suggest_int(f"bit:{i:02d}", 0, 1) for i in range(40)]
+                return sum(b == (i % 3 == 0) for i, b in enumerate(bits))
+
+            study = optuna.create_study(direction="maximize", sampler=EvoPruneSampler(seed=0))
+            study.optimize(objective, n_trials=200)
+
+    Args:
+        population_size: Chromosomes in the population (paper: 30); at least 3.
+        crossover: ``"uniform"`` or ``"one_point"`` (paper: both studied).
+        selection: ``"roulette"`` or ``"nam"`` (negative assortative mating).
+        mutation: Per-bit flip probability in ``[0, 1]`` (paper: 0.07).
+        fill: Initial share of ones: an interval ``(low, high)`` in ``[0, 1]`` (paper:
+            ``(0.3, 0.7)``), a number, or ``None`` for fair coin flips.
+        slot_attempts: How often a slot is issued in all when its trials fail or are pruned.
+        seed: Seed of all randomness; ``None`` draws one.
+
+    Paper: https://doi.org/10.1016/j.neunet.2022.10.011
+    """
+
+    def __init__(
+        self,
+        *,
+        population_size: int = 30,
+        crossover: str = "uniform",
+        selection: str = "roulette",
+        mutation: float = ops.DEFAULT_MUTATION,
+        fill: tuple[float, float] | float | None = ops.DEFAULT_FILL,
+        slot_attempts: int = 3,
+        seed: int | None = None,
+    ) -> None:
+        if isinstance(population_size, bool) or not isinstance(population_size, int):
+            raise UsageError(f"`population_size` must be an int >= 3, got {population_size!r}.")
+        if population_size < 3:
+            raise UsageError(
+                f"`population_size` must be >= 3 (two parents and a worst member to replace), "
+                f"got {population_size}."
+            )
+        if crossover not in ops.CROSSOVERS:
+            raise UsageError(
+                f"`crossover` must be one of {sorted(ops.CROSSOVERS)}, got {crossover!r}."
+            )
+        if selection not in ("roulette", "nam"):
+            raise UsageError(f"`selection` must be 'roulette' or 'nam', got {selection!r}.")
+        if isinstance(mutation, bool) or not isinstance(mutation, int | float):
+            raise UsageError(f"`mutation` must be a probability in [0, 1], got {mutation!r}.")
+        if not 0.0 <= float(mutation) <= 1.0:
+            raise UsageError(f"`mutation` must be a probability in [0, 1], got {mutation}.")
+        fill = _check_fill(fill)
+        if isinstance(slot_attempts, bool) or not isinstance(slot_attempts, int):
+            raise UsageError(f"`slot_attempts` must be an int >= 1, got {slot_attempts!r}.")
+        if slot_attempts < 1:
+            raise UsageError(f"`slot_attempts` must be an int >= 1, got {slot_attempts}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise UsageError(f"`seed` must be a non-negative int or None, got {seed!r}.")
+        self._strategy = SteadyStateStrategy(
+            population_size=population_size,
+            crossover=crossover,
+            selection=selection,
+            mutation=float(mutation),
+            fill=fill,
+        )
+        self._seed = secrets.randbits(63) if seed is None else seed
+        self._generations = Generations(
+            namespace=type(self).__name__,
+            strategy=self._strategy,
+            seed=self._seed,
+            slot_attempts=slot_attempts,
+        )
+
+    @property
+    def generations(self) -> Generations:
+        """The storage bookkeeping (slots, generations) this sampler uses."""
+        return self._generations
+
+    @staticmethod
+    def _check_study(study: Study) -> None:
+        if len(study.directions) > 1:
+            raise ValueError(
+                "EvoPruneSampler supports single-objective studies only; create the study with "
+                "one `direction`."
+            )
+
+    @staticmethod
+    def _check_param(name: str, distribution: BaseDistribution) -> None:
+        if not (_is_bit(distribution) or isinstance(distribution, CategoricalDistribution)):
+            raise UsageError(
+                f"EvoPruneSampler evolves 0/1 parameters only, but `{name}` is {distribution}: "
+                "use trial.suggest_int(name, 0, 1), or BioTuneSampler for numeric genes."
+            )
+
+    def reseed_rng(self) -> None:
+        """No-op: all randomness derives from ``seed`` and each trial's (generation, slot)."""
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        """The evolved 0/1 parameters of the newest generation (``{}`` at first)."""
+        self._check_study(study)
+        space = self._generations.search_space(study)
+        for name, distribution in space.items():
+            self._check_param(name, distribution)
+        return space
+
+    def sample_relative(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        search_space: dict[str, BaseDistribution],
+    ) -> dict[str, Any]:
+        """Claim the trial's slot and return its planned bits for ``search_space``."""
+        self._check_study(study)
+        self._generations.assign(study, trial)
+        return {
+            name: self._generations.sample(trial, name, dist)
+            for name, dist in search_space.items()
+        }
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        """The slot's planned bit if any, else a seeded draw with the slot's fill share."""
+        self._check_study(study)
+        self._check_param(param_name, param_distribution)
+        return self._generations.sample(trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        """Forget this process's note of the trial; everything lasting is in the storage."""
+        self._generations.forget(trial._trial_id)
+
+
+def _check_fill(fill: Any) -> tuple[float, float] | float | None:
+    if fill is None:
+        return None
+    if isinstance(fill, list | tuple):
+        if len(fill) != 2 or not all(isinstance(v, int | float) for v in fill):
+            raise UsageError(f"`fill` must be (low, high), a number or None, got {fill!r}.")
+        low, high = float(fill[0]), float(fill[1])
+        if not 0.0 <= low <= high <= 1.0:
+            raise UsageError(f"`fill` must satisfy 0 <= low <= high <= 1, got {fill!r}.")
+        return (low, high)
+    if isinstance(fill, bool) or not isinstance(fill, int | float) or not 0 <= fill <= 1:
+        raise UsageError(f"`fill` must be (low, high), a number in [0, 1] or None, got {fill!r}.")
+    return float(fill)
