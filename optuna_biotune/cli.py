@@ -112,7 +112,9 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("objective (paper: ResNet-50, 3 seeds, 30 epochs, patience 3)")
     o.add_argument("--dataset", help="digits, mnist5k, a torchvision name, or an ImageFolder path")
     o.add_argument("--model", help="backbone, e.g. efficientnet_lite0, resnet50")
-    o.add_argument("--partition", help="block partition name, or comma-separated prefixes")
+    o.add_argument(
+        "--partition", help="blocks as comma-separated module-name prefixes (default: the model's)"
+    )
     o.add_argument("--seeds", type=_positive_int, help="seeds per fitness evaluation")
     o.add_argument("--data-fraction", type=_float, help="data fraction per generation (0, 1]")
     o.add_argument("--epochs", type=_positive_int, help="maximum epochs per training run")
@@ -120,7 +122,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--batch-size", type=_positive_int, help="batch size")
     o.add_argument("--base-lr", type=_float, help="base learning rate (scaled by 0.1-10)")
     o.add_argument("--optimizer", help="adam or sgd")
-    o.add_argument("--metric", help="accuracy or macro_accuracy")
+    o.add_argument("--metric", help="accuracy or macro (mean per-class recall)")
     o.add_argument("--device", help="auto, cpu or cuda")
     o.add_argument("--image-size", type=_positive_int, help="input side in pixels")
     s = p.add_argument_group("search (paper: population 10, 3 elites, 10 generations)")
@@ -316,8 +318,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = {k: getattr(args, k, None) for k in _OVERRIDES}
     partition = getattr(args, "partition", None)
     if partition is not None:
-        parts = [x.strip() for x in partition.split(",") if x.strip()]
-        out["partition"] = parts[0] if len(parts) == 1 and "." not in parts[0] else parts
+        out["partition"] = [x.strip() for x in partition.split(",") if x.strip()]
     return {k: v for k, v in out.items() if v is not None}
 
 

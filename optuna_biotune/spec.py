@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -87,7 +88,7 @@ class StudySpec:
     # [objective]
     dataset: str = "digits"
     model: str = "efficientnet_lite0"
-    partition: str | list[str] | None = None
+    partition: list[str] | None = None
     seeds: int = 3
     data_fraction: float = 0.5
     epochs: int = 30
@@ -257,9 +258,9 @@ _INT_FIELDS = {
 }
 _CHOICES = {
     "optimizer": ("adam", "sgd"),
-    "metric": ("accuracy", "macro_accuracy"),
-    "device": ("auto", "cpu", "cuda", "mps"),
+    "metric": ("accuracy", "macro"),
 }
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def seed_list(n: int) -> tuple[int, ...]:
@@ -298,6 +299,8 @@ def _validate(spec: StudySpec) -> None:
             raise UsageError(
                 f"`{name}` must be one of {list(choices)}, got {getattr(spec, name)!r}."
             )
+    if not isinstance(spec.device, str) or not _DEVICE.match(spec.device):
+        raise UsageError(f"`device` must be auto, cpu, cuda, cuda:N or mps, got {spec.device!r}.")
     for name in ("study", "dataset", "model"):
         value = getattr(spec, name)
         if not isinstance(value, str) or not value.strip():
@@ -317,10 +320,13 @@ def _validate(spec: StudySpec) -> None:
     if not isinstance(spec.final, bool):
         raise UsageError(f"`final.after_search` must be true or false, got {spec.final!r}.")
     if spec.partition is not None and not (
-        isinstance(spec.partition, str)
-        or (isinstance(spec.partition, list) and all(isinstance(p, str) for p in spec.partition))
+        isinstance(spec.partition, list)
+        and spec.partition
+        and all(isinstance(p, str) and p for p in spec.partition)
     ):
-        raise UsageError("`partition` must be a partition name or a list of module-name prefixes.")
+        raise UsageError(
+            "`partition` must be a list of module-name prefixes, one per block, or left out."
+        )
     for name in ("storage", "artifacts", "out"):
         value = getattr(spec, name)
         if value is not None and (not isinstance(value, str) or not value):
