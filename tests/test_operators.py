@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -155,11 +156,13 @@ def test_normalize_denormalize_roundtrip(dist: object, values: list[float]) -> N
             assert math.isclose(k, round(k), abs_tol=1e-9)
 
 
-@pytest.mark.parametrize("size", [10, 2045, 2046, 9000])
-def test_chunked_attrs_roundtrip(size: int) -> None:
+@pytest.mark.parametrize("size", [10, 2000, 2100, 90000])
+def test_chunked_attrs_roundtrip_within_2045_stored_characters(size: int) -> None:
     attrs: dict[str, object] = {}
-    value = {"s": "a" * size, "n": [1.5, 2.25]}
+    rng = np.random.default_rng(size)
+    value = {"s": '"q"' * (size // 3), "x": rng.random(size // 20).tolist()}
     write_chunked(attrs.__setitem__, "Ns:record", value)
     assert read_chunked(attrs, "Ns:record") == value
-    assert all(len(str(v)) <= 2045 + 20 for v in attrs.values())
-    assert (len(attrs) > 1) == (size > 2000)
+    assert all(len(json.dumps(v)) <= 2045 for v in attrs.values())
+    assert (len(attrs) > 1) == (len(json.dumps(value, separators=(",", ":"))) > 2045)
+    assert read_chunked(attrs, "Ns:other") is None

@@ -1,4 +1,9 @@
-"""Evolutionary machinery shared by the samplers: pure operators and storage bookkeeping."""
+"""Evolutionary machinery shared by the samplers: pure operators and storage bookkeeping.
+
+:mod:`~optuna_biotune.evolution.operators` holds the memetic operators (pure functions),
+:mod:`~optuna_biotune.evolution.generations` the generational bookkeeping in the storage
+(slots, reissue, generations) and :mod:`~optuna_biotune.evolution.memetic` BioTune's scheme.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import optuna
 
 #: Suffix of the trial system attr that holds the trial's generation (namespaced by sampler).
 GENERATION_SUFFIX = ":generation"
+#: Suffix of the trial system attr holding a slot claim ``{"generation", "slot", ...}``.
+SLOT_SUFFIX = ":slot"
 
 
 def _system_attrs(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
@@ -22,13 +29,16 @@ def trial_generation(trial: optuna.trial.BaseTrial) -> int:
     """Return the generation a trial belongs to, as its evolutionary sampler recorded it.
 
     Works for a running :class:`optuna.Trial` (inside an objective) and a
-    :class:`~optuna.trial.FrozenTrial`. Trials of other samplers (or enqueued ones) are in
-    generation 0.
+    :class:`~optuna.trial.FrozenTrial`. Reads the slot claim ``{ns}:slot`` of this package's
+    samplers (or a ``{ns}:generation`` int, as Optuna's GA samplers write). Trials of other
+    samplers (or enqueued ones) are in generation 0.
     """
     for key, value in _system_attrs(trial).items():
-        if key.endswith(GENERATION_SUFFIX):
+        if key.endswith(SLOT_SUFFIX) and isinstance(value, dict) and "generation" in value:
+            return int(value["generation"])
+        if key.endswith(GENERATION_SUFFIX) and isinstance(value, int | float):
             return int(value)
     return 0
 
 
-__all__ = ["GENERATION_SUFFIX", "trial_generation"]
+__all__ = ["GENERATION_SUFFIX", "SLOT_SUFFIX", "trial_generation"]

@@ -18,9 +18,9 @@ Storage layout (``ns`` is the sampler's class name, e.g. ``BioTuneSampler``):
   ``space`` (their distributions), ``state`` (the strategy's population), ``slots`` (the
   proposals), ``pending`` (trials of older generations still running, merged when they finish)
   and ``window`` (the lowest trial number that can still matter);
-* trial system attrs ``{ns}:slot`` (``{"generation", "slot", "role", "parents"}``: the claim,
-  written in one storage call) and ``{ns}:generation`` (int, read by
-  :func:`~optuna_biotune.evolution.trial_generation`).
+* trial system attr ``{ns}:slot`` = ``{"generation", "slot", "role", "parents"}``: the claim,
+  the only write per trial (``slot`` is ``-1`` for a claim withdrawn after a conflict); read
+  by :func:`~optuna_biotune.evolution.trial_generation`.
 
 Randomness is derived from ``(seed, generation, slot)`` (and the parameter name), never from
 process history, so a sequential run resumed in a new process proposes exactly what an
@@ -37,6 +37,7 @@ paper's generations exactly; parallel workers never idle.
 from __future__ import annotations
 
 import abc
+import base64
 import json
 import math
 import random
@@ -89,6 +90,8 @@ _OPEN_STREAM = -1
 _UNASSIGNED_STREAM = -2
 # Trial numbers can become visible slightly out of order under concurrent creation.
 _WINDOW_MARGIN = 8
+# Genes are kept to 10 decimals in records (shorter rows; everyone reads the same JSON).
+_DIGITS = 10
 
 
 @dataclass(frozen=True)
@@ -189,15 +192,20 @@ class Assignment:
 
 
 def write_chunked(set_attr: Callable[[str, Any], None], key: str, value: Any) -> None:
-    """Write ``value`` under ``key``, split into ``key:<i>`` pieces when over 2045 characters.
+    """Write ``value`` under ``key``; over 2045 stored characters, as ``key:<i>`` pieces.
 
-    The pieces are written first and the header last, so a reader never sees a half record.
+    A value whose JSON fits in 2045 characters is stored as is. A longer one is compressed
+    (zlib, then base64, so no character needs escaping) and split into pieces of at most 2045
+    stored characters, written first; the header ``{"__chunks__": n}`` is written last, so a
+    reader never sees half a record.
     """
     text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     if len(text) <= CHUNK:
         set_attr(key, value)
         return
-    pieces = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)]
+    packed = base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
+    size = CHUNK - 2  # the stored JSON string adds two quotes
+    pieces = [packed[i : i + size] for i in range(0, len(packed), size)]
     for i, piece in enumerate(pieces):
         set_attr(f"{key}:{i}", piece)
     set_attr(key, {_CHUNK_MARK: len(pieces)})
@@ -207,7 +215,8 @@ def read_chunked(attrs: Mapping[str, Any], key: str) -> Any:
     """Read a value written by :func:`write_chunked` from an attrs mapping (``None`` if absent)."""
     value = attrs.get(key)
     if isinstance(value, dict) and _CHUNK_MARK in value:
-        return json.loads("".join(attrs[f"{key}:{i}"] for i in range(int(value[_CHUNK_MARK]))))
+        packed = "".join(attrs[f"{key}:{i}"] for i in range(int(value[_CHUNK_MARK])))
+        return json.loads(zlib.decompress(base64.b64decode(packed)).decode("utf-8"))
     return value
 
 
@@ -316,7 +325,6 @@ class Generations:
         self.head_key = f"{namespace}:head"
         self.record_key = f"{namespace}:record"
         self.slot_key = f"{namespace}:slot"
-        self.generation_key = f"{namespace}:generation"
         self._lock = threading.Lock()
         self._records: dict[int, dict[str, Any]] = {}  # opener trial id -> record
         self._spaces: dict[int, dict[str, BaseDistribution]] = {}
@@ -452,9 +460,6 @@ class Generations:
                 conflicts += 1
                 time.sleep(random.uniform(0.0, 0.01 * min(conflicts, 10)))
                 continue
-            storage.set_trial_system_attr(
-                trial._trial_id, self.generation_key, int(record["generation"])
-            )
             names = record["names"]
             x = {} if plan["x"] is None else dict(zip(names, plan["x"], strict=True))
             result = Assignment(
@@ -590,7 +595,7 @@ class Generations:
                 {
                     "role": p.role,
                     "parents": [int(q) for q in p.parents],
-                    "x": None if p.x is None else [float(v) for v in p.x],
+                    "x": None if p.x is None else [round(float(v), _DIGITS) for v in p.x],
                 }
                 for p in opening.slots
             ],

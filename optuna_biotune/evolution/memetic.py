@@ -104,7 +104,9 @@ class MemeticStrategy(GenerationStrategy):
 
     @staticmethod
     def _dump(members: list[_Ind], pool: list[_Ind], wiped: bool) -> dict[str, Any]:
-        table = {str(i.number): [i.f, [float(v) for v in i.x]] for i in (*members, *pool)}
+        table = {
+            str(i.number): [i.f, [round(float(v), 10) for v in i.x]] for i in (*members, *pool)
+        }
         return {
             "ind": table,
             "members": [i.number for i in members],
