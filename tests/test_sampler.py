@@ -308,3 +308,19 @@ def test_bookkeeping_serves_a_steady_state_strategy_too() -> None:
     per_gen = collections.Counter(trial_generation(t) for t in study.trials)
     assert per_gen[0] == 6 and all(per_gen[g] == 2 for g in range(1, 8))
     assert all(set(t.params.values()) <= {0, 1} for t in study.trials)
+
+
+def test_a_straggler_is_pending_and_joins_the_population_when_it_finishes() -> None:
+    study = optuna.create_study(sampler=BioTuneSampler(seed=6))
+    study.optimize(_sphere(3), n_trials=10)  # generation 0
+    slow = study.ask()  # takes slot 0 of generation 1 and keeps running
+    for i in range(3):
+        slow.suggest_float(f"x{i}", -5.0, 5.0)
+    study.optimize(_sphere(3), n_trials=13)  # the 12 other slots, then generation 2 opens
+    records = {r["generation"]: r for r in generation_records(study, NS)}
+    assert slow.number in records[2]["pending"]
+    study.tell(slow, -1.0)  # better than anything the sphere can give
+    study.optimize(_sphere(3), n_trials=13)  # generation 3 opens and merges the late result
+    records = {r["generation"]: r for r in generation_records(study, NS)}
+    assert records[3]["pending"] == []
+    assert records[3]["state"]["members"][0] == slow.number

@@ -90,6 +90,8 @@ _OPEN_STREAM = -1
 _UNASSIGNED_STREAM = -2
 # Trial numbers can become visible slightly out of order under concurrent creation.
 _WINDOW_MARGIN = 8
+# How many generations a running straggler's result is still waited for.
+_PENDING_GENERATIONS = 3
 # Genes are kept to 10 decimals in records (shorter rows; everyone reads the same JSON).
 _DIGITS = 10
 
@@ -289,7 +291,7 @@ class _View:
 
     live: dict[int, list[FrozenTrial]]
     dead: dict[int, int]
-    running_numbers: list[int]
+    running_numbers: list[int]  # running or waiting trials without a claim yet
     earlier_unclaimed: int
 
 
@@ -387,14 +389,14 @@ class Generations:
         for t in reversed(trials):
             if t.number < int(record["window"]):
                 break
-            if t.state in (TrialState.RUNNING, TrialState.WAITING):
-                view.running_numbers.append(t.number)
             if t.number == me:
                 continue
             claim = self._claim_of(t)
             if claim is None:
-                if t.state == TrialState.RUNNING and t.number < me:
-                    view.earlier_unclaimed += 1
+                if t.state in (TrialState.RUNNING, TrialState.WAITING):
+                    view.running_numbers.append(t.number)  # may still claim a slot
+                    if t.number < me:
+                        view.earlier_unclaimed += 1
                 continue
             if int(claim["generation"]) != generation:
                 continue
@@ -569,7 +571,14 @@ class Generations:
             for slot_trials in view.live.values():
                 for t in slot_trials:
                     (finished if t.state == TrialState.COMPLETE else running).append(t)
-            pending = [t.number for t in running]
+            # A straggler is waited for at most _PENDING_GENERATIONS generations (a worker that
+            # died without a heartbeat leaves its trial RUNNING forever; it must not pin the
+            # window, which bounds the scan).
+            pending = [
+                t.number
+                for t in running
+                if generation - int(self._claim_of(t)["generation"]) <= _PENDING_GENERATIONS
+            ]
             if not names:
                 names, space = self._names(finished)
             window = max(0, min([trial.number, *pending, *view.running_numbers]) - _WINDOW_MARGIN)
