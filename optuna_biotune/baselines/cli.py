@@ -1,0 +1,90 @@
+"""``optuna-biotune baseline METHOD``: train one comparison method of paper Table I and test it.
+
+Registered by ``optuna_biotune/cli.py`` (``SUBCOMMANDS``); the CLI adds ``--json`` and prints
+the returned dict. Torch is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from optuna_biotune.baselines.config import METHODS, BaselineConfig, canonical_method
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``baseline`` options to ``parser`` (``--json`` comes from the CLI)."""
+    defaults = BaselineConfig()
+    parser.add_argument("method", help=f"one of {', '.join(METHODS)} (any case)")
+    parser.add_argument("--dataset", default="digits", help="dataset spec (default: digits)")
+    parser.add_argument(
+        "--model", default="efficientnet_lite0", help="backbone (default: efficientnet_lite0)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="training seeds, the authors' first (default: 3)"
+    )
+    parser.add_argument("--epochs", type=int, default=30, help="max epochs (default: 30)")
+    parser.add_argument("--patience", type=int, default=3, help="early stopping (default: 3)")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="base learning rate (1e-3)")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument(
+        "--metric",
+        choices=("accuracy", "macro"),
+        default="accuracy",
+        help="validation metric for early stopping (test: plain accuracy)",
+    )
+    parser.add_argument("--image-size", type=int, default=None, help="image side (default: set's)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    parser.add_argument("--sp-alpha", type=float, default=defaults.sp_alpha, help="L1/L2-SP alpha")
+    parser.add_argument("--sp-beta", type=float, default=defaults.sp_beta, help="L1/L2-SP beta")
+    parser.add_argument(
+        "--unfreeze-every",
+        type=int,
+        default=defaults.unfreeze_every,
+        help="G-LF/G-FL: epochs per unfrozen block",
+    )
+    parser.add_argument(
+        "--rgn-batches", type=int, default=defaults.rgn_batches, help="AutoRGN probe batches"
+    )
+    parser.add_argument("--lora-rank", type=int, default=defaults.lora_rank, help="LoRA rank")
+    parser.add_argument(
+        "--lora-alpha", type=float, default=defaults.lora_alpha, help="LoRA scaling alpha"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> BaselineConfig:
+    """The :class:`BaselineConfig` the options ask for."""
+    return BaselineConfig(
+        sp_alpha=args.sp_alpha,
+        sp_beta=args.sp_beta,
+        unfreeze_every=args.unfreeze_every,
+        rgn_batches=args.rgn_batches,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the baseline the options describe; progress to stderr, the result returned."""
+    method = canonical_method(args.method)  # fail fast, before torch loads
+    config = config_from_args(args)
+    from optuna_biotune.baselines.run import run_baseline
+
+    return run_baseline(
+        method,
+        dataset=args.dataset,
+        model=args.model,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        base_lr=args.lr,
+        optimizer=args.optimizer,
+        metric=args.metric,
+        image_size=args.image_size,
+        config=config,
+        device=args.device,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
