@@ -68,6 +68,10 @@ _RESUMABLE_FIELDS = {
 }
 
 _SIGINT_EXIT = 130
+#: Heartbeat of RDB storages: a running trial records a heartbeat every HEARTBEAT_INTERVAL s;
+#: one silent for GRACE_PERIOD s (its worker died) is failed by the next worker on the study.
+HEARTBEAT_INTERVAL = 10
+GRACE_PERIOD = 30
 
 # -- argument parsing ---------------------------------------------------------------------
 
@@ -188,11 +192,18 @@ def _sqlite_path(url: str) -> Path | None:
     return None
 
 
-def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
+def open_storage(
+    url: str,
+    *,
+    must_exist: bool = False,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL,
+    grace_period: int = GRACE_PERIOD,
+) -> optuna.storages.BaseStorage:
     """Open an Optuna storage: an RDB URL (SQLite, PostgreSQL, ...) or a journal ``.log`` file.
 
-    RDB storages get a heartbeat, so a trial left RUNNING by a killed process is marked FAIL
-    (and its slot issued again) by the next process on the study.
+    RDB storages get a heartbeat (every ``heartbeat_interval`` seconds), so a trial left
+    RUNNING by a killed process is marked FAIL after ``grace_period`` seconds of silence (and
+    its slot issued again) by the next process on the study.
 
     Raises:
         UsageError: A malformed URL, or (``must_exist``) a SQLite file that does not exist.
@@ -223,8 +234,8 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
     try:
         return optuna.storages.RDBStorage(
             url,
-            heartbeat_interval=10,
-            grace_period=30,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
             engine_kwargs=_engine_kwargs(url),
         )
     except ImportError as err:

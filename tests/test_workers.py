@@ -1,0 +1,183 @@
+"""Many workers, one study: three real processes share a SQLite file or a PostgreSQL database
+through the CLI's ``open_storage``; one is killed with SIGKILL in the middle of a trial.
+
+The study must still complete its planned generations; no completed trial may be lost and no
+slot evaluated twice; the killed trial must end FAIL through Optuna's heartbeat (nobody else
+touches it) and its slot must be issued again with the same genes.
+
+The objective is cheap (a sleep and a sphere) so the test is about processes and storage. Run
+as a script, this file is the worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from optuna_biotune import BioTuneSampler
+from optuna_biotune.cli import open_storage
+from optuna_biotune.evolution import trial_generation
+from optuna_biotune.evolution.generations import generation_records
+
+NS = "BioTuneSampler"
+GENES = [f"importance:b{i}" for i in range(6)] + ["threshold"]
+POPULATION, ELITES, GENERATIONS = 16, 3, 1
+#: Planned evaluations: the population, then 2 x elites + children per generation.
+TARGET = POPULATION + GENERATIONS * (2 * ELITES + POPULATION - ELITES)
+WORKERS = 3
+#: Seconds per trial: slow in generation 0, so the survivors are still filling it when the
+#: heartbeat declares the killed trial stale (its slot is then free again); fast afterwards.
+SLOW, FAST = 1.5, 0.05
+HEARTBEAT, GRACE = 1, 3
+
+
+def _sampler(seed: int) -> BioTuneSampler:
+    return BioTuneSampler(
+        population_size=POPULATION, n_elites=ELITES, seed=seed, threshold_param="threshold"
+    )
+
+
+def _objective(trial: optuna.Trial) -> float:
+    x = [trial.suggest_float(name, 0.0, 1.0) for name in GENES]
+    trial.set_user_attr("pid", os.getpid())
+    time.sleep(SLOW if trial_generation(trial) == 0 else FAST)
+    return sum((v - 0.3) ** 2 for v in x)
+
+
+def _append(path: Path, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def worker(url: str, study_name: str, folder: Path, index: int) -> None:
+    """One worker: join the study, wait for the start signal, optimise until TARGET."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE)
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=_sampler(7))
+    done = folder / f"done.{index}"
+
+    def log(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE:
+            _append(done, str(trial.number))
+
+    _append(folder / f"ready.{index}", str(os.getpid()))
+    deadline = time.time() + 300
+    while not (folder / "go").exists():
+        if time.time() > deadline:
+            raise SystemExit("no start signal")
+        time.sleep(0.02)
+    stop = optuna.study.MaxTrialsCallback(TARGET, states=(TrialState.COMPLETE,))
+    study.optimize(_objective, n_trials=10 * TARGET, callbacks=[log, stop])
+
+
+def _claim(t: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
+    c = t.system_attrs.get(f"{NS}:slot")
+    if isinstance(c, dict) and int(c["slot"]) >= 0:
+        return int(c["generation"]), int(c["slot"])
+    return None
+
+
+def _wait(predicate, timeout: float, what: str, procs: list[subprocess.Popen]) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        for p in procs:
+            if p.poll() not in (None, 0, -signal.SIGKILL):
+                pytest.fail(f"a worker exited with {p.returncode} while waiting for {what}")
+        if time.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_sigkill_of_a_worker_loses_nothing_and_its_slot_is_issued_again(
+    storage_url: str, study_name: str, tmp_path: Path
+) -> None:
+    optuna.create_study(study_name=study_name, storage=storage_url)
+    reader = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, storage_url, study_name, str(tmp_path), str(i)],
+            stdout=open(tmp_path / f"out.{i}", "w"),  # noqa: SIM115 - closed by the process
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(WORKERS)
+    ]
+    victim = procs[0]
+    try:
+        _wait(
+            lambda: all((tmp_path / f"ready.{i}").exists() for i in range(WORKERS)),
+            180,
+            "the workers to start",
+            procs,
+        )
+        (tmp_path / "go").touch()
+
+        busy: list[optuna.trial.FrozenTrial] = []
+
+        def victim_busy_after_a_completed_trial() -> bool:
+            if not (tmp_path / "done.0").exists():
+                return False
+            for t in reader.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if t.user_attrs.get("pid") == victim.pid and _claim(t) is not None:
+                    busy.append(t)
+                    return True
+            return False
+
+        _wait(victim_busy_after_a_completed_trial, 120, "the victim's second trial", procs)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        killed = busy[0]
+        assert reader._storage.get_trial(killed._trial_id).state == TrialState.RUNNING
+        for p in procs[1:]:
+            assert p.wait(timeout=300) == 0, (tmp_path / f"out.{procs.index(p)}").read_text()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    trials = reader.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # No completed trial lost: every trial a worker saw complete is COMPLETE in the storage,
+    # and the storage has no completion nobody reported.
+    reported = []
+    for i in range(WORKERS):
+        log = tmp_path / f"done.{i}"
+        reported += [int(n) for n in log.read_text().split()] if log.exists() else []
+    assert len(reported) == len(set(reported))
+    assert sorted(reported) == sorted(t.number for t in complete)
+    assert len(complete) >= TARGET
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    # No slot evaluated twice.
+    claims = [_claim(t) for t in complete]
+    assert None not in claims
+    assert len(claims) == len(set(claims))
+    # The planned generations are complete: every slot of generations 0..GENERATIONS is filled.
+    records = generation_records(reader, NS)
+    for record in records[: GENERATIONS + 1]:
+        g = int(record["generation"])
+        filled = sorted(s for gen, s in claims if gen == g)
+        assert filled == list(range(len(record["slots"]))), f"generation {g}"
+    # The killed trial was failed by the heartbeat (no process was left to tell it) ...
+    dead = reader._storage.get_trial(killed._trial_id)
+    assert dead.state == TrialState.FAIL
+    assert dead.datetime_complete is not None
+    # ... and its slot was issued again, with the same genes, and completed once.
+    again = [t for t in complete if _claim(t) == _claim(killed)]
+    assert len(again) == 1
+    assert again[0].number > killed.number
+    assert again[0].params == killed.params
+    assert again[0].user_attrs["pid"] != victim.pid
+
+
+if __name__ == "__main__":  # a worker process of the test above
+    worker(sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))
