@@ -60,6 +60,8 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_biotune.errors import RuntimeFailure
+
 if TYPE_CHECKING:
     from optuna.study import Study
 
@@ -354,7 +356,7 @@ class Generations:
         attrs = study._storage.get_trial_system_attrs(trial_id)
         record = read_chunked(attrs, self.record_key)
         if record is None:
-            raise RuntimeError(
+            raise RuntimeFailure(
                 f"the {self.namespace} record of trial id {trial_id} is missing from the "
                 "storage; resume with the storage the study was created in."
             )
@@ -594,7 +596,9 @@ class Generations:
             rng=lambda slot: self.rng(generation, slot),
         )
         if not opening.slots:
-            raise RuntimeError(f"{type(self.strategy).__name__}.open() returned no slots.")
+            raise RuntimeFailure(
+                f"{type(self.strategy).__name__}.open() returned no slots; return at least one."
+            )
         new_record = {
             "generation": generation,
             "names": names,
