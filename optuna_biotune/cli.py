@@ -231,13 +231,19 @@ def open_storage(
         if must_exist and not sqlite.is_file():
             raise UsageError(f"no study database at {str(sqlite)!r}; run `search` first.")
         sqlite.parent.mkdir(parents=True, exist_ok=True)
+    import warnings
+
+    from optuna_biotune.workers import WorkerStorage
+
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            engine_kwargs=_engine_kwargs(url),
-        )
+        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return WorkerStorage(
+                url,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                engine_kwargs=_engine_kwargs(url),
+            )
     except ImportError as err:
         raise UsageError(f"storage {url!r} needs a missing driver ({err}); install it.") from None
     except Exception as err:  # sqlalchemy raises many types for a bad or unreachable URL
@@ -419,15 +425,22 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         _check_resume(existing, spec, objective_spec)
 
     sampler = BioTuneSampler(**spec.sampler_kwargs(), threshold_param="threshold")
+    _prepare(objective)
     study = optuna.create_study(
         study_name=spec.study,
         storage=storage,
         sampler=sampler,
+        # The paper trains every individual to its early stop; Optuna's default MedianPruner
+        # would cut them short (and the sampler would reissue the pruned slots).
+        pruner=optuna.pruners.NopPruner(),
         direction="maximize",
         load_if_exists=True,
     )
     if OBJECTIVE_SPEC_ATTR not in study.user_attrs:
+        from optuna_dashboard import set_objective_names
+
         study.set_user_attr(OBJECTIVE_SPEC_ATTR, _jsonable(objective_spec))
+        set_objective_names(study, ["validation accuracy"])
     study.set_user_attr(STUDY_ATTR, _jsonable(_storable(spec)))
     artifact_dir = str(Path(spec.artifact_dir).resolve())
     study.set_user_attr(ARTIFACTS_ATTR, artifact_dir)
@@ -464,6 +477,15 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _prepare(objective: Any) -> None:
+    """Load the data and build the model now: bad input fails before the study is touched."""
+    from optuna_biotune.data import fold_indices
+
+    _ = objective.param_names  # loads the dataset, builds the model and its blocks
+    for split in (objective.splits.train, objective.splits.val):
+        fold_indices(split.y, data_fraction=objective.data_fraction, fold=0)
+
+
 def _storable(spec: StudySpec) -> dict[str, Any]:
     data = spec.to_toml_dict()
     data.get("study", {}).pop("storage", None)
@@ -489,9 +511,15 @@ def _run_until(
     n_jobs: int,
     generation: Callable[[optuna.trial.FrozenTrial], int],
 ) -> None:
-    """Optimise until ``target`` evaluations are finished, counting earlier runs."""
+    """Optimise until ``target`` evaluations are finished, counting earlier runs.
+
+    The loop is :func:`optuna_biotune.workers.run_until` (storage outages retried, open trials
+    failed on Ctrl-C); this adds the progress bar.
+    """
     from optuna.trial import TrialState
     from tqdm.auto import tqdm
+
+    from optuna_biotune.workers import run_until
 
     done = len(_finished(study))
     bar = tqdm(
@@ -512,29 +540,17 @@ def _run_until(
         except ValueError:
             best = "-"
         bar.set_postfix(generation=generation(trial), trial=trial.number, best=best)
-        if len(_finished(st)) >= target:
-            st.stop()
 
-    stalled = 0
     try:
-        while done < target:
-            study.optimize(
-                objective,
-                n_trials=target - done,
-                n_jobs=n_jobs,
-                callbacks=[progress],
-                catch=(RuntimeFailure,),
-                gc_after_trial=False,
-            )
-            now = len(_finished(study))
-            stalled = stalled + 1 if now == done else 0
-            done = now
-            if stalled >= 2:
-                failed = [t for t in study.trials if t.state == TrialState.FAIL]
-                reason = failed[-1].system_attrs.get("fail_reason", "") if failed else ""
-                raise RuntimeFailure(
-                    f"no trial finished in two rounds; last failure: {str(reason)[:200]!r}."
-                )
+        run_until(
+            study,
+            objective,
+            target=target,
+            n_jobs=n_jobs,
+            callbacks=[progress],
+            catch=(RuntimeFailure,),
+            log=lambda line: bar.write(line, file=sys.stderr),
+        )
     finally:
         bar.close()
 
@@ -722,12 +738,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     import optuna
 
+    from optuna_biotune.workers import describe_storage_error, storage_error
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         result = run(args)
     except BioTuneError as err:
         print(f"optuna-biotune: error: {err}", file=sys.stderr)
         return err.exit_code
+    except Exception as err:
+        if not storage_error(err):
+            raise
+        print(
+            f"optuna-biotune: error: the storage failed ({describe_storage_error(err)}); "
+            "check the server, then rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        return RuntimeFailure.exit_code
     except KeyboardInterrupt:
         print(
             "optuna-biotune: interrupted; the running trial is marked failed and its slot is "
