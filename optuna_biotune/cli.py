@@ -16,6 +16,7 @@ exit 2; Ctrl-C marks the running trial failed and exits 130, and the same comman
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import math
@@ -66,6 +67,9 @@ _RESUMABLE_FIELDS = {
     "storage",
     "artifacts",
 }
+
+#: Study-spec fields never compared on resume (names and places, not settings).
+_FIXED_EXEMPT = _RESUMABLE_FIELDS | {"study", "base_dir"}
 
 _SIGINT_EXIT = 130
 #: Heartbeat of RDB storages: a running trial records a heartbeat every HEARTBEAT_INTERVAL s;
@@ -372,11 +376,10 @@ def _check_resume(study: optuna.Study, spec: StudySpec, objective_spec: dict[str
     data = study.user_attrs.get(STUDY_ATTR)
     if isinstance(data, dict):
         old = spec_from_dict(data, base_dir=spec.base_dir, source="stored spec")
-        diff = [
-            f
-            for f in ("population", "elites", "exploit_step", "seed")
-            if getattr(old, f) != getattr(spec, f) and f not in _RESUMABLE_FIELDS
-        ]
+        # Every setting but the resumable ones: the gene layout (model, partition), the
+        # objective, the population; a bare `search --study NAME --model X` lands here too.
+        fields = [f.name for f in dataclasses.fields(spec) if f.name not in _FIXED_EXEMPT]
+        diff = [f for f in fields if getattr(old, f) != getattr(spec, f)]
         if diff:
             detail = ", ".join(f"{f}: {getattr(old, f)!r} -> {getattr(spec, f)!r}" for f in diff)
             raise UsageError(
@@ -519,7 +522,7 @@ def _run_until(
     from optuna.trial import TrialState
     from tqdm.auto import tqdm
 
-    from optuna_biotune.workers import run_until
+    from optuna_biotune.workers import fail_on_out_of_memory, run_until
 
     done = len(_finished(study))
     bar = tqdm(
@@ -544,7 +547,7 @@ def _run_until(
     try:
         run_until(
             study,
-            objective,
+            fail_on_out_of_memory(objective),
             target=target,
             n_jobs=n_jobs,
             callbacks=[progress],

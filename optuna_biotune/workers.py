@@ -1,0 +1,280 @@
+"""Workers that survive storage outages and leave no trial behind (many workers, one study).
+
+:class:`WorkerStorage` is the RDB storage of every ``optuna-biotune`` process: Optuna's
+:class:`~optuna.storages.RDBStorage` (heartbeat included) that
+
+- keeps its heartbeat thread alive through a short outage (a PostgreSQL restart, a dropped
+  connection): a failed beat is skipped and the next one retries, where Optuna's thread would
+  die with a traceback and let a live trial go stale;
+- remembers the trials this process opened and has not finished, so that after a lost
+  connection or a Ctrl-C they are marked FAIL at once (:meth:`WorkerStorage.fail_open_trials`)
+  instead of waiting for the heartbeat's grace period (a trial that died before its first
+  heartbeat would otherwise stay RUNNING forever).
+
+:func:`storage_error` tells a lost or failing storage apart from other errors, so the CLI
+retries those and prints one line about them; :func:`run_until` is the loop every worker
+runs. No torch here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+__all__ = [
+    "RETRY_DELAY",
+    "STORAGE_PATIENCE",
+    "WorkerStorage",
+    "describe_storage_error",
+    "fail_on_out_of_memory",
+    "out_of_memory",
+    "run_until",
+    "storage_error",
+]
+
+#: Seconds a worker keeps retrying a lost storage before it gives up with a clear message.
+STORAGE_PATIENCE = 120.0
+#: Seconds between two attempts while the storage is away.
+RETRY_DELAY = 2.0
+
+
+def storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is a storage that failed or went away."""
+    import sqlalchemy.exc
+
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, optuna.exceptions.StorageInternalError | sqlalchemy.exc.DBAPIError):
+            return True
+        if isinstance(err, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def describe_storage_error(exc: BaseException) -> str:
+    """A one-line description of a storage error: its innermost cause, shortened."""
+    err: BaseException = exc
+    seen: set[int] = set()
+    while (err.__cause__ or err.__context__) is not None and id(err) not in seen:
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"{type(err).__name__}: {text[:160]}"
+
+
+class WorkerStorage(RDBStorage):
+    """:class:`~optuna.storages.RDBStorage` whose heartbeat outlives a short outage and which
+    remembers the trials this process opened (module docstring).
+
+    Takes the arguments of :class:`~optuna.storages.RDBStorage`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open_lock = threading.Lock()
+        self._open_trials: set[int] = set()
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> Any:
+        frozen = super()._create_new_trial(study_id, template_trial)
+        if frozen.state == TrialState.RUNNING:
+            with self._open_lock:
+                self._open_trials.add(frozen._trial_id)
+        return frozen
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        done = super().set_trial_state_values(trial_id, state=state, values=values)
+        if state.is_finished():
+            with self._open_lock:
+                self._open_trials.discard(trial_id)
+        return done
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as exc:
+            if not storage_error(exc):
+                raise
+            # The server is away for a moment: skip this beat, the next one retries. A trial
+            # is only failed as stale after `grace_period` seconds without any beat.
+
+    @property
+    def open_trials(self) -> list[int]:
+        """Ids of the trials this process created and has not finished."""
+        with self._open_lock:
+            return sorted(self._open_trials)
+
+    def fail_open_trials(self) -> list[int]:
+        """Mark every trial this process opened and did not finish FAIL; return their ids.
+
+        A trial finished meanwhile by someone else (the heartbeat of another worker) is left
+        as it is. Storage errors propagate: call again when the storage is back.
+        """
+        failed = []
+        for trial_id in self.open_trials:
+            try:
+                if self.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    failed.append(trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+            with self._open_lock:
+                self._open_trials.discard(trial_id)
+        return failed
+
+
+def _worker_storage(study: optuna.Study) -> WorkerStorage | None:
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage if isinstance(storage, WorkerStorage) else None
+
+
+def _complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def run_until(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    target: int,
+    n_jobs: int = 1,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    catch: tuple[type[Exception], ...] = (),
+    patience: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> int:
+    """Optimise until ``target`` trials of the study are COMPLETE (earlier runs count).
+
+    Every worker of a study runs this loop; they stop together once the study holds
+    ``target`` completed trials. A lost storage (server restarted, connection dropped) is
+    retried for ``patience`` seconds (default :data:`STORAGE_PATIENCE`, or the environment
+    variable ``BIOTUNE_STORAGE_PATIENCE``): the trials this process had open are marked FAIL
+    once the storage answers again (the sampler issues their slots again) and the loop goes
+    on. Ctrl-C marks them FAIL too, then propagates.
+
+    Returns:
+        The number of completed trials in the study.
+
+    Raises:
+        RuntimeFailure: The storage stayed away longer than ``patience``, or two rounds in a
+            row completed no trial (the message carries the last failure's reason).
+    """
+    from optuna_biotune.errors import RuntimeFailure
+
+    if patience is None:
+        patience = float(os.environ.get("BIOTUNE_STORAGE_PATIENCE", STORAGE_PATIENCE))
+    say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    storage = _worker_storage(study)
+
+    def stop_at_target(st: optuna.Study, trial: FrozenTrial) -> None:
+        if _complete(st) >= target:
+            st.stop()
+
+    outage: float | None = None
+    stalled = 0
+    done = -1
+    try:
+        while True:
+            try:
+                if storage is not None and storage.open_trials:
+                    failed = storage.fail_open_trials()
+                    if failed:
+                        say(f"storage is back; marked {len(failed)} interrupted trial(s) FAIL")
+                now = _complete(study)
+                outage = None
+                if now >= target:
+                    return now
+                stalled = stalled + 1 if now == done else 0
+                if stalled >= 2:
+                    failed_trials = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                    reason = failed_trials[-1].system_attrs.get("fail_reason", "") or (
+                        failed_trials[-1].user_attrs.get("fail_reason", "")
+                        if failed_trials
+                        else ""
+                    )
+                    raise RuntimeFailure(
+                        f"no trial finished in two rounds; last failure: {str(reason)[:200]!r}; "
+                        "fix its cause and rerun the same command to resume."
+                    )
+                done = now
+                study.optimize(
+                    objective,
+                    n_trials=target - now,
+                    n_jobs=n_jobs,
+                    callbacks=[*callbacks, stop_at_target],
+                    catch=catch,
+                    gc_after_trial=False,
+                )
+            except Exception as exc:
+                if not storage_error(exc):
+                    raise
+                outage = time.monotonic() if outage is None else outage
+                done = -1  # a round cut short by the storage is no stalled round
+                waited = time.monotonic() - outage
+                if waited > patience:
+                    raise RuntimeFailure(
+                        f"the storage has been unreachable for {waited:.0f} s "
+                        f"({describe_storage_error(exc)}); check the server, then rerun the "
+                        "same command to resume."
+                    ) from None
+                say(f"storage error ({describe_storage_error(exc)}); retrying")
+                time.sleep(min(RETRY_DELAY, max(0.0, patience - waited)))
+    except KeyboardInterrupt:
+        if storage is not None:
+            # If the storage is away too, the heartbeat fails them after its grace period.
+            with contextlib.suppress(Exception):
+                storage.fail_open_trials()
+        raise
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a device running out of memory (CUDA, MPS or the CPU allocator)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def fail_on_out_of_memory(
+    objective: Callable[[optuna.Trial], float],
+) -> Callable[[optuna.Trial], float]:
+    """Wrap ``objective`` so that a device out of memory fails only the trial.
+
+    The reason goes to the trial's user attr ``fail_reason`` (as the objective does for a NaN
+    loss) and the trial returns NaN, which Optuna records as FAIL; the search goes on with
+    the next trial (the sampler issues the slot again).
+    """
+
+    def guarded(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except Exception as exc:
+            if not out_of_memory(exc):
+                raise
+            first = " ".join(str(exc).split())[:200]
+            trial.set_user_attr(
+                "fail_reason",
+                f"device out of memory ({type(exc).__name__}: {first}); lower --batch-size or "
+                "--image-size, or free the device.",
+            )
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return float("nan")
+
+    return guarded
