@@ -1,0 +1,217 @@
+"""EvoPruneDeepTL on the embedded datasets: pruned head vs unpruned head, and cost per evaluation.
+
+For each dataset and GA seed: an ``EvoPruneSampler`` study on ``EvoPruneObjective``
+(EfficientNet-Lite0 ImageNet features, cached; head 1280 -> 512 -> 512 -> classes, first
+hidden layer pruned), then the best mask (highest validation accuracy, ties toward fewer
+neurons) and the unpruned head are each trained with 3 training seeds and scored on the test
+split. Figures, all measured in the same run:
+
+* test accuracy of the best mask and of the unpruned head (mean over 3 training seeds), and
+  their difference;
+* share of active neurons of the best mask;
+* per evaluation: training CPU seconds and wall seconds (the machine is shared, so the wall
+  time depends on its load, printed beside), and the same for the unpruned head.
+
+Usage (the committed results)::
+
+    python benchmarks/evoprune.py --datasets digits mnist5k --seeds 0 1 2 \
+        --population 20 --evaluations 80
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from optuna_biotune.evoprune import EvoPruneSampler
+from optuna_biotune.evoprune.objective import EvoPruneObjective
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _unpruned_cost(objective: EvoPruneObjective, repeats: int) -> dict[str, float]:
+    full = [np.ones(objective.hidden, dtype=np.int8) for _ in range(objective.n_layers)]
+    cpu, wall, epochs = [], [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        r = objective.train(full)
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - t0)
+        epochs.append(r.epochs)
+    return {
+        "train_cpu_seconds": float(np.median(cpu)),
+        "train_wall_seconds": float(np.median(wall)),
+        "epochs": float(np.mean(epochs)),
+    }
+
+
+def run_one(
+    objective: EvoPruneObjective, *, seed: int, population: int, evaluations: int
+) -> dict[str, Any]:
+    study = optuna.create_study(
+        direction="maximize", sampler=EvoPruneSampler(seed=seed, population_size=population)
+    )
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=evaluations)
+    search_seconds = time.perf_counter() - started
+    trials = study.trials
+    trained = [t for t in trials if t.user_attrs.get("memoised") is False]
+    final = objective.final(study, seeds=(0, 1, 2))
+    return {
+        "seed": seed,
+        "evaluations": len(trials),
+        "trained": len(trained),
+        "memoised": sum(bool(t.user_attrs.get("memoised")) for t in trials),
+        "best_val_accuracy": final["best_value"],
+        "active_share": final["active_share"],
+        "active": final["active"],
+        "pruned_test_accuracy": final["pruned"]["test_accuracy"],
+        "pruned_test_accuracies": final["pruned"]["test_accuracies"],
+        "unpruned_test_accuracy": final["unpruned"]["test_accuracy"],
+        "unpruned_test_accuracies": final["unpruned"]["test_accuracies"],
+        "unpruned_val_accuracy": final["unpruned"]["val_accuracy"],
+        "train_cpu_seconds": float(np.mean([t.user_attrs["train_cpu_seconds"] for t in trained])),
+        "train_wall_seconds": float(np.mean([t.user_attrs["train_seconds"] for t in trained])),
+        "epochs": float(np.mean([t.user_attrs["epochs"] for t in trained])),
+        "trial_wall_seconds": search_seconds / len(trials),
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# EvoPruneDeepTL benchmark",
+        "",
+        "Command:",
+        "",
+        "```bash",
+        report["command"],
+        "```",
+        "",
+        f"Machine: {report['machine']}; torch threads per evaluation: 1; in-memory storage. "
+        "The machine is shared with other jobs, so wall seconds vary with its load (load "
+        "average printed); CPU seconds are the steadier figure.",
+        "",
+        f"Budget: population {report['population']}, {report['evaluations']} evaluations per "
+        "run (the paper: 30 and 200), first hidden layer pruned (512 bits), 3 GA seeds per "
+        "dataset. Test accuracy: mean over 3 training seeds of the best mask (highest "
+        "validation accuracy, ties toward fewer neurons) and of the unpruned head, trained "
+        "the same way. Fitness never sees the test split.",
+        "",
+        "| dataset | GA seed | active share | val acc (best mask) | test acc pruned | test acc "
+        "unpruned | test diff | train CPU s/eval pruned | unpruned | wall s/eval | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ds, block in report["datasets"].items():
+        ref = block["unpruned_cost"]
+        for r in block["runs"]:
+            diff = r["pruned_test_accuracy"] - r["unpruned_test_accuracy"]
+            lines.append(
+                f"| {ds} | {r['seed']} | {r['active_share']:.3f} | {r['best_val_accuracy']:.4f} "
+                f"| {r['pruned_test_accuracy']:.4f} | {r['unpruned_test_accuracy']:.4f} "
+                f"| {diff:+.4f} | {r['train_cpu_seconds']:.2f} | {ref['train_cpu_seconds']:.2f} "
+                f"| {r['trial_wall_seconds']:.2f} | {r['load_average']:.1f} |"
+            )
+        if block["runs"]:
+            m = block["summary"]
+            lines.append(
+                f"| **{ds} mean** | | {m['active_share']:.3f} | | "
+                f"{m['pruned_test_accuracy']:.4f} | {m['unpruned_test_accuracy']:.4f} | "
+                f"{m['test_diff']:+.4f} | {m['train_cpu_seconds']:.2f} | "
+                f"{ref['train_cpu_seconds']:.2f} | {m['trial_wall_seconds']:.2f} | |"
+            )
+    lines += [
+        "",
+        "Feature extraction (once per dataset, then cached on disk): "
+        + ", ".join(
+            f"{ds} {b['features']['seconds']:.0f} s ({b['features']['source']})"
+            for ds, b in report["datasets"].items()
+        )
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
+    keys = (
+        "active_share",
+        "pruned_test_accuracy",
+        "unpruned_test_accuracy",
+        "train_cpu_seconds",
+        "train_wall_seconds",
+        "trial_wall_seconds",
+    )
+    out = {k: float(np.mean([r[k] for r in runs])) for k in keys}
+    out["test_diff"] = out["pruned_test_accuracy"] - out["unpruned_test_accuracy"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=["digits", "mnist5k"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--population", type=int, default=20)
+    p.add_argument("--evaluations", type=int, default=80)
+    p.add_argument("--layers", choices=["first", "both"], default="first")
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: user cache)")
+    p.add_argument("--out", default=str(RESULTS / "evoprune"), help="output path stem")
+    args = p.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    command = "python benchmarks/evoprune.py " + " ".join(argv or sys.argv[1:])
+    report: dict[str, Any] = {
+        "command": command,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "population": args.population,
+        "evaluations": args.evaluations,
+        "layers": args.layers,
+        "datasets": {},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        out.with_suffix(".md").write_text(_markdown(report))
+
+    for ds in args.datasets:
+        objective = EvoPruneObjective(dataset=ds, layers=args.layers, cache_dir=args.cache_dir)
+        from optuna_biotune.evoprune import features as feats
+
+        size = feats.resolve_image_size(dataset=ds, model=objective.model, image_size=None)
+        key = feats.cache_key(dataset=ds, model=objective.model, image_size=size)
+        folder = Path(args.cache_dir) if args.cache_dir else feats.default_cache_dir()
+        source = "disk cache" if (folder / f"{key}.pt").exists() else "computed"
+        t0 = time.perf_counter()
+        objective.features  # noqa: B018 - load or compute once
+        block: dict[str, Any] = {
+            "features": {"seconds": time.perf_counter() - t0, "source": source},
+            "unpruned_cost": _unpruned_cost(objective, repeats=3),
+            "runs": [],
+        }
+        report["datasets"][ds] = block
+        for seed in args.seeds:
+            print(f"{ds} seed {seed} ...", file=sys.stderr, flush=True)
+            run = run_one(
+                objective, seed=seed, population=args.population, evaluations=args.evaluations
+            )
+            block["runs"].append(run)
+            block["summary"] = _summary(block["runs"])
+            print(json.dumps(run), file=sys.stderr, flush=True)
+            save()
+        save()
+    print(_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
