@@ -22,6 +22,7 @@ import json
 import math
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,9 +152,16 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     f.add_argument("--final-seeds", type=_positive_int, help="seeds of the final retraining (3)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (the problem and where to look), exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (external subcommands are added by :func:`main` on use)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="optuna-biotune",
         description="BioTune: evolutionary selective fine-tuning for transfer learning.",
     )
@@ -711,9 +719,7 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Callable[..., dict[
     command = next((a for a in argv if not a.startswith("-")), None)
     if command in SUBCOMMANDS:
         module = _load_external(command)
-        sub = argparse.ArgumentParser(
-            prog=f"optuna-biotune {command}", description=SUBCOMMANDS[command][1]
-        )
+        sub = _Parser(prog=f"optuna-biotune {command}", description=SUBCOMMANDS[command][1])
         module.add_arguments(sub)
         if not any("--json" in a.option_strings for a in sub._actions):
             sub.add_argument(
