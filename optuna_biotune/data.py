@@ -240,6 +240,89 @@ def _embedded(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return images, labels, [str(c) for c in range(10)]
 
 
+#: File suffixes read as images in an ImageFolder directory (any other file is refused).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def _read_image(path: Path, image_size: int) -> torch.Tensor:
+    """Decode one image file as ``1 x 3 x S x S`` uint8, or name the file that cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode it all now: a truncated file fails here, not later
+            pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except Exception as err:
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        raise UsageError(
+            f"image {str(path)!r} cannot be read ({reason}); replace or remove the file."
+        ) from None
+    x = torch.from_numpy(pixels.copy()).permute(2, 0, 1).unsqueeze(0)
+    return resize_uint8(x, image_size)
+
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _read_folder(
+    root: Path, classes: list[str], image_size: int
+) -> tuple[torch.Tensor, np.ndarray]:
+    images: list[torch.Tensor] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        files = (
+            sorted(f for f in folder.iterdir() if not f.name.startswith("."))
+            if folder.is_dir()
+            else []
+        )
+        for f in files:
+            if f.is_dir() or f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise UsageError(
+                    f"{str(f)!r} in class folder {name!r} is not an image file "
+                    f"({', '.join(IMAGE_SUFFIXES)}); move it out of the dataset folder."
+                )
+            images.append(_read_image(f, image_size))
+            labels.append(label)
+    if not images:
+        raise UsageError(f"`dataset` folder {str(root)!r} holds no images; add class folders.")
+    return torch.cat(images), np.asarray(labels, dtype=np.int64)
+
+
+def _image_folder(
+    path: Path, *, image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> Splits:
+    """An ImageFolder directory: one subfolder per class, or ``train/``, ``val/``, ``test/``
+    each with the same class subfolders; every image decoded and resized once."""
+    if not path.is_dir():
+        raise UsageError(
+            f"`dataset` directory {str(path)!r} does not exist; give a folder with one "
+            "subfolder per class."
+        )
+    parts = [path / "train", path / "val", path / "test"]
+    if all(p.is_dir() for p in parts):
+        classes = [c.name for c in _class_folders(parts[0])]
+        if not classes:
+            raise UsageError(
+                f"`dataset` folder {str(parts[0])!r} has no class subfolders; add one per class."
+            )
+        _check_classes(np.arange(len(classes)), f"dataset {str(path)!r}")
+        splits = []
+        for part in parts:
+            x, y = _read_folder(part, classes, image_size)
+            splits.append(TensorData(x, torch.as_tensor(y), tuple(mean), tuple(std)))
+        return Splits(path.name, *splits, classes)
+    classes = [c.name for c in _class_folders(path)]
+    if not classes:
+        raise UsageError(
+            f"`dataset` folder {str(path)!r} has no class subfolders; give a folder with one "
+            "subfolder of images per class."
+        )
+    x, y = _read_folder(path, classes, image_size)
+    return _from_arrays(path.name, x, y, classes, image_size=image_size, mean=mean, std=std)
+
+
 def load_dataset(
     spec: str | Path | ArrayDataset,
     *,
@@ -290,6 +373,12 @@ def load_dataset(
             image_size=image_size or EMBEDDED_IMAGE_SIZE,
             mean=mean,
             std=std,
+        )
+    if isinstance(spec, Path) or (
+        isinstance(spec, str) and ("/" in spec or spec.startswith(".") or Path(spec).is_dir())
+    ):
+        return _image_folder(
+            Path(spec).expanduser(), image_size=image_size or 224, mean=mean, std=std
         )
     raise UsageError(
         f"`dataset` {spec!r} is unknown; use one of {list(EMBEDDED)}, an ArrayDataset, "
