@@ -20,6 +20,7 @@ import dataclasses
 import importlib
 import json
 import math
+import os
 import sys
 import time
 import typing
@@ -737,6 +738,9 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Callable[..., dict[
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``optuna-biotune`` console script; returns the exit code."""
+    # OpenMP threads that spin while waiting make torch several times slower on a shared CPU;
+    # this must be set before torch loads (the commands import it lazily, after this line).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, run = _parse(argv)
