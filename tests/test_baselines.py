@@ -21,6 +21,15 @@ from optuna_biotune.errors import UsageError
 from optuna_biotune.train import fit
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: tiny models on a loaded 2-core machine run ~10x faster so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Tiny(nn.Module):
     """stem (conv + BN) -> body (depthwise + pointwise conv) -> pool -> new linear head."""
 
@@ -336,3 +345,43 @@ def test_sp_on_the_engine_stays_closer_to_the_start_than_ft(method: str) -> None
             if not n.startswith("head")
         )
     assert distances[method] < distances["FT"]
+
+
+def test_cli_parses_the_baseline_subcommand() -> None:
+    from optuna_biotune.baselines import cli as baseline_cli
+    from optuna_biotune.cli import _parse
+
+    args, run = _parse(["baseline", "lora", "--seeds", "2", "--epochs", "4", "--lora-rank", "4"])
+    assert run is baseline_cli.run
+    assert (args.method, args.seeds, args.epochs, args.dataset) == ("lora", 2, 4, "digits")
+    assert baseline_cli.config_from_args(args).lora_rank == 4
+
+
+def test_cli_unknown_method_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from optuna_biotune.cli import main
+
+    assert main(["baseline", "dropout", "--json"]) == 2
+    assert "`method`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["LP", "LoRA"])
+def test_run_baseline_reports_test_accuracy_and_trainable_share(method: str) -> None:
+    import numpy as np
+
+    from optuna_biotune.baselines import run_baseline
+    from optuna_biotune.data import ArrayDataset
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(30) % 3
+    images = (rng.random((30, 8, 8)) * 80 + labels[:, None, None] * 80).astype(np.uint8)
+    data = ArrayDataset(images=images, labels=labels, name="tiny")
+    result = run_baseline(method, dataset=data, seeds=2, epochs=1, image_size=16, device="cpu")
+    assert result["method"] == method and result["seeds"] == [684, 559]
+    assert len(result["test_accuracies"]) == 2
+    assert all(0.0 <= a <= 1.0 for a in result["test_accuracies"])
+    assert result["test_accuracy_stderr"] >= 0.0
+    assert result["total_params"] > 3_000_000  # EfficientNet-Lite0 with a 3-class head
+    if method == "LP":  # the head alone: 1280 x 3 weights + 3 biases
+        assert result["trainable_params"] == 1280 * 3 + 3
+    else:
+        assert 1280 * 3 + 3 < result["trainable_params"] < 0.2 * result["total_params"]

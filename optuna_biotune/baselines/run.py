@@ -20,24 +20,7 @@ import torch
 from optuna_biotune.baselines.config import BaselineConfig, canonical_method
 from optuna_biotune.baselines.methods import prepare_plan
 from optuna_biotune.errors import UsageError
-
-#: The authors' training seeds (METHOD.md, "Fitness"); ``seeds=N`` takes the first N.
-PAPER_SEEDS = (684, 559, 629)
-
-
-def resolve_seeds(seeds: int | Sequence[int]) -> list[int]:
-    """``N`` -> the first ``N`` of :data:`PAPER_SEEDS` (then 1, 2, ...); a list as given."""
-    if isinstance(seeds, bool):
-        raise UsageError(f"`seeds` must be a count >= 1 or a list of ints, got {seeds!r}.")
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise UsageError(f"`seeds` must be >= 1, got {seeds}; e.g. --seeds 3.")
-        extra = [i for i in range(1, seeds + 1) if i not in PAPER_SEEDS]
-        return (list(PAPER_SEEDS) + extra)[:seeds]
-    out = [int(s) for s in seeds]
-    if not out:
-        raise UsageError("`seeds` must name at least one seed, e.g. --seeds 3.")
-    return out
+from optuna_biotune.objective import resolve_seeds
 
 
 def _block_summary(plan_history: list[dict[str, Any]], blocks, model) -> dict[str, Any]:
@@ -81,7 +64,7 @@ def run_baseline(
         method: One of :data:`~optuna_biotune.baselines.METHODS` (any case).
         dataset: A dataset spec for ``data.load_dataset`` (``digits``, ``mnist5k``, ...).
         model: A backbone name for ``models.build_model``.
-        seeds: A count (the authors' seeds first) or a list of training seeds.
+        seeds: A count (the authors' 684, 559, 629 first, as the objective) or a list.
         epochs: Maximum epochs per seed (paper: 30).
         patience: Early-stopping patience on the validation metric (paper: 3).
         batch_size: Training batch size.
