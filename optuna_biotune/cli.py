@@ -449,10 +449,12 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         load_if_exists=True,
     )
     if OBJECTIVE_SPEC_ATTR not in study.user_attrs:
-        from optuna_dashboard import set_objective_names
+        import warnings
 
         study.set_user_attr(OBJECTIVE_SPEC_ATTR, _jsonable(objective_spec))
-        set_objective_names(study, ["validation accuracy"])
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["validation accuracy"])
     study.set_user_attr(STUDY_ATTR, _jsonable(_storable(spec)))
     artifact_dir = str(Path(spec.artifact_dir).resolve())
     study.set_user_attr(ARTIFACTS_ATTR, artifact_dir)
