@@ -579,7 +579,8 @@ class Generations:
             pending = [
                 t.number
                 for t in running
-                if generation - int(self._claim_of(t)["generation"]) <= _PENDING_GENERATIONS
+                if (claim := self._claim_of(t)) is not None  # it may have stepped back since
+                and generation - int(claim["generation"]) <= _PENDING_GENERATIONS
             ]
             if not names:
                 names, space = self._names(finished)
