@@ -689,6 +689,8 @@ def _format_summary(result: dict[str, Any]) -> str:
     for key, value in result.items():
         if key in {"final", "best_configuration"}:
             continue
+        if key == "report" and isinstance(value, dict):
+            value = value.get("report.html", "")
         if isinstance(value, dict | list):
             value = json.dumps(value, default=_json_default)
         elif isinstance(value, float):

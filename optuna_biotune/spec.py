@@ -127,6 +127,14 @@ class StudySpec:
         return f"sqlite:///{Path(self.base_dir) / f'{self.study}.db'}"
 
     @property
+    def home(self) -> Path:
+        """Where the study's files land: beside its SQLite database, else ``base_dir``."""
+        url = self.storage_url
+        if url.startswith("sqlite:///") and url[len("sqlite:///") :] not in ("", ":memory:"):
+            return Path(url[len("sqlite:///") :]).parent
+        return Path(self.base_dir)
+
+    @property
     def artifact_dir(self) -> str:
         """Folder of the Optuna artifacts (Fig. 2, HTML report, final results).
 
@@ -135,14 +143,14 @@ class StudySpec:
         """
         if self.artifacts:
             return self.artifacts
-        return str(Path(self.base_dir) / "artifacts")
+        return str(self.home / "artifacts")
 
     @property
     def report_dir(self) -> str:
         """Folder the ``report`` command writes its PNG, HTML and JSON into."""
         if self.out:
             return self.out
-        return str(Path(self.base_dir) / "reports" / self.study)
+        return str(self.home / "reports" / self.study)
 
     @property
     def seed_list(self) -> tuple[int, ...]:

@@ -158,3 +158,18 @@ def test_evaluations_count_the_papers_generation() -> None:
     assert StudySpec(population=10, elites=3, generations=10).evaluations == 140
     assert StudySpec(population=6, elites=2, generations=0).evaluations == 6
     assert tomllib.loads(DEFAULT_TOML)["search"]["population"] == default_spec().population
+
+
+@pytest.mark.parametrize(
+    ("storage", "home"),
+    [
+        ("sqlite:////data/runs/x.db", "/data/runs"),
+        ("sqlite:///rel/x.db", "rel"),
+        ("postgresql+psycopg://u:p@h/db", "studies"),
+        (None, "studies"),
+    ],
+)
+def test_artifacts_and_reports_land_beside_the_database(storage: str | None, home: str) -> None:
+    spec = StudySpec(study="x", storage=storage)
+    assert spec.artifact_dir == str(Path(home) / "artifacts")
+    assert spec.report_dir == str(Path(home) / "reports" / "x")
