@@ -333,9 +333,13 @@ class BioTuneObjective:
     # ------------------------------------------------------------------ training
 
     def plan(
-        self, mask: Sequence[bool], weights: Sequence[float]
+        self, mask: Sequence[bool], weights: Sequence[float], *, head_gene: float | None = None
     ) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Effective ``(mask, weights, head_forced)``: the head always trains (module doc)."""
+        """Effective ``(mask, weights, head_forced)``: the head always trains (module doc).
+
+        A head forced to train gets ``W = 10 ** (2 * (head_gene - 0.5))`` (eq. 5) when its gene
+        is given, else its weight in ``weights`` when positive, else 1.
+        """
         self._setup()
         mask = np.asarray(mask, dtype=bool).copy()
         weights = np.asarray(weights, dtype=float).copy()
@@ -347,7 +351,9 @@ class BioTuneObjective:
         forced = not mask[h]
         if forced:
             mask[h] = True
-            if not weights[h] > 0:
+            if head_gene is not None:
+                weights[h] = float(genome.lr_weight(head_gene))
+            elif not weights[h] > 0:
                 weights[h] = 1.0
         weights = np.where(mask, weights, 0.0)
         return mask, weights, forced
@@ -444,7 +450,8 @@ class BioTuneObjective:
             trial.set_user_attr("epochs", [])
             trial.set_user_attr("seconds", time.perf_counter() - started)
             return 0.0
-        mask, weights, forced = self.plan(genes_mask, genes_weights)
+        head_gene = params[genome.importance_param(self.blocks[self._head_index])]
+        mask, weights, forced = self.plan(genes_mask, genes_weights, head_gene=head_gene)
         trainable = self.trainable_params(mask)
         trial.set_user_attr("mask", [bool(m) for m in mask])
         trial.set_user_attr("lr_weights", [float(w) for w in weights])
