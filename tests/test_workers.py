@@ -45,10 +45,10 @@ def _sampler(seed: int) -> BioTuneSampler:
     )
 
 
-def _objective(trial: optuna.Trial) -> float:
+def _objective(trial: optuna.Trial, slow: float) -> float:
     x = [trial.suggest_float(name, 0.0, 1.0) for name in GENES]
     trial.set_user_attr("pid", os.getpid())
-    time.sleep(SLOW if trial_generation(trial) == 0 else FAST)
+    time.sleep(slow if trial_generation(trial) == 0 else FAST)
     return sum((v - 0.3) ** 2 for v in x)
 
 
@@ -59,7 +59,7 @@ def _append(path: Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
-def worker(url: str, study_name: str, folder: Path, index: int) -> None:
+def worker(url: str, study_name: str, folder: Path, index: int, slow: float) -> None:
     """One worker: join the study, wait for the start signal, optimise until TARGET."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE)
@@ -77,7 +77,7 @@ def worker(url: str, study_name: str, folder: Path, index: int) -> None:
             raise SystemExit("no start signal")
         time.sleep(0.02)
     stop = optuna.study.MaxTrialsCallback(TARGET, states=(TrialState.COMPLETE,))
-    study.optimize(_objective, n_trials=10 * TARGET, callbacks=[log, stop])
+    study.optimize(lambda t: _objective(t, slow), n_trials=10 * TARGET, callbacks=[log, stop])
 
 
 def _claim(t: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
@@ -85,6 +85,45 @@ def _claim(t: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
     if isinstance(c, dict) and int(c["slot"]) >= 0:
         return int(c["generation"]), int(c["slot"])
     return None
+
+
+def _check_study(reader: optuna.Study, folder: Path) -> list[optuna.trial.FrozenTrial]:
+    """Nothing lost, nothing twice, the planned generations complete; the COMPLETE trials."""
+    trials = reader.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # No completed trial lost: every trial a worker saw complete is COMPLETE in the storage,
+    # and the storage has no completion nobody reported.
+    reported = []
+    for i in range(WORKERS):
+        log = folder / f"done.{i}"
+        reported += [int(n) for n in log.read_text().split()] if log.exists() else []
+    assert len(reported) == len(set(reported))
+    assert sorted(reported) == sorted(t.number for t in complete)
+    assert len(complete) >= TARGET
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    # No slot evaluated twice.
+    claims = [_claim(t) for t in complete]
+    assert None not in claims
+    assert len(claims) == len(set(claims))
+    # The planned generations are complete: every slot of generations 0..GENERATIONS is filled.
+    records = generation_records(reader, NS)
+    assert len(records) >= GENERATIONS + 1
+    for record in records[: GENERATIONS + 1]:
+        g = int(record["generation"])
+        filled = sorted(s for gen, s in claims if gen == g)
+        assert filled == list(range(len(record["slots"]))), f"generation {g}"
+    return complete
+
+
+def _start(url: str, name: str, folder: Path, slow: float) -> list[subprocess.Popen]:
+    return [
+        subprocess.Popen(
+            [sys.executable, __file__, url, name, str(folder), str(i), str(slow)],
+            stdout=open(folder / f"out.{i}", "w"),
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(WORKERS)
+    ]
 
 
 def _wait(predicate, timeout: float, what: str, procs: list[subprocess.Popen]) -> None:
@@ -103,14 +142,7 @@ def test_sigkill_of_a_worker_loses_nothing_and_its_slot_is_issued_again(
 ) -> None:
     optuna.create_study(study_name=study_name, storage=storage_url)
     reader = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, storage_url, study_name, str(tmp_path), str(i)],
-            stdout=open(tmp_path / f"out.{i}", "w"),  # noqa: SIM115 - closed by the process
-            stderr=subprocess.STDOUT,
-        )
-        for i in range(WORKERS)
-    ]
+    procs = _start(storage_url, study_name, tmp_path, SLOW)
     victim = procs[0]
     try:
         _wait(
@@ -145,28 +177,7 @@ def test_sigkill_of_a_worker_loses_nothing_and_its_slot_is_issued_again(
                 p.kill()
                 p.wait()
 
-    trials = reader.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    # No completed trial lost: every trial a worker saw complete is COMPLETE in the storage,
-    # and the storage has no completion nobody reported.
-    reported = []
-    for i in range(WORKERS):
-        log = tmp_path / f"done.{i}"
-        reported += [int(n) for n in log.read_text().split()] if log.exists() else []
-    assert len(reported) == len(set(reported))
-    assert sorted(reported) == sorted(t.number for t in complete)
-    assert len(complete) >= TARGET
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
-    # No slot evaluated twice.
-    claims = [_claim(t) for t in complete]
-    assert None not in claims
-    assert len(claims) == len(set(claims))
-    # The planned generations are complete: every slot of generations 0..GENERATIONS is filled.
-    records = generation_records(reader, NS)
-    for record in records[: GENERATIONS + 1]:
-        g = int(record["generation"])
-        filled = sorted(s for gen, s in claims if gen == g)
-        assert filled == list(range(len(record["slots"]))), f"generation {g}"
+    complete = _check_study(reader, tmp_path)
     # The killed trial was failed by the heartbeat (no process was left to tell it) ...
     dead = reader._storage.get_trial(killed._trial_id)
     assert dead.state == TrialState.FAIL
@@ -179,5 +190,30 @@ def test_sigkill_of_a_worker_loses_nothing_and_its_slot_is_issued_again(
     assert again[0].user_attrs["pid"] != victim.pid
 
 
-if __name__ == "__main__":  # a worker process of the test above
-    worker(sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))
+def test_workers_share_a_journal_file(tmp_path: Path) -> None:
+    """The alternative on a shared filesystem: Optuna's journal file (no heartbeat, no kill)."""
+    path = str(tmp_path / "study.log")
+    optuna.create_study(study_name="journal", storage=open_storage(path))
+    procs = _start(path, "journal", tmp_path, FAST)
+    try:
+        _wait(
+            lambda: all((tmp_path / f"ready.{i}").exists() for i in range(WORKERS)),
+            180,
+            "the workers to start",
+            procs,
+        )
+        (tmp_path / "go").touch()
+        for i, p in enumerate(procs):
+            assert p.wait(timeout=300) == 0, (tmp_path / f"out.{i}").read_text()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    reader = optuna.load_study(study_name="journal", storage=open_storage(path))
+    complete = _check_study(reader, tmp_path)
+    assert {t.user_attrs["pid"] for t in complete} == {p.pid for p in procs}
+
+
+if __name__ == "__main__":  # a worker process of the tests above
+    worker(sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))

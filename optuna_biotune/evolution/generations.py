@@ -280,7 +280,8 @@ def generation_records(study: Study, namespace: str) -> list[dict[str, Any]]:
     for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
         rec = read_chunked(t.system_attrs, f"{namespace}:record")
         if rec is not None:
-            records[int(rec["generation"])] = rec  # a later (winning) opener overrides
+            # Of concurrent openings of a generation, the lowest trial number's is the one.
+            records.setdefault(int(rec["generation"]), rec)
     return [records[g] for g in sorted(records)]
 
 
@@ -379,6 +380,30 @@ class Generations:
                 self._spaces[trial_id] = space
         return dict(space)
 
+    def _first_opening(
+        self, study: Study, head: Mapping[str, Any], trials: Sequence[FrozenTrial]
+    ) -> Mapping[str, Any]:
+        """The head, or the record of the same generation opened by a lower trial number.
+
+        Two workers may open a generation at the same moment (each finds no free slot, writes
+        its record and sets the head); the opening of the lowest trial number is the
+        generation's, so every process converges on the same record as soon as it sees both.
+        """
+        record = self._record(study, head)
+        generation, best = int(record["generation"]), int(record["opened_by"])
+        found = None
+        for t in reversed(trials):
+            if t.number < int(record["window"]):
+                break
+            if t.number >= best or self.record_key not in t.system_attrs:
+                continue
+            rival = read_chunked(t.system_attrs, self.record_key)
+            if isinstance(rival, dict) and int(rival.get("generation", -1)) == generation:
+                best, found = t.number, t._trial_id
+        if found is None:
+            return head
+        return {"generation": generation, "trial": found}
+
     def _claim_of(self, trial: FrozenTrial) -> dict[str, Any] | None:
         claim = trial.system_attrs.get(self.slot_key)
         if isinstance(claim, dict) and int(claim.get("slot", -1)) >= 0:
@@ -436,6 +461,7 @@ class Generations:
             if head is None:
                 self._open(study, trial, trials, head=None, record=None, view=None)
                 continue
+            head = self._first_opening(study, head, trials)
             record = self._record(study, head)
             view = self._scan(trials, record, trial.number)
             free = self._free_slots(record, view)
