@@ -174,8 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("final", help="retrain the top-k configurations and score the test set")
-    p.add_argument("--top-k", type=_positive_int, help="configurations to retrain (default 5)")
-    p.add_argument("--seeds", type=_positive_int, help="seeds per configuration (default 3)")
+    p.add_argument(
+        "--top-k", type=_positive_int, help="configurations to retrain (default: the spec's, 5)"
+    )
+    p.add_argument(
+        "--seeds", type=_positive_int, help="seeds per configuration (default: the spec's, 3)"
+    )
     p.add_argument("--device", help="auto, cpu or cuda (default: the study's)")
     _add_common(p)
 
