@@ -31,6 +31,7 @@ seed; data lives as tensors on the device; the output of a frozen prefix is cach
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -192,6 +193,10 @@ class BioTuneObjective:
         self.use_cache = bool(use_cache)
         self.compile = bool(compile)
         self._ready = False
+        # One model per objective: parallel trials of one process (`n_jobs` threads) take
+        # turns on it (set-up and training); a shared model trained by two threads at once
+        # fails autograd's in-place checks.
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ spec round trip
 
@@ -268,6 +273,12 @@ class BioTuneObjective:
     # ------------------------------------------------------------------ lazy set-up
 
     def _setup(self) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            self._setup_once()
+
+    def _setup_once(self) -> None:
         if self._ready:
             return
         from optuna_biotune import blocks as blocks_mod
@@ -470,15 +481,16 @@ class BioTuneObjective:
                     raise optuna.TrialPruned(f"pruned at seed {k + 1}, epoch {epoch}")
 
             try:
-                result = self.train_config(
-                    mask,
-                    weights,
-                    seed=seed,
-                    train=train,
-                    val=val,
-                    data_key=("fold", fold),
-                    report=report,
-                )
+                with self._lock:
+                    result = self.train_config(
+                        mask,
+                        weights,
+                        seed=seed,
+                        train=train,
+                        val=val,
+                        data_key=("fold", fold),
+                        report=report,
+                    )
             except RuntimeFailure as exc:
                 trial.set_user_attr("fail_reason", str(exc))
                 trial.set_user_attr("seconds", time.perf_counter() - started)
