@@ -41,6 +41,21 @@ EMBEDDED_IMAGE_SIZE = 32
 #: Fixed seed of the stratified 60/20/20 split of sets without their own splits.
 SPLIT_SEED = 0
 SPLIT_SHARES = (0.6, 0.2, 0.2)
+#: Share of a training split cut off as validation for sets that ship only train and test.
+VAL_SHARE = 0.2
+#: The paper's torchvision datasets by name -> (torchvision class, has its own val split).
+TORCHVISION = {
+    "mnist": ("MNIST", False),
+    "usps": ("USPS", False),
+    "svhn": ("SVHN", False),
+    "cifar10": ("CIFAR10", False),
+    "stl10": ("STL10", False),
+    "flowers102": ("Flowers102", True),
+    "fgvc-aircraft": ("FGVCAircraft", True),
+    "dtd": ("DTD", True),
+}
+#: Where torchvision datasets are downloaded unless ``root`` is given.
+DEFAULT_ROOT = Path("~/.cache/optuna-biotune/datasets")
 
 
 @dataclass
@@ -323,6 +338,212 @@ def _image_folder(
     return _from_arrays(path.name, x, y, classes, image_size=image_size, mean=mean, std=std)
 
 
+def _splits_from_parts(
+    name: str,
+    parts: dict[str, tuple[torch.Tensor, np.ndarray]],
+    classes: Sequence[str],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> Splits:
+    """Build :class:`Splits` from ``train`` and optional ``val``/``test`` uint8 parts; a
+    missing ``val`` is a stratified :data:`VAL_SHARE` cut of ``train``, a missing ``test``
+    likewise (so the three never share an image)."""
+    x, y = parts["train"]
+    _check_classes(y, f"dataset {name!r}")
+    for missing in ("test", "val"):
+        if missing in parts:
+            continue
+        keep, cut = stratified_split(y, shares=(1 - VAL_SHARE, VAL_SHARE))
+        if cut.size == 0:
+            raise UsageError(
+                f"dataset {name!r} is too small to cut a {missing} split; add images."
+            )
+        parts[missing] = (x[torch.as_tensor(cut)], y[cut])
+        x, y = x[torch.as_tensor(keep)], y[keep]
+    parts["train"] = (x, y)
+
+    def make(key: str) -> TensorData:
+        px, py = parts[key]
+        return TensorData(
+            px, torch.as_tensor(np.asarray(py, dtype=np.int64)), tuple(mean), tuple(std)
+        )
+
+    return Splits(name, make("train"), make("val"), make("test"), [str(c) for c in classes])
+
+
+def _pil_to_uint8(image: Any, size: int) -> np.ndarray:
+    """A PIL image -> ``uint8`` ``C x size x size`` (shorter side resized, centre crop)."""
+    from PIL import Image
+
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
+    w, h = image.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    image = image.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    arr = np.asarray(image, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _stack(images: list[np.ndarray]) -> torch.Tensor:
+    """Stack ``C x S x S`` arrays; grey ones become RGB when the set mixes both."""
+    if any(a.shape[0] == 3 for a in images):
+        images = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in images]
+    return torch.as_tensor(np.stack(images))
+
+
+def dataset_to_tensors(dataset: Any, *, image_size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Decode and resize every item of a map-style dataset of ``(image, label)`` once.
+
+    Uses the in-memory arrays of MNIST/USPS/SVHN/CIFAR/STL-like sets when present, PIL
+    decoding otherwise.
+    """
+    data = getattr(dataset, "data", None)
+    labels = getattr(dataset, "targets", None)
+    if labels is None:
+        labels = getattr(dataset, "labels", None)
+    if data is not None and labels is not None and len(data) == len(dataset):
+        arr = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+        if arr.ndim == 4 and arr.shape[1] == 3:  # SVHN, STL10 store N x C x H x W
+            arr = arr.transpose(0, 2, 3, 1)
+        x = resize_uint8(_to_uint8_nchw(arr), image_size)
+        return x, np.asarray(labels, dtype=np.int64)
+    images, ys = [], []
+    for i in range(len(dataset)):
+        image, label = dataset[i]
+        images.append(_pil_to_uint8(image, image_size))
+        ys.append(int(label))
+    return _stack(images), np.asarray(ys, dtype=np.int64)
+
+
+def _torchvision(
+    name: str,
+    *,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    root: str | Path | None = None,
+    download: bool = True,
+) -> Splits:
+    import torchvision.datasets as tvd
+
+    cls_name, has_val = TORCHVISION[name]
+    cls = getattr(tvd, cls_name)
+    where = Path(root or DEFAULT_ROOT).expanduser()
+
+    def part(split: str) -> Any:
+        if cls_name in ("MNIST", "USPS", "CIFAR10"):
+            kwargs: dict[str, Any] = {"train": split == "train"}
+        else:
+            kwargs = {"split": split}
+        try:
+            return cls(str(where), download=download, **kwargs)
+        except RuntimeError as exc:  # torchvision: "Dataset not found ..."
+            raise UsageError(
+                f"dataset {name!r} is not under {str(where)!r} ({exc}); pass download=True "
+                "on a machine with internet, or use 'digits'/'mnist5k' which ship offline."
+            ) from exc
+        except OSError as exc:  # URLError, connection reset, disk full
+            from optuna_biotune.errors import RuntimeFailure
+
+            raise RuntimeFailure(
+                f"could not download dataset {name!r} to {str(where)!r} ({exc}); go online "
+                "once (it is kept there), or use 'digits'/'mnist5k' which ship offline."
+            ) from exc
+
+    splits = ("train", "val", "test") if has_val else ("train", "test")
+    sets = {s: part(s) for s in splits}
+    parts = {s: dataset_to_tensors(d, image_size=image_size) for s, d in sets.items()}
+    classes = getattr(sets["train"], "classes", None)
+    if not classes:
+        classes = [str(c) for c in sorted(set(parts["train"][1].tolist()))]
+    return _splits_from_parts(name, parts, classes, mean=mean, std=std)
+
+
+IMAGE_SUFFIXES = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".ppm",
+    ".bmp",
+    ".pgm",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+)
+
+
+def _read_class_folders(
+    root: Path, *, image_size: int, classes: Sequence[str] | None = None
+) -> tuple[list[str], torch.Tensor, np.ndarray]:
+    """Read ``root/<class>/<image>`` (hidden files skipped); every file must be an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes is None:
+        classes = found
+    else:
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise UsageError(
+                f"{str(root)!r} has classes {unknown} that the train folder lacks; use the "
+                "same class folders in train/, val/ and test/."
+            )
+    if not found:
+        raise UsageError(
+            f"`dataset` folder {str(root)!r} has no class subfolders; put the images of "
+            "each class in a subfolder named after it."
+        )
+    index = {c: i for i, c in enumerate(classes)}
+    images, labels = [], []
+    for cls in found:
+        files = sorted(
+            p for p in (root / cls).rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+        for path in files:
+            try:
+                with Image.open(path) as image:
+                    image.load()
+                    images.append(_pil_to_uint8(image, image_size))
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+                raise UsageError(
+                    f"{str(path)!r} is not a readable image ({type(exc).__name__}: {exc}); "
+                    "remove or replace it."
+                ) from exc
+            labels.append(index[cls])
+    if not images:
+        raise UsageError(f"`dataset` folder {str(root)!r} holds no images; add some.")
+    return list(classes), _stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def _image_folder(
+    root: Path, *, image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> Splits:
+    root = root.expanduser()
+    if not root.is_dir():
+        raise UsageError(
+            f"`dataset` folder {str(root)!r} does not exist; give a folder with one subfolder "
+            "per class (or train/ val/ test/ subfolders of those)."
+        )
+    name = root.name or str(root)
+    if (root / "train").is_dir():
+        classes, x, y = _read_class_folders(root / "train", image_size=image_size)
+        parts = {"train": (x, y)}
+        for split in ("val", "test"):
+            if (root / split).is_dir():
+                _, px, py = _read_class_folders(
+                    root / split, image_size=image_size, classes=classes
+                )
+                parts[split] = (px, py)
+        return _splits_from_parts(name, parts, classes, mean=mean, std=std)
+    classes, x, y = _read_class_folders(root, image_size=image_size)
+    return _from_arrays(name, x, y, classes, image_size=image_size, mean=mean, std=std)
+
+
 def load_dataset(
     spec: str | Path | ArrayDataset,
     *,
@@ -351,6 +572,9 @@ def load_dataset(
         raise UsageError(f"`image_size` must be an integer >= 8 or None, got {image_size!r}.")
     if len(tuple(mean)) != 3 or len(tuple(std)) != 3 or min(std) <= 0:
         raise UsageError("`mean` and `std` must be 3 numbers each, `std` positive.")
+    unknown = sorted(set(kwargs) - {"root", "download"})
+    if unknown:
+        raise UsageError(f"unknown options {unknown}; load_dataset takes `root` and `download`.")
     if isinstance(spec, ArrayDataset):
         labels = np.asarray(spec.labels)
         classes = list(spec.classes) if spec.classes is not None else sorted(set(labels.tolist()))
@@ -380,9 +604,14 @@ def load_dataset(
         return _image_folder(
             Path(spec).expanduser(), image_size=image_size or 224, mean=mean, std=std
         )
+    size = image_size or 224
+    if isinstance(spec, str) and spec in TORCHVISION:
+        return _torchvision(spec, image_size=size, mean=mean, std=std, **kwargs)
+    if isinstance(spec, Path) or (isinstance(spec, str) and ("/" in spec or spec.startswith("."))):
+        return _image_folder(Path(spec), image_size=size, mean=mean, std=std)
     raise UsageError(
-        f"`dataset` {spec!r} is unknown; use one of {list(EMBEDDED)}, an ArrayDataset, "
-        "a torchvision name or an ImageFolder directory."
+        f"`dataset` {spec!r} is unknown; use one of {[*EMBEDDED, *TORCHVISION]}, an "
+        "ArrayDataset or an ImageFolder directory (a path)."
     )
 
 
@@ -422,9 +651,11 @@ def fold_indices(
 __all__ = [
     "EMBEDDED",
     "EMBEDDED_IMAGE_SIZE",
+    "TORCHVISION",
     "ArrayDataset",
     "Splits",
     "TensorData",
+    "dataset_to_tensors",
     "fold_indices",
     "load_dataset",
     "n_folds",

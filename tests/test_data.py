@@ -7,6 +7,7 @@ import torch
 from optuna_biotune.data import (
     ArrayDataset,
     TensorData,
+    dataset_to_tensors,
     fold_indices,
     load_dataset,
     n_folds,
@@ -100,3 +101,110 @@ def test_tensor_data_checks_and_subset() -> None:
 def test_unknown_dataset_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="`dataset`"):
         load_dataset("imagenet-99")
+
+
+def _write_images(folder, n: int, *, mode: str = "RGB", size=(20, 14), value: int = 0) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        color = (value + 10 * i) % 256
+        fill = color if mode == "L" else (color, 255 - color, 40)
+        Image.new(mode, size, fill).save(folder / f"img{i}.png")
+
+
+def test_image_folder_without_splits_is_cut_60_20_20(tmp_path) -> None:
+    for k, cls in enumerate(["cat", "dog", "owl"]):
+        _write_images(tmp_path / "pets" / cls, 5, value=60 * k)
+    (tmp_path / "pets" / ".DS_Store").write_text("ignored")
+    splits = load_dataset(tmp_path / "pets", image_size=12)
+    assert splits.classes == ["cat", "dog", "owl"]
+    assert [len(splits.train), len(splits.val), len(splits.test)] == [9, 3, 3]
+    assert splits.train.x.shape[1:] == (3, 12, 12)
+    assert sorted(splits.val.y.tolist()) == [0, 1, 2]
+
+
+def test_image_folder_with_train_val_test(tmp_path) -> None:
+    for split, n in (("train", 6), ("val", 2), ("test", 3)):
+        _write_images(tmp_path / "d" / split / "a", n, mode="L")
+        _write_images(tmp_path / "d" / split / "b", n, mode="RGB", value=100)
+    splits = load_dataset(str(tmp_path / "d"), image_size=10)
+    assert [len(splits.train), len(splits.val), len(splits.test)] == [12, 4, 6]
+    assert splits.train.x.shape[1] == 3  # grey and colour mixed -> RGB
+
+
+def test_image_folder_train_and_test_only_cuts_val_from_train(tmp_path) -> None:
+    for split, n in (("train", 10), ("test", 2)):
+        for cls in ("a", "b"):
+            _write_images(tmp_path / "d" / split / cls, n)
+    splits = load_dataset(tmp_path / "d", image_size=8)
+    assert [len(splits.train), len(splits.val), len(splits.test)] == [16, 4, 4]
+
+
+@pytest.mark.parametrize("bad", ["truncated", "not_an_image"])
+def test_unreadable_file_in_a_class_folder_is_a_usage_error(tmp_path, bad: str) -> None:
+    for cls in ("a", "b"):
+        _write_images(tmp_path / cls, 5)
+    if bad == "truncated":
+        data = (tmp_path / "a" / "img0.png").read_bytes()
+        (tmp_path / "a" / "img0.png").write_bytes(data[: len(data) // 2])
+        name = "img0.png"
+    else:
+        (tmp_path / "b" / "notes.txt").write_text("not an image")
+        name = "notes.txt"
+    with pytest.raises(UsageError, match=name) as info:
+        load_dataset(tmp_path, image_size=8)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_folders_are_usage_errors(tmp_path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        load_dataset(tmp_path / "missing", image_size=8)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no class subfolders"):
+        load_dataset(tmp_path / "empty", image_size=8)
+    _write_images(tmp_path / "one" / "only", 6)
+    with pytest.raises(UsageError, match="single class"):
+        load_dataset(tmp_path / "one", image_size=8)
+    (tmp_path / "hollow" / "a").mkdir(parents=True)
+    (tmp_path / "hollow" / "b").mkdir()
+    with pytest.raises(UsageError, match="no images"):
+        load_dataset(tmp_path / "hollow", image_size=8)
+    for split in ("train", "val"):
+        _write_images(tmp_path / "mixed" / split / "a", 4)
+    _write_images(tmp_path / "mixed" / "train" / "b", 4)
+    _write_images(tmp_path / "mixed" / "val" / "zebra", 4)
+    with pytest.raises(UsageError, match="zebra"):
+        load_dataset(tmp_path / "mixed", image_size=8)
+
+
+def test_torchvision_dataset_offline_names_the_alternative(tmp_path) -> None:
+    with pytest.raises(UsageError, match="digits") as info:
+        load_dataset("mnist", root=tmp_path, download=False, image_size=28)
+    assert "\n" not in str(info.value)
+
+
+def test_dataset_to_tensors_decodes_pil_items_once() -> None:
+    from torchvision.datasets import FakeData
+
+    fake = FakeData(size=6, image_size=(3, 20, 30), num_classes=3, random_offset=1)
+    x, y = dataset_to_tensors(fake, image_size=16)
+    assert x.shape == (6, 3, 16, 16) and x.dtype == torch.uint8
+    assert y.tolist() == [int(fake[i][1]) for i in range(6)]
+
+
+def test_dataset_to_tensors_uses_in_memory_arrays() -> None:
+    class Mnistish:  # the attributes torchvision's MNIST exposes
+        data = torch.arange(4 * 28 * 28, dtype=torch.int64).reshape(4, 28, 28).remainder(256)
+        targets = torch.tensor([3, 1, 4, 1])
+
+        def __len__(self) -> int:
+            return 4
+
+    x, y = dataset_to_tensors(Mnistish(), image_size=14)
+    assert x.shape == (4, 1, 14, 14) and y.tolist() == [3, 1, 4, 1]
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="`root`"):
+        load_dataset("digits", rooot="/tmp")
