@@ -24,8 +24,9 @@ dense bf16 rate, with the FLOPs of one step counted by ``torch.utils.flop_counte
 GPU (the figures to commit):
     python benchmarks/gpu_projection.py --device cuda
 CPU smoke check at tiny scale (no figure to report):
-    python benchmarks/gpu_projection.py --device cpu --image-size 32 --train 64 --val 64 \
-        --epochs-measured 1 --throughput-steps 2 --out /tmp/gpu_projection_smoke
+    python benchmarks/gpu_projection.py --device cpu --threads 1 --image-size 32 --classes 4 \
+        --train 16 --val 16 --batch-size 4 --epochs-measured 2 --throughput-steps 1 \
+        --out /tmp/gpu_projection_smoke
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--evaluations", type=int, default=140)
     p.add_argument("--throughput-steps", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="0: from the device name")
     p.add_argument("--out", default=str(RESULTS / "gpu_projection"), help="path without suffix")
     return p.parse_args(argv)
@@ -204,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from optuna_biotune.train import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     dev = resolve_device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"

@@ -42,7 +42,7 @@ def _log(line: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="*", default=["digits", "mnist5k"])
-    p.add_argument("--methods", nargs="+", default=None, help="default: all eight")
+    p.add_argument("--methods", nargs="*", default=None, help="default: all eight; none: BioTune")
     p.add_argument("--seeds", type=int, default=3, help="final/baseline seeds (paper: 3)")
     p.add_argument("--epochs", type=int, default=3, help="max epochs (paper: 30)")
     p.add_argument("--patience", type=int, default=2, help="early stopping (paper: 3)")
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     from optuna_biotune.data import load_dataset
     from optuna_biotune.models import preprocessing
 
-    methods = [canonical_method(m) for m in (args.methods or METHODS)]
+    methods = [canonical_method(m) for m in (METHODS if args.methods is None else args.methods)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out.with_suffix(".json"), out.with_suffix(".md")

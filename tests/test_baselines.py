@@ -364,18 +364,46 @@ def test_cli_unknown_method_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "`method`" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("method", ["LP", "LoRA"])
-def test_run_baseline_reports_test_accuracy_and_trainable_share(method: str) -> None:
+def _tiny_images():
     import numpy as np
 
-    from optuna_biotune.baselines import run_baseline
     from optuna_biotune.data import ArrayDataset
 
     rng = np.random.default_rng(0)
     labels = np.arange(30) % 3
     images = (rng.random((30, 8, 8)) * 80 + labels[:, None, None] * 80).astype(np.uint8)
-    data = ArrayDataset(images=images, labels=labels, name="tiny")
-    result = run_baseline(method, dataset=data, seeds=2, epochs=1, image_size=16, device="cpu")
+    return ArrayDataset(images=images, labels=labels, name="tiny")
+
+
+def test_ft_baseline_is_the_objectives_ft_step_for_step() -> None:
+    """One engine: FT through run_baseline trains exactly as BioTune's all-blocks config."""
+    from optuna_biotune import BioTuneObjective
+    from optuna_biotune.baselines import run_baseline
+
+    data = _tiny_images()
+    kwargs = {"image_size": 16, "device": "cpu", "patience": 2}
+    result = run_baseline("FT", dataset=data, seeds=1, epochs=2, **kwargs)
+    objective = BioTuneObjective(dataset=data, seeds=1, max_epochs=2, **kwargs)
+    n = len(objective.blocks)
+    fitted = objective.train_config(
+        [True] * n,
+        [1.0] * n,
+        seed=result["seeds"][0],
+        train=objective.splits.train,
+        val=objective.splits.val,
+        data_key="all",
+    )
+    losses = [round(h.train_loss, 6) for h in fitted.history]
+    assert result["per_seed"][0]["train_losses"] == losses
+
+
+@pytest.mark.parametrize("method", ["LP", "LoRA"])
+def test_run_baseline_reports_test_accuracy_and_trainable_share(method: str) -> None:
+    from optuna_biotune.baselines import run_baseline
+
+    result = run_baseline(
+        method, dataset=_tiny_images(), seeds=2, epochs=1, image_size=16, device="cpu"
+    )
     assert result["method"] == method and result["seeds"] == [684, 559]
     assert len(result["test_accuracies"]) == 2
     assert all(0.0 <= a <= 1.0 for a in result["test_accuracies"])

@@ -161,6 +161,7 @@ def run_baseline(
                 "val_accuracy": result.best_val_metric,
                 "epochs_run": result.epochs_run,
                 "best_epoch": result.best_epoch,
+                "train_losses": [round(r.train_loss, 6) for r in result.history],
                 "trainable_params": plan.trainable_params(),
                 "total_params": plan.total_params,
                 "seconds": round(result.seconds, 2),
