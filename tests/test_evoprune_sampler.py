@@ -285,3 +285,33 @@ def test_children_are_valid_chromosomes_in_the_bookkeeping_state() -> None:
             trial = study.trials[m["number"]]
             assert np.array_equal(bits, bits_of(trial))
             assert m["fitness"] == -trial.value
+
+
+def test_a_worker_sees_a_generation_rewritten_by_the_same_opener_trial() -> None:
+    # With 2 slots per step, a trial that opened a generation may find both slots taken
+    # before it claims one, and open the next generation too, rewriting its record. Another
+    # worker that cached the first record must not keep using it (it used to reopen that
+    # generation forever: a livelock seen with 3 workers on SQLite).
+    a = EvoPruneSampler(seed=13, population_size=3)
+    study = optuna.create_study(direction="maximize", sampler=a)
+    study.optimize(matches_small, n_trials=3)  # generation 0
+    running = study.ask()
+    running.suggest_int(names(12)[0], 0, 1)  # trial 3 opens step 1 and stays running
+    b = EvoPruneSampler(seed=13, population_size=3)
+    study_b = optuna.create_study(
+        study_name=study.study_name, storage=study._storage, load_if_exists=True, sampler=b
+    )
+    head = b.generations._head(study_b)
+    assert head["generation"] == 1
+    record = b.generations._record(study_b, head)  # worker b caches step 1's record
+    opener = study._storage.get_trial(head["trial"])
+    assert opener.number == running.number
+    trials = study.get_trials(deepcopy=False)
+    view = a.generations._scan(trials, record, opener.number)
+    a.generations._open(study, opener, trials, head=head, record=record, view=view)
+    head = b.generations._head(study_b)
+    assert head == {"generation": 2, "trial": opener._trial_id}
+    assert b.generations._record(study_b, head)["generation"] == 2
+    study_b.optimize(matches_small, n_trials=2, timeout=60)  # worker b goes on (no livelock)
+    claims = [t.system_attrs[f"{NS}:slot"] for t in study_b.trials[-2:]]
+    assert [c["generation"] for c in claims] == [2, 2]

@@ -332,7 +332,7 @@ class Generations:
         self.slot_key = f"{namespace}:slot"
         self._lock = threading.Lock()
         self._records: dict[int, dict[str, Any]] = {}  # opener trial id -> record
-        self._spaces: dict[int, dict[str, BaseDistribution]] = {}
+        self._spaces: dict[tuple[int, int], dict[str, BaseDistribution]] = {}
         self._assignments: dict[int, Assignment] = {}  # trial id -> assignment
 
     # ---- randomness
@@ -352,7 +352,10 @@ class Generations:
         trial_id = int(head["trial"])
         with self._lock:
             cached = self._records.get(trial_id)
-        if cached is not None:
+        # A trial that found no free slot after opening a generation opens the next one too,
+        # rewriting its record: a cached record of an older generation is stale (reusing it
+        # made a worker reopen that generation forever, seen with EvoPrune's 2-slot steps).
+        if cached is not None and int(cached["generation"]) == int(head["generation"]):
             return cached
         attrs = study._storage.get_trial_system_attrs(trial_id)
         record = read_chunked(attrs, self.record_key)
@@ -370,14 +373,14 @@ class Generations:
         head = self._head(study)
         if head is None:
             return {}
-        trial_id = int(head["trial"])
+        key = (int(head["trial"]), int(head["generation"]))
         with self._lock:
-            space = self._spaces.get(trial_id)
+            space = self._spaces.get(key)
         if space is None:
             record = self._record(study, head)
             space = {n: json_to_distribution(d) for n, d in record["space"].items()}
             with self._lock:
-                self._spaces[trial_id] = space
+                self._spaces[key] = space
         return dict(space)
 
     def _first_opening(
