@@ -96,7 +96,8 @@ def test_search_resumes_and_counts_earlier_generations(tmp_path: Path) -> None:
         text=True,
     )
     assert best_trial.returncode == 0
-    assert json.loads(best_trial.stdout)["validation accuracy"] == pytest.approx(study.best_value)
+    shown = json.loads(best_trial.stdout)["value"]
+    assert shown == {"validation accuracy": pytest.approx(study.best_value)}
 
 
 @pytest.mark.slow
