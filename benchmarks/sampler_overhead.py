@@ -13,8 +13,11 @@ Part 2 (parallel idle time): ``--workers`` processes share one SQLite study, obj
 for BioTuneSampler (no-wait policy) beside RandomSampler (which never coordinates) in the same
 run, plus how many results arrived after their generation was superseded (merged late).
 
+With ``--memory`` the studies live in memory: no storage cost, only the samplers' own work.
+
 Usage:
     python benchmarks/sampler_overhead.py --trials 5000 --checkpoints 100,1000,5000
+    python benchmarks/sampler_overhead.py --memory --no-parallel --name sampler_overhead_memory
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ def objective(trial: optuna.Trial) -> float:
 def growth_worker(name: str, trials: int, path: str, out: str) -> None:
     sampler = make_sampler(name, seed=0)
     spent = instrument(sampler)
-    study = optuna.create_study(storage=f"sqlite:///{path}", sampler=sampler)
+    storage = None if path == "memory" else f"sqlite:///{path}"
+    study = optuna.create_study(storage=storage, sampler=sampler)
     wall: dict[int, float] = {}
     t_last = time.perf_counter()
 
@@ -107,12 +111,14 @@ def growth_worker(name: str, trials: int, path: str, out: str) -> None:
     )
 
 
-def run_growth(samplers: list[str], trials: int, checkpoints: list[int], window: int) -> dict:
+def run_growth(
+    samplers: list[str], trials: int, checkpoints: list[int], window: int, memory: bool
+) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="overhead-", dir=os.environ.get("BENCH_DIR")))
     procs = {}
     for name in samplers:
         out = tmp / f"{name}.json"
-        db = tmp / f"{name}.db"
+        db = "memory" if memory else tmp / f"{name}.db"
         cmd = [sys.executable, __file__, "--growth-worker", name, str(trials), str(db), str(out)]
         procs[name] = (subprocess.Popen(cmd), out)
     t0 = time.time()
@@ -132,7 +138,12 @@ def run_growth(samplers: list[str], trials: int, checkpoints: list[int], window:
                 "trial_ms_median": 1000 * statistics.median(data["trial_s"][lo:c]),
             }
         rows[name] = per
-    return {"wall_s": time.time() - t0, "window": window, "per_sampler": rows, "dir": str(tmp)}
+    return {
+        "wall_s": time.time() - t0,
+        "window": window,
+        "storage": "in memory" if memory else "SQLite on disk",
+        "per_sampler": rows,
+    }
 
 
 def parallel_worker(name: str, url: str, study_name: str, n: int, sleep: float, out: str) -> None:
@@ -213,7 +224,7 @@ def run_parallel(samplers: list[str], workers: int, per_worker: int, sleep: floa
 def write_markdown(result: dict, command: str, path: Path) -> None:
     g = result["growth"]
     lines = [
-        "# Sampler overhead per trial (SQLite on disk)",
+        f"# Sampler overhead per trial ({g['storage']})",
         "",
         "```bash",
         command,
@@ -285,6 +296,9 @@ def main() -> None:
     parser.add_argument("--per-worker", type=int, default=30)
     parser.add_argument("--sleep", type=float, default=0.5)
     parser.add_argument("--no-parallel", action="store_true")
+    parser.add_argument(
+        "--memory", action="store_true", help="in-memory storage: the samplers' own work only"
+    )
     parser.add_argument("--name", default="sampler_overhead")
     args = parser.parse_args()
     command = "python benchmarks/sampler_overhead.py " + " ".join(sys.argv[1:])
@@ -293,7 +307,9 @@ def main() -> None:
         "command": command,
         "machine": f"{os.cpu_count()} CPU cores, shared; load average at start "
         f"{os.getloadavg()[0]:.1f}",
-        "growth": run_growth(args.samplers.split(","), args.trials, checkpoints, args.window),
+        "growth": run_growth(
+            args.samplers.split(","), args.trials, checkpoints, args.window, args.memory
+        ),
     }
     if not args.no_parallel:
         result["parallel"] = run_parallel(
