@@ -12,10 +12,14 @@ split. Figures, all measured in the same run:
 * per evaluation: training CPU seconds and wall seconds (the machine is shared, so the wall
   time depends on its load, printed beside), and the same for the unpruned head.
 
-Usage (the committed results)::
+Usage (the committed results: ``benchmarks/results/evoprune.md`` names the exact commands)::
 
-    python benchmarks/evoprune.py --datasets digits mnist5k --seeds 0 1 2 \
-        --population 20 --evaluations 80
+    python benchmarks/evoprune.py --datasets digits --seeds 0 1 2 --population 20 \
+        --evaluations 80 --out benchmarks/results/evoprune-digits
+    python benchmarks/evoprune.py --datasets mnist5k --seeds 0 1 2 --population 10 \
+        --evaluations 50 --out benchmarks/results/evoprune-mnist5k
+    python benchmarks/evoprune.py --merge benchmarks/results/evoprune-digits.json \
+        benchmarks/results/evoprune-mnist5k.json --out benchmarks/results/evoprune
 """
 
 from __future__ import annotations
@@ -87,25 +91,15 @@ def run_one(
     }
 
 
-def _markdown(report: dict[str, Any]) -> str:
+def _table(report: dict[str, Any]) -> list[str]:
     lines = [
-        "# EvoPruneDeepTL benchmark",
-        "",
-        "Command:",
-        "",
         "```bash",
         report["command"],
         "```",
         "",
-        f"Machine: {report['machine']}; torch threads per evaluation: 1; in-memory storage. "
-        "The machine is shared with other jobs, so wall seconds vary with its load (load "
-        "average printed); CPU seconds are the steadier figure.",
-        "",
         f"Budget: population {report['population']}, {report['evaluations']} evaluations per "
-        "run (the paper: 30 and 200), first hidden layer pruned (512 bits), 3 GA seeds per "
-        "dataset. Test accuracy: mean over 3 training seeds of the best mask (highest "
-        "validation accuracy, ties toward fewer neurons) and of the unpruned head, trained "
-        "the same way. Fitness never sees the test split.",
+        f"run (the paper: 30 and 200), layers pruned: {report['layers']} (512 bits per "
+        f"layer). Machine: {report['machine']}.",
         "",
         "| dataset | GA seed | active share | val acc (best mask) | test acc pruned | test acc "
         "unpruned | test diff | train CPU s/eval pruned | unpruned | wall s/eval | load |",
@@ -139,6 +133,26 @@ def _markdown(report: dict[str, Any]) -> str:
         + ".",
         "",
     ]
+    return lines
+
+
+def _markdown(reports: list[dict[str, Any]], notes: list[str] | None = None) -> str:
+    lines = [
+        "# EvoPruneDeepTL benchmark",
+        "",
+        "EfficientNet-Lite0 ImageNet features (cached), head 1280 -> 512 -> 512 -> classes. "
+        "Test accuracy: mean over 3 training seeds of the best mask (highest validation "
+        "accuracy, ties toward fewer neurons) and of the unpruned head, trained the same way "
+        "(Adam 1e-3, batch 128, early stopping on validation accuracy, patience 3). Fitness "
+        "never sees the test split. One torch thread per evaluation, in-memory storage. The "
+        "machine is shared with other jobs: wall seconds follow its load (1-minute load "
+        "average beside them); CPU seconds are the steadier figure.",
+        "",
+    ]
+    for note in notes or []:
+        lines += [note, ""]
+    for report in reports:
+        lines += _table(report)
     return "\n".join(lines)
 
 
@@ -165,7 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", choices=["first", "both"], default="first")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: user cache)")
     p.add_argument("--out", default=str(RESULTS / "evoprune"), help="output path stem")
+    p.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="only combine earlier result files into --out"
+    )
+    p.add_argument("--note", action="append", default=[], help="a line for the merged page")
     args = p.parse_args(argv)
+    if args.merge:
+        reports = [json.loads(Path(f).read_text()) for f in args.merge]
+        out = Path(args.out)
+        merged = {"reports": reports, "notes": args.note}
+        out.with_suffix(".json").write_text(json.dumps(merged, indent=2) + "\n")
+        out.with_suffix(".md").write_text(_markdown(reports, args.note))
+        return 0
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     command = "python benchmarks/evoprune.py " + " ".join(argv or sys.argv[1:])
     report: dict[str, Any] = {
@@ -181,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        out.with_suffix(".md").write_text(_markdown(report))
+        out.with_suffix(".md").write_text(_markdown([report]))
 
     for ds in args.datasets:
         objective = EvoPruneObjective(dataset=ds, layers=args.layers, cache_dir=args.cache_dir)
@@ -209,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(run), file=sys.stderr, flush=True)
             save()
         save()
-    print(_markdown(report))
+    print(_markdown([report]))
     return 0
 
 
