@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="combine the cells of these partial JSONs (same settings) into --out and exit",
     )
+    p.add_argument("--notes", default=None, help="markdown file appended as the Notes section")
     return p.parse_args(argv)
 
 
@@ -305,7 +306,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 def merge(args: argparse.Namespace) -> None:
     """Combine partial runs (parallel processes, same settings) into one JSON and markdown."""
-    docs = [json.loads(Path(p).read_text()) for p in args.merge]
+    docs = [json.loads(Path(p).read_text()) for p in args.merge if Path(p).exists()]
+    if not docs:
+        raise SystemExit("none of the --merge files exists")
     settings = docs[0]["settings"]
     if any(d["settings"] != settings for d in docs):
         raise SystemExit("the partial runs have different settings; rerun them alike")
@@ -323,11 +326,10 @@ def merge(args: argparse.Namespace) -> None:
         for d in docs:
             seen += [x for x in d[key] if x not in seen]
         doc[key] = seen
-    doc["methods"] = [m for m in METHOD_ORDER if m in doc["methods"]]
-    doc["datasets"] = [d for d in docs[0]["datasets"]] + [
-        x for x in doc["datasets"] if x not in docs[0]["datasets"]
-    ]
-    doc["fractions"] = sorted(doc["fractions"])
+    # Every row, column and fraction is shown; cells no process finished read "not run".
+    doc["methods"] = list(METHOD_ORDER)
+    doc["datasets"] = [*args.datasets, *[x for x in doc["datasets"] if x not in args.datasets]]
+    doc["fractions"] = sorted(set(doc["fractions"]) | set(args.fractions))
     doc["started"] = min(d["started"] for d in docs)
     doc["updated"] = max(d["updated"] for d in docs)
     for d in docs:
@@ -336,6 +338,8 @@ def merge(args: argparse.Namespace) -> None:
     same = doc["cells"].get(f"table1/{d3}/BioTune")
     if same is not None and settings["data_fraction"] in doc["fractions"]:
         doc["cells"].setdefault(f"table3/{d3}/{settings['data_fraction']}", same)
+    if args.notes:
+        doc["notes"] = Path(args.notes).read_text().rstrip("\n").split("\n")
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     out.with_suffix(".md").write_text(render_markdown(doc))

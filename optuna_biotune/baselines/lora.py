@@ -7,7 +7,8 @@ full (it has no pretrained weights to adapt). peft serves every dense layer: ``n
 ``nn.Conv2d`` with ``groups == 1`` (timm's ``Conv2dSame`` too). Grouped and depthwise
 convolutions stay frozen without an adapter, because peft only adapts a grouped convolution
 when the rank is divisible by the number of groups, which for depthwise layers means ranks of
-hundreds; in EfficientNet-Lite0 they hold about 1 % of the weights.
+hundreds; in EfficientNet-Lite0 they hold 182,016 weights, 5.4 % of the model with a
+10-class head.
 """
 
 from __future__ import annotations
