@@ -193,6 +193,8 @@ class BioTuneObjective:
         self.use_cache = bool(use_cache)
         self.compile = bool(compile)
         self._ready = False
+        # One model per objective: threads (study.optimize(n_jobs=k)) take turns per seed.
+        self._lock = threading.RLock()
         # One model per objective: parallel trials of one process (`n_jobs` threads) take
         # turns on it (set-up and training); a shared model trained by two threads at once
         # fails autograd's in-place checks.
@@ -275,6 +277,11 @@ class BioTuneObjective:
     def _setup(self) -> None:
         if self._ready:
             return
+        with self._lock:
+            if not self._ready:
+                self._build()
+
+    def _build(self) -> None:
         with self._lock:
             self._setup_once()
 
@@ -385,13 +392,38 @@ class BioTuneObjective:
 
         Returns the ``train.FitResult``. The frozen prefix is served from the cache.
         """
+
+        self._setup()
+        with self._lock:
+            return self._train_locked(
+                mask,
+                weights,
+                seed=seed,
+                train=train,
+                val=val,
+                data_key=data_key,
+                report=report,
+                restore_best=restore_best,
+            )
+
+    def _train_locked(
+        self,
+        mask: Sequence[bool],
+        weights: Sequence[float],
+        *,
+        seed: int,
+        train: Any,
+        val: Any,
+        data_key: Any,
+        report: Any,
+        restore_best: bool,
+    ) -> Any:
         from torch import nn
 
         from optuna_biotune import models
         from optuna_biotune.blocks import block_param_groups, frozen_prefix_length
         from optuna_biotune.train import fit
 
-        self._setup()
         self.net.load_state_dict(self._pretrained)
         models.reset_head(self.net, seed)
         groups = block_param_groups(self.net, self._blocks, list(weights), base_lr=self.base_lr)
@@ -523,24 +555,25 @@ class BioTuneObjective:
         mask_arr, weights_arr, _ = self.plan(mask_arr, weights)
         scores = []
         for seed in seeds:
-            self.train_config(
-                mask_arr,
-                weights_arr,
-                seed=seed,
-                train=self._train,
-                val=self._val,
-                data_key="all",
-                restore_best=True,
-            )
-            scores.append(
-                evaluate(
-                    self.net,
-                    self._test,
-                    metric=self.metric,
-                    num_classes=self.splits.num_classes,
-                    bf16=self.device.type == "cuda",
+            with self._lock:  # train and score the same weights
+                self.train_config(
+                    mask_arr,
+                    weights_arr,
+                    seed=seed,
+                    train=self._train,
+                    val=self._val,
+                    data_key="all",
+                    restore_best=True,
                 )
-            )
+                scores.append(
+                    evaluate(
+                        self.net,
+                        self._test,
+                        metric=self.metric,
+                        num_classes=self.splits.num_classes,
+                        bf16=self.device.type == "cuda",
+                    )
+                )
         return scores
 
 

@@ -247,7 +247,8 @@ def fit(
         report: Hook after each epoch with ``(epoch, val_metric)``.
         device: Where to train (``"auto"``: CUDA when available); data is moved there once.
         bf16: bfloat16 autocast (default: on for CUDA).
-        channels_last: channels-last memory format (default: on for CUDA).
+        channels_last: channels-last memory format for 4-D inputs (default: on; it halved
+            the CPU time of an EfficientNet-Lite0 training step here and suits GPUs).
         compile: Train through ``torch.compile(model)``.
         keep_best_state: Return a CPU copy of the best epoch's state in the result.
         restore_best: Load the best epoch's state into ``model`` before returning.
@@ -277,7 +278,7 @@ def fit(
     dev = resolve_device(device)
     on_cuda = dev.type == "cuda"
     bf16 = on_cuda if bf16 is None else bf16
-    channels_last = on_cuda if channels_last is None else channels_last
+    channels_last = True if channels_last is None else channels_last
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)

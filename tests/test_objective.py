@@ -175,3 +175,13 @@ def test_seeds() -> None:
 def test_bad_arguments_are_usage_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(UsageError, match=match):
         BioTuneObjective(**kwargs)
+
+
+def test_threads_share_one_objective_safely(objective) -> None:
+    study = optuna.create_study(direction="maximize")
+    params = _genes([0.2] * 6 + [0.8] * 4, 0.5)
+    for _ in range(2):
+        study.enqueue_trial(params)
+    study.optimize(objective, n_trials=2, n_jobs=2)
+    values = [t.value for t in study.trials]
+    assert len(values) == 2 and values[0] == values[1]
