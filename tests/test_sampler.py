@@ -252,6 +252,7 @@ def test_asking_without_telling_never_gives_a_slot_twice_and_moves_on() -> None:
     assert len({(c["generation"], c["slot"]) for c in _claims(study)}) == len(study.trials)
 
 
+@pytest.mark.slow
 def test_records_over_2045_characters_are_chunked_in_the_storage(sqlite_url: str) -> None:
     sampler = BioTuneSampler(seed=0, population_size=4, n_elites=1)
     study = optuna.create_study(storage=sqlite_url, sampler=sampler)

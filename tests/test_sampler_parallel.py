@@ -46,6 +46,7 @@ def _check(study: optuna.Study, n_trials: int) -> None:
         assert all(-5.0 <= v <= 5.0 for v in t.params.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_jobs", [3, 4])
 def test_n_jobs_threads_never_fill_a_slot_twice(n_jobs: int, sqlite_url: str) -> None:
     study = optuna.create_study(storage=sqlite_url, sampler=BioTuneSampler(seed=3))
@@ -60,6 +61,7 @@ def test_n_jobs_in_memory() -> None:
     assert study.best_value < 5.0
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_three_processes_share_one_study(storage_url: str, study_name: str) -> None:
     per_worker = 12

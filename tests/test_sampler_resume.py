@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from optuna_biotune import BioTuneSampler
@@ -42,6 +43,7 @@ def _complete(study: optuna.Study) -> list[tuple]:
     return out
 
 
+@pytest.mark.slow
 def test_resumed_after_every_trial_proposes_what_an_uninterrupted_run_does(
     sqlite_url: str,
 ) -> None:
@@ -76,6 +78,7 @@ def _worker(url: str, target: int, die_at: int) -> None:
     study.optimize(maybe_die, n_trials=10 * target, callbacks=[stop])
 
 
+@pytest.mark.slow
 def test_killed_worker_resumes_exactly_and_its_slot_is_issued_again(sqlite_url: str) -> None:
     target = 26
     optuna.create_study(study_name="killed", storage=sqlite_url)
