@@ -325,3 +325,16 @@ def test_a_straggler_is_pending_and_joins_the_population_when_it_finishes() -> N
     records = {r["generation"]: r for r in generation_records(study, NS)}
     assert records[3]["pending"] == []
     assert records[3]["state"]["members"][0] == slow.number
+
+
+def test_trial_generation_inside_the_objective_even_before_any_suggest() -> None:
+    seen = []
+
+    def objective(trial: optuna.Trial) -> float:
+        seen.append(trial_generation(trial))  # before the first suggest
+        return _sphere(3)(trial)
+
+    study = optuna.create_study(sampler=BioTuneSampler(seed=8))
+    study.optimize(objective, n_trials=30)
+    assert seen == [c["generation"] for c in _claims(study)]
+    assert seen[:10] == [0] * 10 and seen[10:23] == [1] * 13 and seen[23:] == [2] * 7

@@ -21,6 +21,9 @@ def _system_attrs(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
     if isinstance(trial, optuna.trial.FrozenTrial):
         return trial.system_attrs
     if isinstance(trial, optuna.Trial):
+        # The samplers claim a trial's slot (and so its generation) in `sample_relative`,
+        # which Optuna runs lazily at the first suggest: run it now if it has not run yet.
+        _ = trial.relative_params
         return trial.storage.get_trial_system_attrs(trial._trial_id)
     return {}
 
@@ -28,7 +31,8 @@ def _system_attrs(trial: optuna.trial.BaseTrial) -> dict[str, Any]:
 def trial_generation(trial: optuna.trial.BaseTrial) -> int:
     """Return the generation a trial belongs to, as its evolutionary sampler recorded it.
 
-    Works for a running :class:`optuna.Trial` (inside an objective) and a
+    Works for a running :class:`optuna.Trial` (inside an objective, even before its first
+    ``suggest_*``: the sampler is made to claim the trial's slot first) and a
     :class:`~optuna.trial.FrozenTrial`. Reads the slot claim ``{ns}:slot`` of this package's
     samplers (or a ``{ns}:generation`` int, as Optuna's GA samplers write). Trials of other
     samplers (or enqueued ones) are in generation 0.
