@@ -88,7 +88,7 @@ class StudySpec:
     # [objective]
     dataset: str = "digits"
     model: str = "efficientnet_lite0"
-    partition: list[str] | None = None
+    partition: list[str | list[str]] | None = None
     seeds: int = 3
     data_fraction: float = 0.5
     epochs: int = 30
@@ -279,6 +279,12 @@ def seed_list(n: int) -> tuple[int, ...]:
     return (PAPER_SEEDS + extra)[:n]
 
 
+def _is_prefixes(entry: Any) -> bool:
+    if isinstance(entry, str):
+        return bool(entry)
+    return isinstance(entry, list) and bool(entry) and all(isinstance(p, str) and p for p in entry)
+
+
 def _validate(spec: StudySpec) -> None:
     for name, low in _INT_FIELDS.items():
         value = getattr(spec, name)
@@ -330,10 +336,11 @@ def _validate(spec: StudySpec) -> None:
     if spec.partition is not None and not (
         isinstance(spec.partition, list)
         and spec.partition
-        and all(isinstance(p, str) and p for p in spec.partition)
+        and all(_is_prefixes(p) for p in spec.partition)
     ):
         raise UsageError(
-            "`partition` must be a list of module-name prefixes, one per block, or left out."
+            "`partition` must list one block per entry (a module-name prefix or a list of "
+            'them, e.g. [["conv1", "bn1"], "layer1"]), or be left out.'
         )
     for name in ("storage", "artifacts", "out"):
         value = getattr(spec, name)

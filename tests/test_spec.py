@@ -110,7 +110,7 @@ def _write(path: Path, text: str) -> Path:
         ("[objective]\ndata_fraction = 1.5\n", r"`data_fraction` must be in \(0, 1\]"),
         ("[objective]\noptimizer = 'rmsprop'\n", r"`optimizer` must be one of"),
         ("[objective]\ndevice = 'tpu'\n", r"`device` must be auto, cpu, cuda"),
-        ("[objective]\npartition = 'layer1'\n", r"`partition` must be a list"),
+        ("[objective]\npartition = 'layer1'\n", r"`partition` must list one block"),
         ("[objective]\nmetric = 'f1'\n", r"`metric` must be one of"),
         ("[objective]\nbase_lr = -1.0\n", r"`base_lr` must be positive"),
         ("[objective]\nmodel = ''\n", r"`model` must be a non-empty string"),
@@ -173,3 +173,11 @@ def test_artifacts_and_reports_land_beside_the_database(storage: str | None, hom
     spec = StudySpec(study="x", storage=storage)
     assert spec.artifact_dir == str(Path(home) / "artifacts")
     assert spec.report_dir == str(Path(home) / "reports" / "x")
+
+
+def test_partition_lists_blocks_as_prefixes_or_prefix_lists(tmp_path: Path) -> None:
+    text = '[objective]\nmodel = "resnet50"\npartition = [["conv1", "bn1"], "layer1", "fc"]\n'
+    spec = load_spec(_write(tmp_path / "p.toml", text))
+    assert spec.objective_kwargs()["partition"] == [["conv1", "bn1"], "layer1", "fc"]
+    with pytest.raises(UsageError, match="`partition` must list one block per entry"):
+        load_spec(_write(tmp_path / "q.toml", '[objective]\npartition = [["conv1", 3]]\n'))
