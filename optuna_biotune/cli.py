@@ -698,7 +698,7 @@ def _format_summary(result: dict[str, Any]) -> str:
         if isinstance(value, dict | list):
             value = json.dumps(value, default=_json_default)
         elif isinstance(value, float):
-            value = f"{value:.4f}"
+            value = f"{value:.1f}" if key == "seconds" else f"{value:.4f}"
         lines.append(f"{key}: {value}")
     best = result.get("best_configuration")
     if isinstance(best, dict) and best.get("blocks"):
@@ -744,6 +744,22 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Callable[..., dict[
     return args, _COMMANDS[args.command]
 
 
+def _strip_traceback(record: Any) -> bool:
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
+def _one_line_logs() -> None:
+    """Optuna's "Trial N failed ..." warnings keep their line but lose the traceback (the
+    reason is in the line; Ctrl-C and bad input must not print one)."""
+    import logging
+
+    for handler in logging.getLogger("optuna").handlers:
+        if _strip_traceback not in handler.filters:
+            handler.addFilter(_strip_traceback)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``optuna-biotune`` console script; returns the exit code."""
     # OpenMP threads that spin while waiting make torch several times slower on a shared CPU;
@@ -762,6 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from optuna_biotune.workers import describe_storage_error, storage_error
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _one_line_logs()
     try:
         result = run(args)
     except BioTuneError as err:

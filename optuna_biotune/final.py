@@ -68,7 +68,8 @@ def _retrain(
     key = cache_key(mask, weights, seeds)
     cached = study.user_attrs.get(key)
     if isinstance(cached, dict) and isinstance(cached.get("test"), list):
-        log(f"  {label}: stored test accuracies {cached['test']} (not recomputed)")
+        shown = [round(float(a), 4) for a in cached["test"]]
+        log(f"  {label}: stored test accuracies {shown} (not recomputed)")
         return [float(a) for a in cached["test"]], float(cached.get("seconds", 0.0)), True
     started = time.perf_counter()
     accs = objective.retrain_and_test(list(mask), list(weights), seeds=list(seeds))
