@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RETRY_DELAY",
+    "SILENT_FACTOR",
     "STORAGE_PATIENCE",
     "WorkerStorage",
     "describe_storage_error",
@@ -48,6 +49,8 @@ __all__ = [
 STORAGE_PATIENCE = 120.0
 #: Seconds between two attempts while the storage is away.
 RETRY_DELAY = 2.0
+#: A RUNNING trial without any heartbeat is stale after this many grace periods.
+SILENT_FACTOR = 5
 
 
 def storage_error(exc: BaseException) -> bool:
@@ -111,6 +114,36 @@ class WorkerStorage(RDBStorage):
                 raise
             # The server is away for a moment: skip this beat, the next one retries. A trial
             # is only failed as stale after `grace_period` seconds without any beat.
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials, plus RUNNING trials that never sent a heartbeat for
+        :data:`SILENT_FACTOR` grace periods (their worker died between creating the trial and
+        starting it, e.g. when the storage went away then)."""
+        import datetime
+
+        from optuna.storages._rdb import models
+
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        limit = datetime.datetime.now() - datetime.timedelta(seconds=SILENT_FACTOR * grace)
+        session = self.scoped_session()
+        try:
+            rows = (
+                session.query(models.TrialModel)
+                .outerjoin(
+                    models.TrialHeartbeatModel,
+                    models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id,
+                )
+                .filter(models.TrialModel.study_id == study_id)
+                .filter(models.TrialModel.state == TrialState.RUNNING)
+                .filter(models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
+                .all()
+            )
+            # `datetime_start` is local time, as `limit` (Optuna stores UTC and converts).
+            silent = [t.trial_id for t in rows if t.datetime_start and t.datetime_start < limit]
+        finally:
+            session.close()
+        return sorted(set(stale) | set(silent))
 
     @property
     def open_trials(self) -> list[int]:

@@ -1,0 +1,290 @@
+"""Faults with real processes: Ctrl-C in ``optuna-biotune search``, a PostgreSQL server that
+restarts or goes away in the middle of a run.
+
+- SIGINT stops the CLI cleanly (exit 130, one line, no traceback), the running trial is marked
+  FAIL at once, and the same command resumes: its slot is issued again and the study completes.
+- A restarted server: the worker retries and finishes; nothing lost, nothing twice.
+- A server that stays away: the worker gives up after its patience with one clear line (exit
+  1); the study is intact, and a rerun after the server is back completes it.
+
+The server tests run their own throwaway PostgreSQL cluster (``initdb`` on a free port), so
+restarting it disturbs no other test. Run as a script, this file is the storage-fault worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from optuna_biotune import BioTuneSampler
+from optuna_biotune.errors import BioTuneError
+from optuna_biotune.workers import SILENT_FACTOR
+
+NS = "BioTuneSampler"
+GENES = [f"importance:b{i}" for i in range(4)] + ["threshold"]
+CLI = [sys.executable, "-m", "optuna_biotune.cli"]
+
+
+def _claim(t: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
+    c = t.system_attrs.get(f"{NS}:slot")
+    if isinstance(c, dict) and int(c["slot"]) >= 0:
+        return int(c["generation"]), int(c["slot"])
+    return None
+
+
+def _assert_consistent(study: optuna.Study, target: int) -> None:
+    """Every planned evaluation done once: no RUNNING trial, no slot completed twice."""
+    trials = study.get_trials(deepcopy=False)
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    claims = [_claim(t) for t in trials if t.state == TrialState.COMPLETE]
+    assert len(claims) >= target
+    assert None not in claims
+    assert len(claims) == len(set(claims))
+
+
+# ---- Ctrl-C in `optuna-biotune search` (the real CLI and objective, a tiny budget) ----------
+
+SEARCH = [
+    "search",
+    "--population",
+    "3",
+    "--elites",
+    "1",
+    "--generations",
+    "0",
+    "--epochs",
+    "1",
+    "--seeds",
+    "1",
+    "--image-size",
+    "8",
+    "--data-fraction",
+    "0.25",
+    "--no-final",
+]
+
+
+def test_sigint_stops_search_cleanly_marks_the_trial_and_a_rerun_resumes(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    cmd = [*CLI, *SEARCH, "--study", "ctrl-c", "--storage", url]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    running: optuna.trial.FrozenTrial | None = None
+    deadline = time.time() + 400
+    try:
+        while running is None and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                study = optuna.load_study(study_name="ctrl-c", storage=url)
+            except KeyError:
+                continue
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if "mask" in t.user_attrs:  # decoded, now training
+                    running = t
+        assert running is not None, "search never reached a running trial"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("optuna-biotune: interrupted;") and "rerun" in last
+    study = optuna.load_study(study_name="ctrl-c", storage=url)
+    # Marked at once (no heartbeat wait): the interrupted trial is FAIL, none is RUNNING.
+    assert study._storage.get_trial(running._trial_id).state == TrialState.FAIL
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="ctrl-c", storage=url)
+    _assert_consistent(study, target=3)
+    again = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if _claim(t) == _claim(running)
+    ]
+    assert len(again) == 1 and again[0].params == running.params
+
+
+# ---- a PostgreSQL server that restarts or goes away ------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster owned by the ``postgres`` user, on a free port."""
+
+    def __init__(self, folder: Path, bin_dir: Path) -> None:
+        self.folder, self.bin = folder, bin_dir
+        self.port = _free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *args: str) -> None:
+        line = " ".join(f"'{a}'" for a in args)
+        subprocess.run(["su", "postgres", "-c", line], check=True, capture_output=True)
+
+    def init(self) -> None:
+        self.folder.mkdir(parents=True)
+        shutil.chown(self.folder, "postgres", "postgres")
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.folder / "data"), "-A", "trust")
+
+    def pg_ctl(self, action: str) -> None:
+        opts = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        args = [str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-w", "-m", "fast"]
+        args += ["-l", str(self.folder / "log"), "-o", opts, action]
+        self._as_postgres(*args)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    in_ci = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+    if not bins or os.geteuid() != 0 or shutil.which("su") is None:
+        if in_ci:
+            pytest.fail("a private PostgreSQL cluster needs root and Debian's postgresql in CI")
+        pytest.skip("no PostgreSQL binaries or not root: cannot run a private cluster")
+    folder = Path(f"/tmp/biotune-pg-{os.getpid()}-{time.time_ns()}")
+    c = Cluster(folder, bins[-1].parent)
+    c.init()
+    c.pg_ctl("start")
+    try:
+        yield c
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            c._as_postgres(
+                str(c.bin / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop"
+            )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def storage_worker(url: str, study_name: str, target: int, pause: float) -> int:
+    """A worker on the library's run loop (the CLI's), with a cheap objective."""
+    from optuna_biotune.cli import open_storage
+    from optuna_biotune.workers import run_until
+
+    def objective(trial: optuna.Trial) -> float:
+        x = [trial.suggest_float(name, 0.0, 1.0) for name in GENES]
+        time.sleep(pause)
+        return sum((v - 0.4) ** 2 for v in x)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = open_storage(url, heartbeat_interval=1, grace_period=3)
+        sampler = BioTuneSampler(population_size=4, n_elites=1, seed=3)
+        study = optuna.create_study(
+            study_name=study_name, storage=storage, sampler=sampler, load_if_exists=True
+        )
+        run_until(study, objective, target=target)
+    except BioTuneError as err:
+        print(f"optuna-biotune: error: {err}", file=sys.stderr)
+        return err.exit_code
+    return 0
+
+
+def _worker_cmd(url: str, name: str, target: int, pause: float) -> list[str]:
+    return [sys.executable, __file__, url, name, str(target), str(pause)]
+
+
+def _count(url: str, name: str, state: TrialState) -> int:
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+    except Exception:
+        return -1
+    return len(study.get_trials(deepcopy=False, states=(state,)))
+
+
+def test_server_restart_mid_run_is_retried_and_loses_nothing(cluster: Cluster) -> None:
+    target = 24
+    proc = subprocess.Popen(
+        _worker_cmd(cluster.url, "restart", target, 0.3),
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BIOTUNE_STORAGE_PATIENCE": "120"},
+    )
+    try:
+        deadline = time.time() + 120
+        while _count(cluster.url, "restart", TrialState.COMPLETE) < 5:
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        cluster.pg_ctl("stop")
+        time.sleep(3)  # long enough that the worker's calls fail (and are retried)
+        cluster.pg_ctl("start")
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "storage error" in err and "retrying" in err
+    study = optuna.load_study(study_name="restart", storage=cluster.url)
+    _assert_consistent(study, target)
+
+
+def test_server_gone_fails_with_one_line_and_a_rerun_completes(cluster: Cluster) -> None:
+    target = 16
+    cmd = _worker_cmd(cluster.url, "gone", target, 0.3)
+    env = {**os.environ, "BIOTUNE_STORAGE_PATIENCE": "4"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        while _count(cluster.url, "gone", TrialState.COMPLETE) < 3:
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        cluster.pg_ctl("stop")
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("optuna-biotune: error: the storage has been unreachable")
+    assert last.endswith("rerun the same command to resume.")
+
+    cluster.pg_ctl("start")
+    study = optuna.load_study(study_name="gone", storage=cluster.url)
+    before = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert set(before.values()) <= {TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL}
+    # A trial cut off with the server is stale after the heartbeat's grace (3 s), or, if it
+    # never sent a heartbeat, after SILENT_FACTOR grace periods.
+    time.sleep(SILENT_FACTOR * 3 + 1)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    study = optuna.load_study(study_name="gone", storage=cluster.url)
+    _assert_consistent(study, target)
+    after = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    # What was complete before stays complete: nothing lost.
+    assert all(
+        after[n] == TrialState.COMPLETE for n, s in before.items() if s == TrialState.COMPLETE
+    )
+
+
+if __name__ == "__main__":  # the worker of the storage-fault tests
+    raise SystemExit(
+        storage_worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    )
