@@ -290,10 +290,15 @@ def render(doc: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"FT training throughput: {t['images_per_s']:.0f} images/s (batch {t['batch_size']}), "
-        f"{t['flops_per_image'] / 1e9:.1f} GFLOP per image per step, "
-        f"{t['achieved_tflops']:.1f} TFLOP/s = {100 * t['share_of_peak']:.1f} % of "
-        f"{t['peak_bf16_tflops']} TFLOP/s dense bf16 peak.",
+        f"FT training throughput: {t['images_per_s']:.1f} images/s (batch {t['batch_size']}), "
+        f"{t['flops_per_image'] / 1e9:.2f} GFLOP per image per step (forward + backward), "
+        f"{t['achieved_tflops']:.3g} TFLOP/s"
+        + (
+            f" = {100 * t['share_of_peak']:.1f} % of the {t['peak_bf16_tflops']} TFLOP/s dense "
+            "bf16 peak."
+            if t["peak_bf16_tflops"] == t["peak_bf16_tflops"]  # not NaN: a known GPU
+            else " (no peak known for this device: pass --peak-tflops)."
+        ),
         "",
         f"Projection ({s['evaluations']} evaluations x {s['seeds']} seeds; paper "
         f"{doc['paper']['hours']} h on an {doc['paper']['gpu']}):",
