@@ -338,3 +338,19 @@ def test_trial_generation_inside_the_objective_even_before_any_suggest() -> None
     study.optimize(objective, n_trials=30)
     assert seen == [c["generation"] for c in _claims(study)]
     assert seen[:10] == [0] * 10 and seen[10:23] == [1] * 13 and seen[23:] == [2] * 7
+
+
+def test_scan_window_follows_the_newest_generation_even_past_a_dead_trial() -> None:
+    study = optuna.create_study(sampler=BioTuneSampler(seed=12))
+    study.optimize(_sphere(3), n_trials=12)
+    dead = study.ask()  # claims a slot and is never told, like a worker killed without heartbeat
+    dead.suggest_float("x0", -5.0, 5.0)
+    study.optimize(_sphere(3), n_trials=13 * 6)
+    records = generation_records(study, NS)
+    late = [r for r in records if r["generation"] >= 6]
+    assert late, "the study should have reached generation 6"
+    for r in late:
+        # Each ask scans only trials from `window` on: the current generation, not the history.
+        assert r["opened_by"] - r["window"] <= 8 + 13
+        assert dead.number not in r["pending"]  # waited for 3 generations at most
+    assert any(dead.number in r["pending"] for r in records)
