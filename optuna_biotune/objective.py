@@ -303,6 +303,12 @@ class BioTuneObjective:
         self._blocks = blocks_mod.partition(self.net, self.partition_spec)
         self.chain = blocks_mod.stages(self.net)
         self._pretrained = clone_state(self.net)
+        # State keys (parameters and buffers) per block; keys of no block are always restored.
+        keys = list(self._pretrained)
+        self._block_keys = [[k for k in keys if b.owns(k)] for b in self._blocks]
+        owned = {k for ks in self._block_keys for k in ks}
+        self._loose_keys = [k for k in keys if k not in owned]
+        self._dirty: set[int] = set()  # blocks trained since their last reset
         self._block_params = [b.parameters(self.net) for b in self._blocks]
         self._head_index = next(
             i
@@ -424,7 +430,8 @@ class BioTuneObjective:
         from optuna_biotune.blocks import block_param_groups, frozen_prefix_length
         from optuna_biotune.train import fit
 
-        self.net.load_state_dict(self._pretrained)
+        self.reset_to_pretrained()
+        self._dirty.update(i for i, m in enumerate(mask) if m)
         models.reset_head(self.net, seed)
         groups = block_param_groups(self.net, self._blocks, list(weights), base_lr=self.base_lr)
         bf16 = self.device.type == "cuda"
@@ -463,6 +470,19 @@ class BioTuneObjective:
             compile=self.compile,
             restore_best=restore_best,
         )
+
+    def reset_to_pretrained(self) -> None:
+        """Restore the pretrained weights and statistics of every block trained since its
+        last reset (frozen blocks never change: no gradients, batch norm in eval mode)."""
+        import torch
+
+        self._setup()
+        live = self.net.state_dict(keep_vars=True)
+        keys = [k for i in sorted(self._dirty) for k in self._block_keys[i]]
+        with torch.no_grad():
+            for key in (*keys, *self._loose_keys):
+                live[key].copy_(self._pretrained[key])
+        self._dirty.clear()
 
     def trainable_params(self, mask: Sequence[bool]) -> int:
         """Number of scalar parameters in the blocks of ``mask``."""

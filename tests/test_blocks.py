@@ -25,7 +25,9 @@ FAMILIES = [
     "mobilenet_v2",
     "mobilenet_v3_large",
     "mobilenet_v3_small",
-    *(f"efficientnet_b{i}" for i in range(8)),
+    "efficientnet_b0",
+    "efficientnet_b4",
+    "efficientnet_b7",  # B1-B6 share the class and the code path
     "convnext_tiny",
     "vit_b_16",
     "efficientnet_lite0",

@@ -185,3 +185,22 @@ def test_threads_share_one_objective_safely(objective) -> None:
     study.optimize(objective, n_trials=2, n_jobs=2)
     values = [t.value for t in study.trials]
     assert len(values) == 2 and values[0] == values[1]
+
+
+def test_reset_restores_every_trained_block_and_leaves_frozen_ones(objective) -> None:
+    import torch
+
+    n = len(LITE0_BLOCKS)
+    mask = np.arange(n) >= 6
+    train, val = objective._fold("train", 0), objective._fold("val", 0)
+    objective.train_config(
+        mask, np.where(mask, 1.0, 0.0), seed=1, train=train, val=val, data_key=("fold", 0)
+    )
+    state = objective.net.state_dict()
+    changed = [k for k in state if not torch.equal(state[k], objective._pretrained[k])]
+    assert changed and all(
+        k.startswith(("blocks.5", "blocks.6", "conv_head", "bn2", "classifier")) for k in changed
+    )
+    objective.reset_to_pretrained()
+    state = objective.net.state_dict()
+    assert all(torch.equal(state[k], objective._pretrained[k]) for k in state)
