@@ -84,6 +84,21 @@ def test_search_resumes_and_counts_earlier_generations(tmp_path: Path) -> None:
     assert other.stderr.strip().count("\n") == 0
     assert len(_states(db, "s")) == 7
 
+    # `final` retrains the best configuration and FT with the real objective, stores the test
+    # accuracies, and a repeat (a new process) recomputes nothing.
+    fin = _run("final", "--study", "s", "--top-k", "1", "--seeds", "1", "--json", cwd=tmp_path)
+    assert fin.returncode == 0, fin.stderr[-2000:]
+    result = _last_json(fin.stdout)["final"]
+    assert result["reused"] == 0 and len(result["configurations"]) == 1
+    assert result["configurations"][0]["trial"] == study.best_trial.number
+    assert 0.0 <= result["biotune_test_accuracy"] <= 1.0 and 0.0 <= result["ft_test_accuracy"] <= 1
+    assert "vs FT" in fin.stdout
+    again = _run("final", "--study", "s", "--top-k", "1", "--seeds", "1", "--json", cwd=tmp_path)
+    repeat = _last_json(again.stdout)["final"]
+    assert again.returncode == 0 and repeat["reused"] == 2
+    assert repeat["configurations"][0]["test"] == result["configurations"][0]["test"]
+    assert "(not recomputed)" in again.stderr
+
     # The optuna command reads these studies too.
     url = f"sqlite:///{db}"
     listed = subprocess.run(
