@@ -92,6 +92,11 @@ _OPEN_STREAM = -1
 _UNASSIGNED_STREAM = -2
 # Trial numbers can become visible slightly out of order under concurrent creation.
 _WINDOW_MARGIN = 8
+# Before opening the next generation because every slot is taken, wait this often (this long
+# each) for slots whose only claims are unconfirmed (no parameter yet): such a claim may be
+# one that is stepping back after a conflict, which would leave its slot never evaluated.
+_CONFIRM_WAITS = 40
+_CONFIRM_DELAY = 0.05
 # How many generations a running straggler's result is still waited for.
 _PENDING_GENERATIONS = 3
 # Genes are kept to 10 decimals in records (shorter rows; everyone reads the same JSON).
@@ -437,6 +442,15 @@ class Generations:
                 view.dead[slot] = view.dead.get(slot, 0) + 1
         return view
 
+    @staticmethod
+    def _unconfirmed(view: _View) -> bool:
+        """Whether a taken slot's claims are all still without any parameter (maybe a claim
+        stepping back after a conflict)."""
+        return any(
+            all(t.state == TrialState.RUNNING and not t.params for t in ts)
+            for ts in view.live.values()
+        )
+
     def _free_slots(self, record: Mapping[str, Any], view: _View) -> list[int]:
         return [
             s
@@ -457,7 +471,7 @@ class Generations:
         if known is not None:
             return known
         storage, study_id = study._storage, study._study_id
-        conflicts = 0
+        conflicts = waits = 0
         while True:
             head = self._head(study)
             trials = storage.get_all_trials(study_id, deepcopy=False)
@@ -469,6 +483,10 @@ class Generations:
             view = self._scan(trials, record, trial.number)
             free = self._free_slots(record, view)
             if not free:
+                if waits < _CONFIRM_WAITS and self._unconfirmed(view):
+                    waits += 1
+                    time.sleep(_CONFIRM_DELAY)
+                    continue
                 self._open(study, trial, trials, head=head, record=record, view=view)
                 continue
             slot = free[view.earlier_unclaimed % len(free)] if conflicts == 0 else free[0]
