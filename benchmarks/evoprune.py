@@ -170,6 +170,34 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def storage_overhead(*, trials: int, bits: int, folder: Path) -> dict[str, Any]:
+    """Seconds per trial of asking ``bits`` 0/1 parameters, without training, per storage.
+
+    EvoPruneSampler beside RandomSampler (the obvious alternative) on a SQLite file and in
+    memory: what Optuna and the sampler cost around an evaluation.
+    """
+    names = [f"neuron:0:{i:03d}" for i in range(bits)]
+
+    def objective(trial: optuna.Trial) -> float:
+        return float(sum(trial.suggest_int(n, 0, 1) for n in names))
+
+    out: dict[str, Any] = {"trials": trials, "bits": bits}
+    for storage in ("sqlite", "memory"):
+        for sampler_cls in (EvoPruneSampler, optuna.samplers.RandomSampler):
+            db = folder / f"overhead-{sampler_cls.__name__}.db"
+            db.unlink(missing_ok=True)
+            url = f"sqlite:///{db}" if storage == "sqlite" else None
+            kwargs = {"population_size": 10} if sampler_cls is EvoPruneSampler else {}
+            study = optuna.create_study(
+                storage=url, direction="maximize", sampler=sampler_cls(seed=0, **kwargs)
+            )
+            t0 = time.perf_counter()
+            study.optimize(objective, n_trials=trials)
+            out[f"{storage}:{sampler_cls.__name__}"] = (time.perf_counter() - t0) / trials
+    out["load_average"] = os.getloadavg()[0]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["digits", "mnist5k"])
@@ -183,7 +211,23 @@ def main(argv: list[str] | None = None) -> int:
         "--merge", nargs="+", metavar="JSON", help="only combine earlier result files into --out"
     )
     p.add_argument("--note", action="append", default=[], help="a line for the merged page")
+    p.add_argument(
+        "--overhead",
+        type=int,
+        metavar="TRIALS",
+        help="only measure the storage/sampler seconds per trial of 512 bits (no training)",
+    )
     args = p.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.overhead:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = storage_overhead(trials=args.overhead, bits=512, folder=Path(tmp))
+        result["command"] = "python benchmarks/evoprune.py " + " ".join(argv or sys.argv[1:])
+        Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return 0
     if args.merge:
         reports = [json.loads(Path(f).read_text()) for f in args.merge]
         out = Path(args.out)
