@@ -13,11 +13,11 @@ Storage layout (``ns`` is the sampler's class name, e.g. ``BioTuneSampler``):
 * study system attr ``{ns}:head``: ``{"generation": g, "trial": id}``, the newest generation and
   the trial whose system attrs hold its record (one small row: reading it costs the same at any
   study size);
-* trial system attr ``{ns}:record`` (on the trial that opened the generation; chunked above
-  2045 characters as ``{ns}:record:<i>``): ``generation``, ``names`` (evolved parameters),
-  ``space`` (their distributions), ``state`` (the strategy's population), ``slots`` (the
-  proposals), ``pending`` (trials of older generations still running, merged when they finish)
-  and ``window`` (the lowest trial number that can still matter);
+* trial system attr ``{ns}:record:<g>`` (on the trial that opened generation ``g``; chunked
+  above 2045 characters as ``{ns}:record:<g>:<i>``): ``generation``, ``names`` (evolved
+  parameters), ``space`` (their distributions), ``state`` (the strategy's population),
+  ``slots`` (the proposals), ``pending`` (trials of older generations still running, merged
+  when they finish) and ``window`` (the lowest trial number that can still matter);
 * trial system attr ``{ns}:slot`` = ``{"generation", "slot", "role", "parents"}``: the claim,
   the only write per trial (``slot`` is ``-1`` for a claim withdrawn after a conflict); read
   by :func:`~optuna_biotune.evolution.trial_generation`.
@@ -281,12 +281,16 @@ def generation_records(study: Study, namespace: str) -> list[dict[str, Any]]:
 
     Scans the whole study (a report-time helper; the samplers never call it).
     """
+    prefix = f"{namespace}:record:"
     records: dict[int, dict[str, Any]] = {}
     for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
-        rec = read_chunked(t.system_attrs, f"{namespace}:record")
-        if rec is not None:
+        for key in t.system_attrs:
+            tail = key[len(prefix) :] if key.startswith(prefix) else ""
+            if not tail.isdigit():  # "<g>" is a record, "<g>:<i>" one of its chunks
+                continue
+            rec = read_chunked(t.system_attrs, key)
             # Of concurrent openings of a generation, the lowest trial number's is the one.
-            records.setdefault(int(rec["generation"]), rec)
+            records.setdefault(int(tail), rec)
     return [records[g] for g in sorted(records)]
 
 
@@ -336,7 +340,8 @@ class Generations:
         self.record_key = f"{namespace}:record"
         self.slot_key = f"{namespace}:slot"
         self._lock = threading.Lock()
-        self._records: dict[int, dict[str, Any]] = {}  # opener trial id -> record
+        # (opener trial id, generation) -> record; records never change once written.
+        self._records: dict[tuple[int, int], dict[str, Any]] = {}
         self._spaces: dict[tuple[int, int], dict[str, BaseDistribution]] = {}
         self._assignments: dict[int, Assignment] = {}  # trial id -> assignment
 
@@ -353,24 +358,29 @@ class Generations:
     def _head(self, study: Study) -> dict[str, Any] | None:
         return study._storage.get_study_system_attrs(study._study_id).get(self.head_key)
 
+    def record_key_of(self, generation: int) -> str:
+        """The trial system attr holding ``generation``'s record: ``{ns}:record:<g>``.
+
+        One key per generation, so a trial that opens a generation, finds its slots already
+        taken and opens the next one too keeps both records.
+        """
+        return f"{self.record_key}:{int(generation)}"
+
     def _record(self, study: Study, head: Mapping[str, Any]) -> dict[str, Any]:
-        trial_id = int(head["trial"])
+        trial_id, generation = int(head["trial"]), int(head["generation"])
         with self._lock:
-            cached = self._records.get(trial_id)
-        # A trial that found no free slot after opening a generation opens the next one too,
-        # rewriting its record: a cached record of an older generation is stale (reusing it
-        # made a worker reopen that generation forever, seen with EvoPrune's 2-slot steps).
-        if cached is not None and int(cached["generation"]) == int(head["generation"]):
+            cached = self._records.get((trial_id, generation))
+        if cached is not None:
             return cached
         attrs = study._storage.get_trial_system_attrs(trial_id)
-        record = read_chunked(attrs, self.record_key)
+        record = read_chunked(attrs, self.record_key_of(generation))
         if record is None:
             raise RuntimeFailure(
                 f"the {self.namespace} record of trial id {trial_id} is missing from the "
                 "storage; resume with the storage the study was created in."
             )
         with self._lock:
-            self._records[trial_id] = record
+            self._records[(trial_id, generation)] = record
         return record
 
     def search_space(self, study: Study) -> dict[str, BaseDistribution]:
@@ -400,12 +410,13 @@ class Generations:
         record = self._record(study, head)
         generation, best = int(record["generation"]), int(record["opened_by"])
         found = None
+        key = self.record_key_of(generation)
         for t in reversed(trials):
             if t.number < int(record["window"]):
                 break
-            if t.number >= best or self.record_key not in t.system_attrs:
+            if t.number >= best or key not in t.system_attrs:
                 continue
-            rival = read_chunked(t.system_attrs, self.record_key)
+            rival = read_chunked(t.system_attrs, key)
             if isinstance(rival, dict) and int(rival.get("generation", -1)) == generation:
                 best, found = t.number, t._trial_id
         if found is None:
@@ -669,11 +680,11 @@ class Generations:
         new_record = json.loads(json.dumps(new_record))
         write_chunked(
             lambda k, v: storage.set_trial_system_attr(trial._trial_id, k, v),
-            self.record_key,
+            self.record_key_of(generation),
             new_record,
         )
         with self._lock:
-            self._records[trial._trial_id] = new_record
+            self._records[(trial._trial_id, generation)] = new_record
         current = self._head(study)
         current_gen = -1 if current is None else int(current["generation"])
         if current_gen == generation - 1:  # nobody opened it meanwhile
