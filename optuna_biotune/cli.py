@@ -472,7 +472,15 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         f"(population {spec.population}, {spec.elites} elites, {spec.generations} generations"
         f" after the first, {spec.seeds} seed(s), {spec.epochs} epochs)",
     )
-    _run_until(study, objective, target=target, n_jobs=spec.n_jobs, generation=trial_generation)
+    _run_until(
+        study,
+        objective,
+        generations=spec.generations,
+        population=spec.population,
+        elites=spec.elites,
+        n_jobs=spec.n_jobs,
+        generation=trial_generation,
+    )
     seconds = time.perf_counter() - started
 
     from optuna_biotune import report
@@ -482,7 +490,8 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         "study": spec.study,
         "storage": spec.storage_url,
         "evaluations": len(_finished(study)),
-        "planned_evaluations": target,
+        "planned_evaluations": target,  # without wipeouts (a wipeout generation is smaller)
+        "generations": spec.generations,
         "trials": len(study.trials),
         "seconds": round(seconds, 1),
     }
@@ -521,28 +530,87 @@ def _existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.S
         return None
 
 
+#: Namespace of BioTuneSampler's system attrs (``BioTuneSampler:slot``, records).
+_SAMPLER_NS = "BioTuneSampler"
+
+
+def generation_progress(
+    study: optuna.Study, *, generations: int, population: int, attempts: int = 3
+) -> tuple[bool, int, int]:
+    """Where the search stands: (generation ``generations`` complete, newest, slots left).
+
+    A generation is complete when each of its slots has a COMPLETE trial or has used up its
+    ``attempts`` (the sampler's ``slot_attempts``). Generations differ in size (a wipeout
+    re-initialises all but the best), so this reads the sampler's generation records instead of
+    counting trials. Scans the study once: call it once per generation, not per trial.
+
+    Returns:
+        ``(done, newest, left)``: whether generation ``generations`` is complete, the newest
+        opened generation (-1 before any), and the unfinished slots of the newest one
+        (``population`` before any generation opened).
+    """
+    from collections import Counter
+
+    from optuna.trial import TrialState
+
+    from optuna_biotune.evolution.generations import generation_records
+
+    records = generation_records(study, _SAMPLER_NS)
+    finished: dict[int, set[int]] = {}
+    dead: Counter[tuple[int, int]] = Counter()
+    for trial in study.get_trials(deepcopy=False):
+        claim = trial.system_attrs.get(f"{_SAMPLER_NS}:slot")
+        if not isinstance(claim, dict):
+            continue
+        key = (int(claim["generation"]), int(claim["slot"]))
+        if trial.state == TrialState.COMPLETE:
+            finished.setdefault(key[0], set()).add(key[1])
+        elif trial.state in (TrialState.FAIL, TrialState.PRUNED):
+            dead[key] += 1
+    for (gen, slot), n in dead.items():
+        if n >= attempts:
+            finished.setdefault(gen, set()).add(slot)
+
+    def left(gen: int) -> int:
+        return len(records[gen].get("slots", [])) - len(finished.get(gen, set()))
+
+    newest = len(records) - 1
+    if newest < 0:
+        return False, -1, population
+    done = newest >= generations and left(generations) <= 0
+    return done, newest, max(left(newest), 0)
+
+
 def _run_until(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
     *,
-    target: int,
+    generations: int,
+    population: int,
+    elites: int,
     n_jobs: int,
     generation: Callable[[optuna.trial.FrozenTrial], int],
 ) -> None:
-    """Optimise until ``target`` evaluations are finished, counting earlier runs.
+    """Optimise until generation ``generations`` is complete, counting earlier runs.
 
-    The loop is :func:`optuna_biotune.workers.run_until` (storage outages retried, open trials
-    failed on Ctrl-C); this adds the progress bar.
+    Each round runs :func:`optuna_biotune.workers.run_until` (storage outages retried, open
+    trials failed on Ctrl-C) up to the end of the newest generation, then looks again; this
+    adds the progress bar (its total assumes no wipeout and is corrected as generations open).
     """
     from optuna.trial import TrialState
     from tqdm.auto import tqdm
 
     from optuna_biotune.workers import fail_on_out_of_memory, run_until
 
-    done = len(_finished(study))
+    per_generation = 2 * elites + population - elites
+
+    def planned(newest: int, left: int) -> int:
+        return len(_finished(study)) + left + max(generations - max(newest, 0), 0) * per_generation
+
+    done, newest, left = generation_progress(study, generations=generations, population=population)
     bar = tqdm(
-        total=target,
-        initial=min(done, target),
+        total=planned(newest, left) if not done else len(_finished(study)),
+        initial=len(_finished(study)),
         desc="BioTune",
         unit="eval",
         file=sys.stderr,
@@ -560,15 +628,23 @@ def _run_until(
         bar.set_postfix(generation=generation(trial), trial=trial.number, best=best)
 
     try:
-        run_until(
-            study,
-            fail_on_out_of_memory(objective),
-            target=target,
-            n_jobs=n_jobs,
-            callbacks=[progress],
-            catch=(RuntimeFailure,),
-            log=lambda line: bar.write(line, file=sys.stderr),
-        )
+        while not done and newest <= generations:
+            bar.total = planned(newest, left)
+            bar.refresh()
+            run_until(
+                study,
+                fail_on_out_of_memory(objective),
+                target=len(_finished(study)) + max(left, 1),
+                n_jobs=n_jobs,
+                callbacks=[progress],
+                catch=(RuntimeFailure,),
+                log=lambda line: bar.write(line, file=sys.stderr),
+            )
+            done, newest, left = generation_progress(
+                study, generations=generations, population=population
+            )
+        bar.total = bar.n
+        bar.refresh()
     finally:
         bar.close()
 

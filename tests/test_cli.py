@@ -266,3 +266,39 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in ("search", "final", "report", "dashboard", *cli.SUBCOMMANDS):
         assert name in out
+
+
+def _flat(trial: optuna.Trial) -> float:
+    """Every individual equally good: the population stagnates and is wiped out."""
+    return 0.5 + 0.0 * sum(trial.suggest_float(f"x{i}", 0.0, 1.0) for i in range(4))
+
+
+def test_search_stops_when_the_last_generation_is_complete_even_after_wipeouts(
+    sqlite_url: str, study_name: str
+) -> None:
+    from collections import Counter
+
+    from optuna_biotune import BioTuneSampler
+    from optuna_biotune.evolution import trial_generation
+
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=sqlite_url,
+        direction="maximize",
+        sampler=BioTuneSampler(population_size=4, n_elites=1, seed=0),
+    )
+    cli._run_until(
+        study, _flat, generations=3, population=4, elites=1, n_jobs=1, generation=trial_generation
+    )
+    sizes = Counter(trial_generation(t) for t in study.trials)
+    assert sorted(sizes) == [0, 1, 2, 3]  # nothing of generation 4 started
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    # A normal generation is 2 exploits + 3 children; a wipeout one re-draws 3 of 4.
+    assert any(sizes[g] != 5 for g in (1, 2, 3)), sizes
+    done, newest, left = cli.generation_progress(study, generations=3, population=4)
+    assert (done, newest, left) == (True, 3, 0)
+    # Resuming a finished search evaluates nothing more.
+    cli._run_until(
+        study, _flat, generations=3, population=4, elites=1, n_jobs=1, generation=trial_generation
+    )
+    assert len(study.trials) == sum(sizes.values())
