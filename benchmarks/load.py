@@ -273,6 +273,21 @@ def markdown(result: dict) -> str:
             f"| {row['sampler_ms_median']:.1f} | {row['sampler_ms_p95']:.1f} "
             f"| {row['ask_ms_median']:.1f} | {row['ask_ms_p95']:.1f} |"
         )
+    lines += [
+        "",
+        "Each run (pairs ran back to back, order alternated; the shared machine's load swings "
+        "between pairs, so compare within a pair):",
+        "",
+        "| pair | sampler | throughput (trials/s) | sampler ms median | p95 |",
+        "|---|---|---|---|---|",
+    ]
+    for i in range(result["repeats"]):
+        for name, rows in result["runs"].items():
+            r = rows[i]
+            lines.append(
+                f"| {i + 1} | {name} | {r['throughput_trials_per_s']:.2f} "
+                f"| {r['sampler_ms_median']:.1f} | {r['sampler_ms_p95']:.1f} |"
+            )
     checks = [r["bookkeeping"] for r in result["runs"]["BioTuneSampler"]]
     lines += [
         "",
