@@ -20,7 +20,7 @@ alike. Figures, all from the same run:
 
 Usage (the committed results)::
 
-    python benchmarks/objective_speed.py --epochs 1 --repeats 2 --frozen 2 5 7 8
+    python benchmarks/objective_speed.py --epochs 1 --repeats 4 --frozen 2 5 7 8
 """
 
 from __future__ import annotations
