@@ -5,26 +5,14 @@ No torch here: ``import optuna_biotune; BioTuneSampler()`` stays light.
 
 from __future__ import annotations
 
-import secrets
-from typing import TYPE_CHECKING, Any
-
-from optuna.samplers import BaseSampler
-
 from optuna_biotune.errors import UsageError
-from optuna_biotune.evolution.generations import Generations
+from optuna_biotune.evolution.base import GenerationalSampler
 from optuna_biotune.evolution.memetic import MemeticStrategy
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from optuna.distributions import BaseDistribution
-    from optuna.study import Study
-    from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["BioTuneSampler"]
 
 
-class BioTuneSampler(BaseSampler):
+class BioTuneSampler(GenerationalSampler):
     """The evolutionary search of BioTune (paper Sec. III; BioIK's memetic evolution).
 
     Generation 0 draws ``population_size`` individuals uniformly (paper eq. 3). Every later
@@ -119,81 +107,14 @@ class BioTuneSampler(BaseSampler):
             raise UsageError(
                 f"`threshold_param` must be a parameter name or None, got {threshold_param!r}."
             )
-        if isinstance(slot_attempts, bool) or not isinstance(slot_attempts, int):
-            raise UsageError(f"`slot_attempts` must be an int >= 1, got {slot_attempts!r}.")
-        if slot_attempts < 1:
-            raise UsageError(f"`slot_attempts` must be an int >= 1, got {slot_attempts}.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise UsageError(f"`seed` must be a non-negative int or None, got {seed!r}.")
-        self._strategy = MemeticStrategy(
-            population_size=population_size,
-            n_elites=n_elites,
-            exploit_step=float(exploit_step),
-            threshold_param=threshold_param,
-            wipeout=bool(wipeout),
-        )
-        self._seed = secrets.randbits(63) if seed is None else seed
-        self._generations = Generations(
-            namespace=type(self).__name__,
-            strategy=self._strategy,
-            seed=self._seed,
+        super().__init__(
+            strategy=MemeticStrategy(
+                population_size=population_size,
+                n_elites=n_elites,
+                exploit_step=float(exploit_step),
+                threshold_param=threshold_param,
+                wipeout=bool(wipeout),
+            ),
             slot_attempts=slot_attempts,
+            seed=seed,
         )
-
-    @property
-    def generations(self) -> Generations:
-        """The storage bookkeeping (slots, generations) this sampler uses."""
-        return self._generations
-
-    @staticmethod
-    def _single_objective(study: Study) -> None:
-        if len(study.directions) > 1:
-            raise ValueError(
-                "BioTuneSampler supports single-objective studies only; create the study with "
-                "one `direction`."
-            )
-
-    def reseed_rng(self) -> None:
-        """No-op: all randomness derives from ``seed`` and each trial's (generation, slot)."""
-
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        """The evolved float/int parameters of the newest generation (``{}`` at first)."""
-        self._single_objective(study)
-        return self._generations.search_space(study)
-
-    def sample_relative(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        search_space: dict[str, BaseDistribution],
-    ) -> dict[str, Any]:
-        """Claim the trial's slot and return its planned genes for ``search_space``."""
-        self._single_objective(study)
-        self._generations.assign(study, trial)
-        return {
-            name: self._generations.sample(trial, name, dist)
-            for name, dist in search_space.items()
-        }
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        """The slot's planned gene if any, else a draw seeded by the trial's place."""
-        self._single_objective(study)
-        return self._generations.sample(trial, param_name, param_distribution)
-
-    def after_trial(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        """Forget this process's note of the trial; everything lasting is in the storage."""
-        self._generations.forget(trial._trial_id)

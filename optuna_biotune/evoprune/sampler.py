@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import CategoricalDistribution, IntDistribution
-from optuna.samplers import BaseSampler
 
 from optuna_biotune.errors import UsageError
-from optuna_biotune.evolution.generations import Generations
+from optuna_biotune.evolution.base import GenerationalSampler
 from optuna_biotune.evoprune import operators as ops
 from optuna_biotune.evoprune.strategy import SteadyStateStrategy
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from optuna.distributions import BaseDistribution
-    from optuna.study import Study
-    from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["EvoPruneSampler"]
 
@@ -33,7 +27,7 @@ def _is_bit(distribution: BaseDistribution) -> bool:
     )
 
 
-class EvoPruneSampler(BaseSampler):
+class EvoPruneSampler(GenerationalSampler):
     """The steady-state binary GA of EvoPruneDeepTL (Poyatos et al., Neural Networks 2023).
 
     Evolves 0/1 int parameters (``trial.suggest_int(name, 0, 1)``, e.g. one per neuron,
@@ -109,96 +103,24 @@ class EvoPruneSampler(BaseSampler):
         if not 0.0 <= float(mutation) <= 1.0:
             raise UsageError(f"`mutation` must be a probability in [0, 1], got {mutation}.")
         fill = _check_fill(fill)
-        if isinstance(slot_attempts, bool) or not isinstance(slot_attempts, int):
-            raise UsageError(f"`slot_attempts` must be an int >= 1, got {slot_attempts!r}.")
-        if slot_attempts < 1:
-            raise UsageError(f"`slot_attempts` must be an int >= 1, got {slot_attempts}.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise UsageError(f"`seed` must be a non-negative int or None, got {seed!r}.")
-        self._strategy = SteadyStateStrategy(
-            population_size=population_size,
-            crossover=crossover,
-            selection=selection,
-            mutation=float(mutation),
-            fill=fill,
-        )
-        self._seed = secrets.randbits(63) if seed is None else seed
-        self._generations = Generations(
-            namespace=type(self).__name__,
-            strategy=self._strategy,
-            seed=self._seed,
+        super().__init__(
+            strategy=SteadyStateStrategy(
+                population_size=population_size,
+                crossover=crossover,
+                selection=selection,
+                mutation=float(mutation),
+                fill=fill,
+            ),
             slot_attempts=slot_attempts,
+            seed=seed,
         )
 
-    @property
-    def generations(self) -> Generations:
-        """The storage bookkeeping (slots, generations) this sampler uses."""
-        return self._generations
-
-    @staticmethod
-    def _check_study(study: Study) -> None:
-        if len(study.directions) > 1:
-            raise ValueError(
-                "EvoPruneSampler supports single-objective studies only; create the study with "
-                "one `direction`."
-            )
-
-    @staticmethod
-    def _check_param(name: str, distribution: BaseDistribution) -> None:
+    def _check_param(self, name: str, distribution: BaseDistribution) -> None:
         if not (_is_bit(distribution) or isinstance(distribution, CategoricalDistribution)):
             raise UsageError(
                 f"EvoPruneSampler evolves 0/1 parameters only, but `{name}` is {distribution}: "
                 "use trial.suggest_int(name, 0, 1), or BioTuneSampler for numeric genes."
             )
-
-    def reseed_rng(self) -> None:
-        """No-op: all randomness derives from ``seed`` and each trial's (generation, slot)."""
-
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        """The evolved 0/1 parameters of the newest generation (``{}`` at first)."""
-        self._check_study(study)
-        space = self._generations.search_space(study)
-        for name, distribution in space.items():
-            self._check_param(name, distribution)
-        return space
-
-    def sample_relative(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        search_space: dict[str, BaseDistribution],
-    ) -> dict[str, Any]:
-        """Claim the trial's slot and return its planned bits for ``search_space``."""
-        self._check_study(study)
-        self._generations.assign(study, trial)
-        return {
-            name: self._generations.sample(trial, name, dist)
-            for name, dist in search_space.items()
-        }
-
-    def sample_independent(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        """The slot's planned bit if any, else a seeded draw with the slot's fill share."""
-        self._check_study(study)
-        self._check_param(param_name, param_distribution)
-        return self._generations.sample(trial, param_name, param_distribution)
-
-    def after_trial(
-        self,
-        study: Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        """Forget this process's note of the trial; everything lasting is in the storage."""
-        self._generations.forget(trial._trial_id)
 
 
 def _check_fill(fill: Any) -> tuple[float, float] | float | None:
