@@ -14,6 +14,7 @@ import argparse
 import re
 import sys
 import time
+import warnings
 from typing import Any
 
 from optuna_biotune.errors import UsageError
@@ -136,8 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Create or resume the study, search, and score the best mask on the test split."""
     import optuna
 
-    from optuna_biotune.cli import _run_until, open_storage
-    from optuna_biotune.evolution import trial_generation
+    from optuna_biotune.cli import open_storage
     from optuna_biotune.evoprune import EvoPruneSampler
 
     if args.evaluations is None or args.evaluations < 1:
@@ -178,7 +178,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         study.set_user_attr(SPEC_ATTR, objective.spec())
     if stored_sampler is None:
         study.set_user_attr(SAMPLER_ATTR, sampler_settings)
-    study.set_metric_names(["val_accuracy"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["val_accuracy"])
 
     def finished() -> int:
         return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
@@ -190,9 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     started = time.perf_counter()
     objective.features  # noqa: B018 - compute or load the cached features before the search
-    _run_until(
-        study, objective, target=args.evaluations, n_jobs=args.n_jobs, generation=trial_generation
-    )
+    _search(study, objective, target=args.evaluations, n_jobs=args.n_jobs)
     best = objective.best_trial(study)
     result: dict[str, Any] = {
         "command": "evoprune",
@@ -209,6 +209,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.final:
         result["final"] = _final(study, objective, seeds=list(range(args.final_seeds)))
     return result
+
+
+def _search(study: Any, objective: EvoPruneObjective, *, target: int, n_jobs: int) -> None:
+    """Evaluate until ``target`` trials are complete (earlier runs count), with a progress bar.
+
+    The loop is the package's one worker loop (:func:`optuna_biotune.workers.run_until`):
+    storage outages retried, this worker's open trials failed on Ctrl-C, out-of-memory failing
+    only the trial.
+    """
+    import optuna
+    from optuna.trial import TrialState
+    from tqdm.auto import tqdm
+
+    from optuna_biotune.errors import RuntimeFailure
+    from optuna_biotune.evolution import trial_generation
+    from optuna_biotune.workers import fail_on_out_of_memory, run_until
+
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    bar = tqdm(
+        total=max(target, done),
+        initial=done,
+        desc="EvoPrune",
+        unit="eval",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+    def progress(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE:
+            bar.update(1)
+            bar.set_postfix(
+                generation=trial_generation(trial), trial=trial.number, best=f"{st.best_value:.4f}"
+            )
+
+    try:
+        run_until(
+            study,
+            fail_on_out_of_memory(objective),
+            target=target,
+            n_jobs=n_jobs,
+            callbacks=[progress],
+            catch=(RuntimeFailure,),
+            log=lambda line: bar.write(line, file=sys.stderr),
+        )
+    finally:
+        bar.close()
 
 
 def _final(study: Any, objective: EvoPruneObjective, *, seeds: list[int]) -> dict[str, Any]:
