@@ -17,6 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 _DEFAULT_PG_URL = "postgresql+psycopg://biotune:biotune@127.0.0.1:5432/biotune_test"
 
 
+def ctrl_c_reaches_child() -> None:
+    """``preexec_fn`` for a child the test sends SIGINT to, as a terminal's Ctrl-C would.
+
+    A job started in the background of a non-interactive shell (as CI harnesses may start
+    ``.ci/run``) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt; a
+    terminal's foreground command has the default disposition, which this restores.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import ctrl_c_reaches_child
 from product_studies import make_study
 
 from optuna_biotune import cli
@@ -125,6 +126,7 @@ def test_sigint_marks_the_trial_and_the_same_command_finishes(tmp_path: Path) ->
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=ctrl_c_reaches_child,
     )
     db = tmp_path / "studies" / "i.db"
     deadline = time.monotonic() + 300

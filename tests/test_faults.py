@@ -26,6 +26,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import ctrl_c_reaches_child
 from optuna.trial import TrialState
 
 from optuna_biotune import BioTuneSampler
@@ -83,7 +84,13 @@ def test_sigint_stops_search_cleanly_marks_the_trial_and_a_rerun_resumes(
     cmd = [*CLI, *SEARCH, "--study", "ctrl-c", "--storage", url]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ctrl_c_reaches_child,
     )
     running: optuna.trial.FrozenTrial | None = None
     deadline = time.time() + 400
@@ -217,7 +224,7 @@ def _count(url: str, name: str, state: TrialState) -> int:
 
 
 def test_server_restart_mid_run_is_retried_and_loses_nothing(cluster: Cluster) -> None:
-    target = 24
+    target = 40  # >= 10 s of work left when the server stops, even on an idle machine
     proc = subprocess.Popen(
         _worker_cmd(cluster.url, "restart", target, 0.3),
         stderr=subprocess.PIPE,
@@ -230,6 +237,7 @@ def test_server_restart_mid_run_is_retried_and_loses_nothing(cluster: Cluster) -
             assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
             time.sleep(0.1)
         cluster.pg_ctl("stop")
+        assert proc.poll() is None, "the worker finished before the server stopped"
         time.sleep(3)  # long enough that the worker's calls fail (and are retried)
         cluster.pg_ctl("start")
         _, err = proc.communicate(timeout=300)
