@@ -33,53 +33,18 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+from sampler_overhead import GENES, instrument, make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 NS = "BioTuneSampler"
-GENES = [f"importance:b{i}" for i in range(6)] + ["threshold"]
-HOOKS = (
-    "before_trial",
-    "infer_relative_search_space",
-    "sample_relative",
-    "sample_independent",
-    "after_trial",
-)
 DEFAULT_URL = "postgresql+psycopg://biotune:biotune@127.0.0.1:5432/biotune_test"
-
-
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    if name == "BioTuneSampler":
-        from optuna_biotune import BioTuneSampler
-
-        return BioTuneSampler(seed=seed, threshold_param="threshold")
-    if name == "NSGAIISampler":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    raise SystemExit(f"unknown sampler {name!r}")
-
-
-def instrument(sampler: optuna.samplers.BaseSampler) -> dict[int, float]:
-    """Wrap the sampler's hooks; return trial number -> seconds spent inside them."""
-    spent: dict[int, float] = defaultdict(float)
-    for hook in HOOKS:
-        original = getattr(sampler, hook)
-
-        def timed(study, trial, *args, _original=original, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return _original(study, trial, *args, **kwargs)
-            finally:
-                spent[trial.number] += time.perf_counter() - t0
-
-        setattr(sampler, hook, timed)
-    return spent
 
 
 def worker(name: str, url: str, study_name: str, trials: int, sleep: float, out: str) -> None:
