@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optuna_biotune.errors import BioTuneError, RuntimeFailure, UsageError
-from optuna_biotune.spec import StudySpec, default_spec, load_spec, spec_from_dict
+from optuna_biotune.spec import SECTIONS, StudySpec, default_spec, load_spec, spec_from_dict
 
 if TYPE_CHECKING:
     import optuna
@@ -320,32 +320,9 @@ def _artifact_store(directory: str) -> optuna.artifacts.FileSystemArtifactStore:
 
 # -- search -------------------------------------------------------------------------------
 
-_OVERRIDES = (
-    "study",
-    "storage",
-    "artifacts",
-    "dataset",
-    "model",
-    "seeds",
-    "data_fraction",
-    "epochs",
-    "patience",
-    "batch_size",
-    "base_lr",
-    "optimizer",
-    "metric",
-    "device",
-    "image_size",
-    "population",
-    "elites",
-    "generations",
-    "exploit_step",
-    "n_jobs",
-    "seed",
-    "final",
-    "top_k",
-    "final_seeds",
-)
+# Every spec field a `search` option overrides as is (`partition` is parsed below; `out` is
+# `report`'s): one list of options, the spec's.
+_OVERRIDES = tuple(field for field in SECTIONS.values() if field not in ("partition", "out"))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
