@@ -574,10 +574,7 @@ def _run_until(
     trials failed on Ctrl-C) up to the end of the newest generation, then looks again; this
     adds the progress bar (its total assumes no wipeout and is corrected as generations open).
     """
-    from optuna.trial import TrialState
-    from tqdm.auto import tqdm
-
-    from optuna_biotune.workers import fail_on_out_of_memory, run_until
+    from optuna_biotune.workers import progress_bar, run_with_progress
 
     per_generation = 2 * elites + population - elites
 
@@ -585,37 +582,23 @@ def _run_until(
         return len(_finished(study)) + left + max(generations - max(newest, 0), 0) * per_generation
 
     done, newest, left = generation_progress(study, generations=generations, population=population)
-    bar = tqdm(
+    bar = progress_bar(
+        desc="BioTune",
         total=planned(newest, left) if not done else len(_finished(study)),
         initial=len(_finished(study)),
-        desc="BioTune",
-        unit="eval",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        mininterval=0.5,
     )
-
-    def progress(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.COMPLETE:
-            bar.update(1)
-        try:
-            best = f"{st.best_value:.4f}"
-        except ValueError:
-            best = "-"
-        bar.set_postfix(generation=generation(trial), trial=trial.number, best=best)
 
     try:
         while not done and newest <= generations:
             bar.total = planned(newest, left)
             bar.refresh()
-            run_until(
+            run_with_progress(
                 study,
-                fail_on_out_of_memory(objective),
+                objective,
+                bar=bar,
                 target=len(_finished(study)) + max(left, 1),
                 n_jobs=n_jobs,
-                callbacks=[progress],
-                catch=(RuntimeFailure,),
-                log=lambda line: bar.write(line, file=sys.stderr),
+                generation=generation,
             )
             done, newest, left = generation_progress(
                 study, generations=generations, population=population

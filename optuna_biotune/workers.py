@@ -41,7 +41,9 @@ __all__ = [
     "describe_storage_error",
     "fail_on_out_of_memory",
     "out_of_memory",
+    "progress_bar",
     "run_until",
+    "run_with_progress",
     "storage_error",
 ]
 
@@ -311,3 +313,59 @@ def fail_on_out_of_memory(
             return float("nan")
 
     return guarded
+
+
+def progress_bar(*, desc: str, total: int, initial: int) -> Any:
+    """The commands' progress bar of evaluations (tqdm on standard error)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="eval",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+
+def run_with_progress(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    bar: Any,
+    target: int,
+    n_jobs: int,
+    generation: Callable[[FrozenTrial], int],
+) -> int:
+    """:func:`run_until` as the commands run it, advancing ``bar`` as trials complete.
+
+    A device out of memory fails only the trial (:func:`fail_on_out_of_memory`), a
+    :class:`~optuna_biotune.errors.RuntimeFailure` of one trial (a NaN loss) fails that trial
+    and the loop goes on, each finished trial sets the bar's postfix (generation, trial, best
+    so far), and log lines are written through the bar.
+
+    Returns:
+        The number of completed trials in the study.
+    """
+    from optuna_biotune.errors import RuntimeFailure
+
+    def progress(st: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE:
+            bar.update(1)
+        try:
+            best = f"{st.best_value:.4f}"
+        except ValueError:
+            best = "-"
+        bar.set_postfix(generation=generation(trial), trial=trial.number, best=best)
+
+    return run_until(
+        study,
+        fail_on_out_of_memory(objective),
+        target=target,
+        n_jobs=n_jobs,
+        callbacks=[progress],
+        catch=(RuntimeFailure,),
+        log=lambda line: bar.write(line, file=sys.stderr),
+    )

@@ -218,41 +218,16 @@ def _search(study: Any, objective: EvoPruneObjective, *, target: int, n_jobs: in
     storage outages retried, this worker's open trials failed on Ctrl-C, out-of-memory failing
     only the trial.
     """
-    import optuna
     from optuna.trial import TrialState
-    from tqdm.auto import tqdm
 
-    from optuna_biotune.errors import RuntimeFailure
     from optuna_biotune.evolution import trial_generation
-    from optuna_biotune.workers import fail_on_out_of_memory, run_until
+    from optuna_biotune.workers import progress_bar, run_with_progress
 
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    bar = tqdm(
-        total=max(target, done),
-        initial=done,
-        desc="EvoPrune",
-        unit="eval",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
-
-    def progress(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.COMPLETE:
-            bar.update(1)
-            bar.set_postfix(
-                generation=trial_generation(trial), trial=trial.number, best=f"{st.best_value:.4f}"
-            )
-
+    bar = progress_bar(desc="EvoPrune", total=max(target, done), initial=done)
     try:
-        run_until(
-            study,
-            fail_on_out_of_memory(objective),
-            target=target,
-            n_jobs=n_jobs,
-            callbacks=[progress],
-            catch=(RuntimeFailure,),
-            log=lambda line: bar.write(line, file=sys.stderr),
+        run_with_progress(
+            study, objective, bar=bar, target=target, n_jobs=n_jobs, generation=trial_generation
         )
     finally:
         bar.close()
