@@ -308,12 +308,12 @@ def block_param_groups(
     """
     if len(weights) != len(blocks):
         raise UsageError(f"`weights` must have one entry per block ({len(blocks)}).")
+    named = list(model.named_parameters())  # one pass over the model, not one per block
     groups = []
     for block, w in zip(blocks, weights, strict=True):
         if w > 0:
-            groups.append(
-                {"params": block.parameters(model), "lr": base_lr * float(w), "name": block.name}
-            )
+            params = [p for n, p in named if block.owns(n)]
+            groups.append({"params": params, "lr": base_lr * float(w), "name": block.name})
     return groups
 
 
