@@ -20,7 +20,7 @@ alike. Figures, all from the same run:
 
 Usage (the committed results)::
 
-    python benchmarks/objective_speed.py --epochs 1 --repeats 4 --frozen 2 5 7 8
+    python benchmarks/objective_speed.py --epochs 4 --repeats 5 --frozen 2 5 7 8
 """
 
 from __future__ import annotations
@@ -284,7 +284,9 @@ def _markdown(r: dict[str, Any]) -> str:
         f"({s['model_mflops_per_image']:.1f} MFLOPs forward per image), data fraction "
         f"{s['data_fraction']} (fold 0: {s['train_images']} train, {s['val_images']} val "
         f"images), seeds {s['seeds']}, {s['epochs_per_seed']} epochs per seed (early stopping "
-        f"off), median of {s['repeats']} alternating repetitions.",
+        f"off; with the default patience of 3 every evaluation runs at least 4), median of "
+        f"{s['repeats']} alternating repetitions. Stride-1 convolutions take the exact 1x1-input "
+        "shortcut of optuna_biotune.fastconv on both sides (benchmarks/results/fastconv.md).",
         "",
         "Speed-up = seconds without the cache / with it. *Warm*: the prefix activations were "
         "cached by an earlier trial on the same fold (the steady state the FLOP split "

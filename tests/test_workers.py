@@ -217,3 +217,30 @@ def test_workers_share_a_journal_file(tmp_path: Path) -> None:
 
 if __name__ == "__main__":  # a worker process of the tests above
     worker(sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+
+
+def test_sqlite_files_are_opened_in_write_ahead_log_mode(tmp_path: Path) -> None:
+    """Every connection of the CLI's SQLite storage runs in WAL mode with synchronous=NORMAL,
+    and another process's plain Optuna storage reads what it wrote while it is still open."""
+    url = f"sqlite:///{tmp_path / 'wal.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="wal", storage=storage)
+    study.optimize(lambda t: t.suggest_int("x", 0, 3), n_trials=3)
+    for _ in range(2):  # two pooled connections, both with the pragmas
+        with storage.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    assert (tmp_path / "wal.db-wal").exists()
+    reader = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import optuna, sys; s = optuna.load_study(study_name='wal', storage=sys.argv[1]); "
+            "print(*[t.params['x'] for t in s.trials])",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert reader.stdout.split() == [str(t.params["x"]) for t in study.trials], reader.stderr

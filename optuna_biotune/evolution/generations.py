@@ -554,6 +554,8 @@ class Generations:
         derived from ``(seed, generation, slot, name)``.
         """
         a = self.assignment(trial._trial_id)
+        if a is not None and name in a.x and not isinstance(distribution, CategoricalDistribution):
+            return denormalize(a.x[name], distribution)  # planned: no generator needed
         if a is not None:
             slot_rng = self.rng(a.generation, a.slot)
             gene_rng = self.rng(a.generation, a.slot, _gene_tag(name))
