@@ -82,14 +82,17 @@ def test_search_then_resume_to_a_larger_budget_then_refuse_a_conflicting_option(
     assert study.user_attrs["evoprune:spec"]["hidden"] == 16
     assert study.user_attrs["evoprune:final"]["best_trial"] == resumed["final"]["best_trial"]
 
-    clash = evoprune(tmp_path, folder, "--evaluations", "8", "--layers", "both")
-    assert clash.returncode == 2
-    assert "layers" in clash.stderr and "new --study" in clash.stderr
-    assert "Traceback" not in clash.stderr
+    assert study.user_attrs["evoprune:spec"]["precision"] == "fp32"
+    for option, value in (("--layers", "both"), ("--precision", "bf16")):
+        clash = evoprune(tmp_path, folder, "--evaluations", "8", option, value)
+        assert clash.returncode == 2
+        assert option[2:] in clash.stderr and "new --study" in clash.stderr
+        assert "Traceback" not in clash.stderr
 
 
 @pytest.mark.parametrize(
-    ("option", "message"), [("--evaluations=0", "evaluations"), ("--mutation=2", "mutation")]
+    ("option", "message"),
+    [("--evaluations=0", "evaluations"), ("--mutation=2", "mutation"), ("--threads=0", "threads")],
 )
 def test_bad_budgets_exit_2_with_one_line(tmp_path: Path, folder: Path, option, message) -> None:
     out = evoprune(tmp_path, folder, option)

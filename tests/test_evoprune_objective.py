@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from optuna_biotune import EvoPruneObjective, EvoPruneSampler
-from optuna_biotune.data import ArrayDataset, stratified_split
+from optuna_biotune.data import ArrayDataset, TensorData, stratified_split
 from optuna_biotune.errors import UsageError
 from optuna_biotune.evoprune import features as feats
-from optuna_biotune.evoprune.head import build_head
+from optuna_biotune.evoprune.head import build_head, train_head
 from optuna_biotune.evoprune.objective import neuron_param
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -84,6 +84,7 @@ def test_param_names_cover_the_pruned_layers_in_order(layers, n) -> None:
         ({"image_size": 4}, "image_size"),
         ({"num_threads": 0}, "num_threads"),
         ({"device": "tpu"}, "device"),
+        ({"precision": "fp16"}, "precision"),
     ],
 )
 def test_rejects_bad_arguments(kwargs, message) -> None:
@@ -122,6 +123,39 @@ def test_fitness_is_a_deterministic_function_of_the_chromosome() -> None:
     assert a.val_accuracy == b.val_accuracy and a.epochs == b.epochs
     assert 0.5 < a.val_accuracy <= 1.0
     assert (c.val_accuracy, c.epochs) != (a.val_accuracy, a.epochs) or c.best_epoch != a.best_epoch
+
+
+def test_bf16_precision_trains_in_bfloat16_and_reaches_the_fp32_accuracy(monkeypatch) -> None:
+    """The objective's bf16 setting reaches the head's training, which then computes in
+    bfloat16, deterministically, and learns the task as well as float32 does."""
+    from optuna_biotune.evoprune import head as head_mod
+
+    asked = []
+    real = head_mod.train_head
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("bf16"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(head_mod, "train_head", spy)
+    m = [mask(0.5, 3)]
+    fp32 = objective().train(m)
+    bf16 = objective(precision="bf16")
+    a, b = bf16.train(m), bf16.train(m)
+    assert asked == [False, True, True]
+    assert (a.val_accuracy, a.epochs) == (b.val_accuracy, b.epochs)
+    assert abs(a.val_accuracy - fp32.val_accuracy) < 0.05
+    head = build_head(in_features=64, num_classes=10, masks=[m[0], None], hidden=HIDDEN)
+    seen = []
+    head[0].register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    train_head(
+        head,
+        train=TensorData(torch.randn(32, 64), torch.arange(32) % 10),
+        val=TensorData(torch.randn(8, 64), torch.arange(8) % 10),
+        max_epochs=1,
+        bf16=True,
+    )
+    assert seen and set(seen) == {torch.bfloat16}
 
 
 def test_fitness_never_looks_at_the_test_split() -> None:

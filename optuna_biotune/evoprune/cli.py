@@ -18,7 +18,13 @@ import warnings
 from typing import Any
 
 from optuna_biotune.errors import UsageError
-from optuna_biotune.evoprune.objective import FINAL_ATTR, LAYERS, SPEC_ATTR, EvoPruneObjective
+from optuna_biotune.evoprune.objective import (
+    FINAL_ATTR,
+    LAYERS,
+    PRECISIONS,
+    SPEC_ATTR,
+    EvoPruneObjective,
+)
 
 __all__ = ["add_arguments", "run"]
 
@@ -36,6 +42,7 @@ OBJECTIVE_DEFAULTS: dict[str, Any] = {
     "max_epochs": 30,
     "patience": 3,
     "seed": 0,
+    "precision": "fp32",
 }
 SAMPLER_DEFAULTS: dict[str, Any] = {
     "population_size": 30,
@@ -56,6 +63,7 @@ _OBJECTIVE_OPTIONS = {  # CLI option -> objective setting
     "epochs": "max_epochs",
     "patience": "patience",
     "train_seed": "seed",
+    "precision": "precision",
 }
 _SAMPLER_OPTIONS = {
     "population": "population_size",
@@ -82,6 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--epochs", type=int, help="maximum epochs per evaluation (default 30)")
     o.add_argument("--patience", type=int, help="early-stopping patience (default 3)")
     o.add_argument("--train-seed", type=int, help="seed of every head's training (default 0)")
+    o.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32 (default) or bf16 autocast (faster on CPUs with AVX512-BF16)",
+    )
     s = parser.add_argument_group("search (paper: population 30, 200 evaluations)")
     s.add_argument("--evaluations", type=int, default=200, help="completed trials to reach")
     s.add_argument("--population", type=int, help="population size (default 30)")
@@ -92,6 +105,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process")
     r = parser.add_argument_group("running")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads per evaluation (default 1; parallelism from --n-jobs/workers)",
+    )
     r.add_argument("--cache-dir", help="feature cache (default ~/.cache/optuna-biotune)")
     r.add_argument("--final-seeds", type=int, default=3, help="training seeds of the test score")
     r.add_argument(
@@ -144,6 +163,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"`--evaluations` must be >= 1, got {args.evaluations!r}.")
     if args.n_jobs < 1:
         raise UsageError(f"`--n-jobs` must be >= 1, got {args.n_jobs!r}.")
+    if args.threads < 1:
+        raise UsageError(f"`--threads` must be >= 1, got {args.threads!r}.")
     if args.final_seeds < 1:
         raise UsageError(f"`--final-seeds` must be >= 1, got {args.final_seeds!r}.")
     dataset = args.dataset or OBJECTIVE_DEFAULTS["dataset"]
@@ -164,7 +185,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args, _SAMPLER_OPTIONS, stored_sampler, SAMPLER_DEFAULTS, "sampler", name
     )
     objective = EvoPruneObjective.from_spec(
-        objective_settings, device=args.device, cache_dir=args.cache_dir
+        objective_settings,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        num_threads=args.threads,
     )
     sampler = EvoPruneSampler(**sampler_settings)
     study = optuna.create_study(

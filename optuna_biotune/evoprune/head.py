@@ -128,11 +128,12 @@ def train_head(
     patience: int = 3,
     seed: int = 0,
     device: str = "cpu",
+    bf16: bool = False,
 ) -> HeadResult:
     """Train ``head`` on features with :func:`optuna_biotune.train.fit` (early stopping).
 
     With ``test``, the best epoch's weights are restored and scored on it (used only for the
-    final report, never for fitness).
+    final report, never for fitness). ``bf16``: bfloat16 autocast for training and scoring.
     """
     num_classes = int(max(int(train.y.max()), int(val.y.max()))) + 1
     result = fit(
@@ -152,10 +153,11 @@ def train_head(
         device=device,
         restore_best=test is not None,
         eval_batch_size=1024,
+        bf16=bf16,
     )
     test_accuracy = None
     if test is not None:
-        test_accuracy = evaluate(head, test, batch_size=1024, device=device)
+        test_accuracy = evaluate(head, test, batch_size=1024, device=device, bf16=bf16)
     return HeadResult(
         val_accuracy=float(result.best_val_metric),
         epochs=int(result.epochs_run),
