@@ -12,6 +12,9 @@ split. Figures, all measured in the same run:
 * per evaluation: training CPU seconds and wall seconds (the machine is shared, so the wall
   time depends on its load, printed beside), and the same for the unpruned head.
 
+``--speed`` only times evaluations (fp32 and bf16, 1 and 2 threads, pruned and unpruned
+heads, alternating); ``--overhead`` only times the storage and sampler around a trial.
+
 Usage (the committed results: ``benchmarks/results/evoprune.md`` names the exact commands)::
 
     python benchmarks/evoprune.py --datasets digits --seeds 0 1 2 --population 20 \
@@ -198,6 +201,87 @@ def storage_overhead(*, trials: int, bits: int, folder: Path) -> dict[str, Any]:
     return out
 
 
+def evaluation_speed(
+    *, datasets: list[str], masks: int, rounds: int, cache_dir: str | None
+) -> dict[str, Any]:
+    """Seconds per evaluation (one head trained to early stopping on cached features).
+
+    For each dataset, ``masks`` random masks keeping ~40 % of the first layer's neurons (the
+    share the searches end near) and the unpruned head, each trained in float32 and in bf16
+    autocast with 1 and 2 torch threads; the settings alternate round by round and the median
+    over rounds and masks is kept, so the machine's load affects every setting alike.
+    """
+    settings = [(p, t) for p in ("fp32", "bf16") for t in (1, 2)]
+    out: dict[str, Any] = {"masks": masks, "rounds": rounds, "datasets": {}}
+    for ds in datasets:
+        objectives = {
+            (p, t): EvoPruneObjective(dataset=ds, precision=p, num_threads=t, cache_dir=cache_dir)
+            for p, t in settings
+        }
+        rng = np.random.default_rng(0)
+        chromosomes = {
+            "pruned": [(rng.random(512) < 0.4).astype(np.int8) for _ in range(masks)],
+            "unpruned": [np.ones(512, dtype=np.int8)],
+        }
+        rows: dict[str, dict[str, Any]] = {}
+        for kind, chosen in chromosomes.items():
+            samples: dict[tuple[str, int], list[tuple[float, float, int, float]]] = {
+                k: [] for k in settings
+            }
+            for _ in range(rounds):
+                for m in chosen:
+                    for key in settings:
+                        c0, t0 = time.process_time(), time.perf_counter()
+                        r = objectives[key].train([m])
+                        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                        samples[key].append((wall, cpu, r.epochs, r.val_accuracy))
+            for (precision, threads), v in samples.items():
+                rows[f"{kind}:{precision}:{threads}"] = {
+                    "kind": kind,
+                    "precision": precision,
+                    "threads": threads,
+                    "wall_seconds": float(np.median([x[0] for x in v])),
+                    "cpu_seconds": float(np.median([x[1] for x in v])),
+                    "epochs": float(np.mean([x[2] for x in v])),
+                    "val_accuracy": float(np.mean([x[3] for x in v])),
+                }
+        base = rows["unpruned:fp32:1"]["wall_seconds"]
+        for row in rows.values():
+            row["speedup_vs_unpruned_fp32_1_thread"] = base / row["wall_seconds"]
+        out["datasets"][ds] = rows
+        print(json.dumps({ds: rows}), file=sys.stderr, flush=True)
+    out["load_average"] = os.getloadavg()
+    return out
+
+
+def _speed_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        "# EvoPruneDeepTL: seconds per evaluation",
+        "",
+        "```bash",
+        r["command"],
+        "```",
+        "",
+        f"Machine: {r['machine']} (load average at the end {r['load_average'][0]:.1f}). One "
+        "evaluation = one head trained to early stopping (Adam 1e-3, batch 128, patience 3, at "
+        f"most 30 epochs) on cached EfficientNet-Lite0 features. {r['masks']} random masks "
+        "keeping ~40 % of the first hidden layer, and the unpruned head; settings alternated "
+        f"over {r['rounds']} rounds, medians. Speed-up against the unpruned head in float32 on "
+        "one thread, measured in the same run.",
+        "",
+        "| dataset | head | precision | threads | wall s | CPU s | epochs | val acc | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ds, rows in r["datasets"].items():
+        for row in rows.values():
+            lines.append(
+                f"| {ds} | {row['kind']} | {row['precision']} | {row['threads']} | "
+                f"{row['wall_seconds']:.2f} | {row['cpu_seconds']:.2f} | {row['epochs']:.1f} | "
+                f"{row['val_accuracy']:.4f} | {row['speedup_vs_unpruned_fp32_1_thread']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["digits", "mnist5k"])
@@ -217,8 +301,25 @@ def main(argv: list[str] | None = None) -> int:
         metavar="TRIALS",
         help="only measure the storage/sampler seconds per trial of 512 bits (no training)",
     )
+    p.add_argument(
+        "--speed",
+        type=int,
+        metavar="MASKS",
+        help="only time evaluations: MASKS random masks and the full head, fp32/bf16, 1/2 threads",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of --speed")
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.speed:
+        result = evaluation_speed(
+            datasets=args.datasets, masks=args.speed, rounds=args.rounds, cache_dir=args.cache_dir
+        )
+        result["command"] = "python benchmarks/evoprune.py " + " ".join(argv or sys.argv[1:])
+        result["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+        Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        Path(args.out).with_suffix(".md").write_text(_speed_markdown(result))
+        print(_speed_markdown(result))
+        return 0
     if args.overhead:
         import tempfile
 
