@@ -176,20 +176,31 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
 def storage_overhead(*, trials: int, bits: int, folder: Path) -> dict[str, Any]:
     """Seconds per trial of asking ``bits`` 0/1 parameters, without training, per storage.
 
-    EvoPruneSampler beside RandomSampler (the obvious alternative) on a SQLite file and in
-    memory: what Optuna and the sampler cost around an evaluation.
+    EvoPruneSampler beside RandomSampler (the obvious alternative) on a SQLite file opened as
+    Optuna opens a URL (one transaction per parameter, rollback journal), on the same file
+    opened by the CLI's ``open_storage`` (write-ahead log; EvoPrune's planned bits written in
+    one transaction, as ``EvoPruneObjective`` does), and in memory: what Optuna, the storage
+    and the sampler cost around an evaluation.
     """
+    from optuna_biotune.cli import open_storage
+    from optuna_biotune.evoprune.objective import _write_planned_bits
+
     names = [f"neuron:0:{i:03d}" for i in range(bits)]
 
     def objective(trial: optuna.Trial) -> float:
+        _write_planned_bits(trial, names)
         return float(sum(trial.suggest_int(n, 0, 1) for n in names))
 
     out: dict[str, Any] = {"trials": trials, "bits": bits}
-    for storage in ("sqlite", "memory"):
+    for storage in ("sqlite-optuna", "sqlite-cli", "memory"):
         for sampler_cls in (EvoPruneSampler, optuna.samplers.RandomSampler):
-            db = folder / f"overhead-{sampler_cls.__name__}.db"
+            db = folder / f"overhead-{storage}-{sampler_cls.__name__}.db"
             db.unlink(missing_ok=True)
-            url = f"sqlite:///{db}" if storage == "sqlite" else None
+            url: Any = None
+            if storage == "sqlite-optuna":
+                url = f"sqlite:///{db}"
+            elif storage == "sqlite-cli":
+                url = open_storage(f"sqlite:///{db}")
             kwargs = {"population_size": 10} if sampler_cls is EvoPruneSampler else {}
             study = optuna.create_study(
                 storage=url, direction="maximize", sampler=sampler_cls(seed=0, **kwargs)

@@ -109,6 +109,8 @@ class WorkerStorage(RDBStorage):
         super().__init__(*args, **kwargs)
         self._open_lock = threading.Lock()
         self._open_trials: set[int] = set()
+        # study id -> parameter name -> its distribution (fixed once a trial has the name)
+        self._known_distributions: dict[int, dict[str, Any]] = {}
         if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (
             None,
             "",
@@ -141,6 +143,63 @@ class WorkerStorage(RDBStorage):
                 raise
             # The server is away for a moment: skip this beat, the next one retries. A trial
             # is only failed as stale after `grace_period` seconds without any beat.
+
+    def set_trial_params(
+        self,
+        trial_id: int,
+        values: dict[str, float],
+        distribution: optuna.distributions.BaseDistribution,
+    ) -> None:
+        """Write many parameters of one RUNNING trial, all of ``distribution``, in one
+        transaction (``values``: name -> internal representation).
+
+        Optuna writes a trial's parameters one transaction each; for EvoPrune's 512 neuron
+        bits that is most of a trial's storage time. Same checks as Optuna's own write: the
+        trial must be updatable and each name's distribution compatible with the one it has
+        in the study; on a failed check nothing is written.
+        """
+        from optuna.distributions import (
+            check_distribution_compatibility,
+            distribution_to_json,
+            json_to_distribution,
+        )
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        as_json = distribution_to_json(distribution)
+        with _create_scoped_session(self.scoped_session, False) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            self.check_trial_is_updatable(trial_id, trial.state)
+            study_id = trial.study_id
+            known = self._known_distributions.setdefault(study_id, {})
+            unknown = [n for n in values if n not in known]
+            for i in range(0, len(unknown), 500):  # SQLite's bound on query variables
+                rows = (
+                    session.query(
+                        models.TrialParamModel.param_name, models.TrialParamModel.distribution_json
+                    )
+                    .join(models.TrialModel)
+                    .filter(models.TrialModel.study_id == study_id)
+                    .filter(models.TrialParamModel.param_name.in_(unknown[i : i + 500]))
+                    .distinct()
+                    .all()
+                )
+                for name, text in rows:
+                    known.setdefault(name, json_to_distribution(text))
+            for name in values:
+                if name in known:
+                    check_distribution_compatibility(known[name], distribution)
+            session.add_all(
+                models.TrialParamModel(
+                    trial_id=trial_id,
+                    param_name=name,
+                    param_value=float(value),
+                    distribution_json=as_json,
+                )
+                for name, value in values.items()
+            )
+        for name in values:
+            known.setdefault(name, distribution)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """Optuna's stale trials, plus RUNNING trials that never sent a heartbeat for

@@ -252,3 +252,66 @@ def test_backbone_features_are_computed_once_and_cached_on_disk(tmp_path: Path) 
     assert feats.cache_key(dataset=other, model="m", image_size=32) != feats.cache_key(
         dataset=data, model="m", image_size=32
     )
+
+
+def test_planned_bits_are_stored_in_one_transaction_with_the_same_values(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """On the CLI's storage the sampler's planned bits are written together; the study holds
+    exactly what a plain Optuna storage holds for the same search."""
+    from optuna_biotune.cli import open_storage
+    from optuna_biotune.workers import WorkerStorage
+
+    batches = []
+    real = WorkerStorage.set_trial_params
+
+    def spy(self, trial_id, values, distribution):
+        batches.append(len(values))
+        return real(self, trial_id, values, distribution)
+
+    monkeypatch.setattr(WorkerStorage, "set_trial_params", spy)
+    runs = {}
+    for kind in ("worker", "plain"):
+        url = f"sqlite:///{tmp_path / f'{kind}.db'}"
+        storage = open_storage(url) if kind == "worker" else url
+        study = optuna.create_study(
+            direction="maximize",
+            storage=storage,
+            sampler=EvoPruneSampler(seed=3, population_size=4),
+        )
+        study.optimize(objective(layers="both"), n_trials=9)
+        runs[kind] = [
+            (t.params, t.value)
+            for t in optuna.load_study(study_name=study.study_name, storage=url).trials
+        ]
+    assert runs["worker"] == runs["plain"]
+    assert all(len(params) == 2 * HIDDEN for params, _ in runs["worker"])
+    # Generation 0 (4 trials) is drawn bit by bit, and so is trial 4, which opens generation 1
+    # (the relative search space is the newest generation's, known only after it opened);
+    # the 4 children after it come planned, each in one batch.
+    assert batches == [2 * HIDDEN] * 4
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_bulk_parameter_write_checks_like_optuna_and_writes_nothing_on_failure(
+    tmp_path: Path,
+) -> None:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from optuna_biotune.cli import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'w.db'}")
+    study = optuna.create_study(storage=storage)
+    study.optimize(lambda t: t.suggest_int("a", 0, 1), n_trials=1)
+    trial = study.ask()
+    backend = storage  # the WorkerStorage itself (the study wraps it in Optuna's cache)
+    with pytest.raises(ValueError, match=r"compatib|Cannot set different distribution"):
+        backend.set_trial_params(
+            trial._trial_id, {"b": 1.0, "a": 0.5}, FloatDistribution(0.0, 1.0)
+        )
+    assert study._storage.get_trial(trial._trial_id).params == {}
+    backend.set_trial_params(trial._trial_id, {"a": 1.0, "b": 0.0}, IntDistribution(0, 1))
+    assert study._storage.get_trial(trial._trial_id).params == {"a": 1, "b": 0}
+    study.tell(trial, 1.0)
+    with pytest.raises(RuntimeError, match=r"finished|updat"):
+        backend.set_trial_params(trial._trial_id, {"c": 1.0}, IntDistribution(0, 1))

@@ -66,6 +66,48 @@ def neuron_param(layer: int, index: int, *, hidden: int = 512) -> str:
     return f"{PARAM_PREFIX}:{layer}:{index:0{width}d}"
 
 
+def _write_planned_bits(trial: optuna.Trial, names: Sequence[str]) -> int:
+    """Store the sampler's planned bits of ``trial`` in one transaction; return how many.
+
+    With a :class:`~optuna_biotune.workers.WorkerStorage` (every storage the CLI opens) and a
+    sampler that plans the bits (``sample_relative``, as ``EvoPruneSampler`` does from the
+    first generation on), the bits are written together and put in the trial's own record,
+    so the ``suggest_int`` calls that follow find them there and write nothing. Anything else
+    (another storage or sampler, a first-generation trial) writes nothing here and the
+    ``suggest_int`` calls store the bits one by one, as Optuna does. The values are the ones
+    ``suggest_int`` would return either way.
+    """
+    from optuna.distributions import IntDistribution
+
+    from optuna_biotune.workers import WorkerStorage
+
+    backend = getattr(trial.storage, "_backend", trial.storage)
+    frozen = getattr(trial, "_cached_frozen_trial", None)
+    if not isinstance(backend, WorkerStorage) or frozen is None:
+        return 0
+    distribution = IntDistribution(0, 1)
+    relative = trial.relative_params
+    space = trial.relative_search_space or {}
+    todo = {}
+    for name in names:
+        if name in frozen.params or name not in relative or name not in space:
+            continue
+        if space[name] != distribution or relative[name] not in (0, 1):
+            return 0  # not plain bits: let suggest_int decide
+        todo[name] = int(relative[name])
+    if not todo:
+        return 0
+    backend.set_trial_params(
+        trial._trial_id,
+        {n: distribution.to_internal_repr(v) for n, v in todo.items()},
+        distribution,
+    )
+    for name, value in todo.items():
+        frozen.params[name] = value
+        frozen.distributions[name] = distribution
+    return len(todo)
+
+
 def _int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise UsageError(f"`{name}` must be an integer >= {low}, got {value!r}.")
@@ -319,9 +361,9 @@ class EvoPruneObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         """Suggest the neuron bits, train the pruned head, return the validation accuracy."""
         started = time.perf_counter()
-        bits = np.array(
-            [trial.suggest_int(name, 0, 1) for name in self.param_names], dtype=np.int8
-        )
+        names = self.param_names
+        _write_planned_bits(trial, names)
+        bits = np.array([trial.suggest_int(name, 0, 1) for name in names], dtype=np.int8)
         masks = list(bits.reshape(self.n_layers, self.hidden))
         active = [int(m.sum()) for m in masks]
         key = ops.pack(bits)
