@@ -46,6 +46,9 @@ from optuna_biotune.evolution import trial_generation
 
 #: The authors' seeds (METHOD.md, "Fitness").
 AUTHOR_SEEDS = (684, 559, 629)
+#: Largest accepted base learning rate: block rates reach 10x it, and far beyond this every
+#: optimiser diverges (above ~3e37 the rates do not even fit a float32).
+MAX_BASE_LR = 10.0
 #: Default memory bound of the activation cache.
 DEFAULT_CACHE_BYTES = 2 * 2**30
 #: Keys of :meth:`BioTuneObjective.spec`, the constructor's arguments.
@@ -157,8 +160,15 @@ class BioTuneObjective:
         _check_int("cache_bytes", cache_bytes, 0)
         if image_size is not None:
             _check_int("image_size", image_size, 8)
-        if not (isinstance(base_lr, (int, float)) and math.isfinite(base_lr) and base_lr > 0):
-            raise UsageError(f"`base_lr` must be a positive number, got {base_lr!r}.")
+        if not (
+            isinstance(base_lr, (int, float))
+            and math.isfinite(base_lr)
+            and 0 < base_lr <= MAX_BASE_LR
+        ):
+            raise UsageError(
+                f"`base_lr` must be a number in (0, {MAX_BASE_LR:g}] (paper 1e-3), "
+                f"got {base_lr!r}."
+            )
         if optimizer not in OPTIMIZERS:
             raise UsageError(f"`optimizer` must be one of {list(OPTIMIZERS)}, got {optimizer!r}.")
         if metric not in METRICS:

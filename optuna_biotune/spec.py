@@ -304,8 +304,8 @@ def _validate(spec: StudySpec) -> None:
             raise UsageError(f"`{name}` must be a number, got {value!r}; fix the spec.")
     if not 0 < spec.data_fraction <= 1:
         raise UsageError(f"`data_fraction` must be in (0, 1], got {spec.data_fraction}.")
-    if spec.base_lr <= 0:
-        raise UsageError(f"`base_lr` must be positive, got {spec.base_lr}.")
+    if not 0 < spec.base_lr <= 10:
+        raise UsageError(f"`base_lr` must be in (0, 10] (paper 1e-3), got {spec.base_lr}.")
     if not 0 < spec.exploit_step <= 1:
         raise UsageError(f"`exploit_step` must be in (0, 1], got {spec.exploit_step}.")
     for name, choices in _CHOICES.items():

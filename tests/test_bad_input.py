@@ -156,6 +156,7 @@ def test_bad_dataset_is_refused_before_the_study_is_touched(
         (["--data-fraction", "0"], 2, "`data_fraction`"),
         (["--data-fraction", "-0.5"], 2, "`data_fraction`"),
         (["--base-lr=-1e-3"], 2, "`base_lr`"),
+        (["--base-lr=3e37"], 2, "`base_lr`"),
         (["--epochs", "many"], 2, "expected an integer"),
     ],
 )

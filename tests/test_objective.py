@@ -5,6 +5,7 @@ import json
 import numpy as np
 import optuna
 import pytest
+import torch
 
 from optuna_biotune import BioTuneObjective
 from optuna_biotune.data import ArrayDataset
@@ -115,9 +116,16 @@ def test_pruner_stops_a_trial(objective) -> None:
     assert list(trial.intermediate_values) == [1]
 
 
-def test_nan_loss_fails_the_trial_with_the_reason() -> None:
+def test_nan_loss_fails_the_trial_with_the_reason(monkeypatch) -> None:
+    """A loss that turns NaN (a learning rate far too high for the data) fails the trial."""
+    loss_forward = torch.nn.CrossEntropyLoss.forward
+    monkeypatch.setattr(
+        torch.nn.CrossEntropyLoss,
+        "forward",
+        lambda self, x, y: loss_forward(self, x, y) * float("nan"),
+    )
     objective = BioTuneObjective(
-        seeds=1, data_fraction=0.1, max_epochs=1, image_size=16, device="cpu", base_lr=1e30
+        seeds=1, data_fraction=0.1, max_epochs=1, image_size=16, device="cpu"
     )
     trial = _run(objective, _genes([0.9] * 10, 0.5))
     assert trial.state == optuna.trial.TrialState.FAIL
@@ -166,6 +174,7 @@ def test_seeds() -> None:
         ({"seeds": [1, 1]}, "`seeds`"),
         ({"max_epochs": 0}, "`max_epochs`"),
         ({"base_lr": -1.0}, "`base_lr`"),
+        ({"base_lr": 3e37}, "`base_lr`"),
         ({"optimizer": "lion"}, "`optimizer`"),
         ({"metric": "f1"}, "`metric`"),
         ({"model": "vit_b_16", "image_size": 32}, "`image_size`"),
