@@ -255,10 +255,10 @@ def test_backbone_features_are_computed_once_and_cached_on_disk(tmp_path: Path) 
 
 
 def test_planned_bits_are_stored_in_one_transaction_with_the_same_values(
-    tmp_path: Path, monkeypatch
+    storage_url: str, study_name: str, monkeypatch
 ) -> None:
-    """On the CLI's storage the sampler's planned bits are written together; the study holds
-    exactly what a plain Optuna storage holds for the same search."""
+    """On the CLI's storage (SQLite, PostgreSQL) the sampler's planned bits are written
+    together; the study holds exactly what a plain Optuna storage holds for the same search."""
     from optuna_biotune.cli import open_storage
     from optuna_biotune.workers import WorkerStorage
 
@@ -272,18 +272,16 @@ def test_planned_bits_are_stored_in_one_transaction_with_the_same_values(
     monkeypatch.setattr(WorkerStorage, "set_trial_params", spy)
     runs = {}
     for kind in ("worker", "plain"):
-        url = f"sqlite:///{tmp_path / f'{kind}.db'}"
-        storage = open_storage(url) if kind == "worker" else url
+        name = f"{study_name}-{kind}"
         study = optuna.create_study(
+            study_name=name,
             direction="maximize",
-            storage=storage,
+            storage=open_storage(storage_url) if kind == "worker" else storage_url,
             sampler=EvoPruneSampler(seed=3, population_size=4),
         )
         study.optimize(objective(layers="both"), n_trials=9)
-        runs[kind] = [
-            (t.params, t.value)
-            for t in optuna.load_study(study_name=study.study_name, storage=url).trials
-        ]
+        stored = optuna.load_study(study_name=name, storage=storage_url).trials
+        runs[kind] = [(t.params, t.value) for t in stored]
     assert runs["worker"] == runs["plain"]
     assert all(len(params) == 2 * HIDDEN for params, _ in runs["worker"])
     # Generation 0 (4 trials) is drawn bit by bit, and so is trial 4, which opens generation 1
