@@ -244,3 +244,64 @@ def test_fit_rejects_bad_arguments(digits, kwargs: dict, match: str) -> None:
     args = {"param_groups": _all(net), "train": train, "val": val, **kwargs}
     with pytest.raises(UsageError, match=match):
         fit(net, **args)
+
+
+def test_channels_last_trains_in_that_layout_to_the_same_result(digits) -> None:
+    """channels_last (the default) changes the memory layout, not the training."""
+    train, val = digits
+    layouts = []
+
+    def spy(_module, args, _out):
+        layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+
+    runs = {}
+    for flag in (True, False):
+        net = _net()
+        handle = net[0].register_forward_hook(spy)
+        runs[flag] = fit(
+            net, param_groups=_all(net), train=train, val=val, max_epochs=2, channels_last=flag
+        )
+        handle.remove()
+        assert net[0].weight.is_contiguous(memory_format=torch.channels_last) is flag
+    assert layouts[0] is True and layouts[-1] is False
+    a, b = ([h.train_loss for h in runs[f].history] for f in (True, False))
+    assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_bf16_autocast_computes_in_bfloat16_and_still_learns(digits) -> None:
+    """The GPU default (bf16 autocast) works the same way on the CPU, where it can be asked."""
+    train, val = digits
+    net = _net()
+    dtypes = []
+    net[0].register_forward_hook(lambda _m, _a, out: dtypes.append(out.dtype))
+    r = fit(net, param_groups=_all(net), train=train, val=val, max_epochs=4, seed=5, bf16=True)
+    assert set(dtypes) == {torch.bfloat16}
+    assert r.history[-1].train_loss < r.history[0].train_loss
+    assert r.best_val_metric > 0.3
+
+
+@pytest.mark.timeout(600)
+def test_compile_trains_through_torch_compile_to_the_eager_result(digits) -> None:
+    """``compile=True`` runs the model through ``torch.compile`` (inductor, here on the CPU)."""
+    import torch._dynamo
+
+    train, val = digits
+    torch._dynamo.reset()
+    # Without dropout: compiled code draws its dropout masks from another generator.
+    eager_net, compiled_net = (
+        nn.Sequential(*(m for m in _net() if not isinstance(m, nn.Dropout))) for _ in range(2)
+    )
+    eager = fit(eager_net, param_groups=_all(eager_net), train=train, val=val, max_epochs=2)
+    counts_before = dict(torch._dynamo.utils.counters["stats"])
+    compiled = fit(
+        compiled_net,
+        param_groups=_all(compiled_net),
+        train=train,
+        val=val,
+        max_epochs=2,
+        compile=True,
+    )
+    frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert frames > counts_before.get("unique_graphs", 0)
+    a, b = ([h.train_loss for h in r.history] for r in (eager, compiled))
+    assert b == pytest.approx(a, rel=1e-3)
