@@ -17,12 +17,18 @@ heads, alternating); ``--overhead`` only times the storage and sampler around a 
 
 Usage (the committed results: ``benchmarks/results/evoprune.md`` names the exact commands)::
 
-    python benchmarks/evoprune.py --datasets digits --seeds 0 1 2 --population 20 \
-        --evaluations 80 --out benchmarks/results/evoprune-digits
-    python benchmarks/evoprune.py --datasets mnist5k --seeds 0 1 2 --population 10 \
-        --evaluations 50 --out benchmarks/results/evoprune-mnist5k
+    python benchmarks/evoprune.py --datasets digits --seeds 0 1 2 --population 30 \
+        --evaluations 200 --out benchmarks/results/evoprune-digits
+    python benchmarks/evoprune.py --datasets mnist5k --seeds 0 1 2 --population 30 \
+        --evaluations 200 --out benchmarks/results/evoprune-mnist5k
+    python benchmarks/evoprune.py --datasets digits --seeds 0 1 2 --population 30 \
+        --evaluations 300 --layers both --out benchmarks/results/evoprune-digits-both
     python benchmarks/evoprune.py --merge benchmarks/results/evoprune-digits.json \
-        benchmarks/results/evoprune-mnist5k.json --out benchmarks/results/evoprune
+        benchmarks/results/evoprune-mnist5k.json benchmarks/results/evoprune-digits-both.json \
+        --out benchmarks/results/evoprune --note ...
+    python benchmarks/evoprune.py --speed 3 --rounds 3 --datasets digits mnist5k \
+        --out benchmarks/results/evoprune-speed
+    python benchmarks/evoprune.py --overhead 60 --out benchmarks/results/evoprune-overhead
 """
 
 from __future__ import annotations
