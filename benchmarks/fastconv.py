@@ -23,7 +23,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no sp
 import argparse
 import copy
 import json
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from objective_speed import machine  # benchmarks/ is on the path when run as a script
 from torch import nn
 
 from optuna_biotune.fastconv import CenterTapConv2d, center_tap_shortcut
@@ -134,13 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result = {
         "command": command,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "load_average_end": os.getloadavg(),
-        },
+        "machine": machine(),
         "batch_size": n,
         "repeats": args.repeats,
         "models": models,

@@ -48,6 +48,17 @@ from optuna_biotune.objective import BioTuneObjective
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def machine() -> dict[str, Any]:
+    """Platform, CPUs, torch version and threads, and the load average now (run's end)."""
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_average_end": os.getloadavg(),
+    }
+
+
 def _flops(chain: list[nn.Module], x: torch.Tensor, start: int, stop: int) -> int:
     with torch.no_grad():
         for stage in chain[:start]:
@@ -234,14 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result = {
         "command": command,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "load_average_end": os.getloadavg(),
-            "device": "cpu (no GPU in this session)",
-        },
+        "machine": {**machine(), "device": "cpu (no GPU in this session)"},
         "setting": {
             "dataset": "digits",
             "model": "efficientnet_lite0",
