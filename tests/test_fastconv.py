@@ -33,14 +33,15 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("cin", "cout", "k", "groups", "padding", "bias"), CASES)
+@pytest.mark.parametrize(
+    ("cin", "cout", "k", "groups", "padding", "bias", "stride"),
+    # PyTorch allows padding="same" only with stride 1.
+    [(*c, s) for c in CASES for s in (1, 2) if not (c[4] == "same" and s > 1)],
+)
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("stride", [1, 2])
 def test_shortcut_matches_the_convolution_on_1x1_inputs(
-    cin, cout, k, groups, padding, bias, channels_last, stride
+    cin, cout, k, groups, padding, bias, stride, channels_last
 ):
-    if padding == "same" and stride > 1:
-        pytest.skip("PyTorch allows padding='same' only with stride 1")
     torch.manual_seed(0)
     native = nn.Conv2d(cin, cout, k, stride, padding=padding, groups=groups, bias=bias)
     fast = copy.deepcopy(native)
