@@ -289,7 +289,7 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{s['data_fraction']} (fold 0: {s['train_images']} train, {s['val_images']} val "
         f"images), seeds {s['seeds']}, {s['epochs_per_seed']} epochs per seed (early stopping "
         f"off; with the default patience of 3 every evaluation runs at least 4), median of "
-        f"{s['repeats']} alternating repetitions. Stride-1 convolutions take the exact 1x1-input "
+        f"{s['repeats']} alternating repetitions. Convolutions over 1x1 maps take the exact "
         "shortcut of optuna_biotune.fastconv on both sides (benchmarks/results/fastconv.md).",
         "",
         "Speed-up = seconds without the cache / with it. *Warm*: the prefix activations were "

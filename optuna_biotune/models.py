@@ -163,9 +163,9 @@ def build_model(name: str, num_classes: int, *, pretrained: bool = True) -> nn.M
 
     Returns:
         The model, in eval mode, with ``model.biotune_head`` naming the new head module. Its
-        stride-1 convolutions take the exact 1x1-input shortcut of
-        :func:`optuna_biotune.fastconv.center_tap_shortcut` (same outputs, faster training at
-        small image sizes).
+        convolutions with centred zero padding take the exact 1x1-input shortcut of
+        :func:`optuna_biotune.fastconv.center_tap_shortcut` (the same function, faster
+        training at small image sizes).
     """
     _check_name(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
