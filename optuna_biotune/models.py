@@ -163,7 +163,7 @@ def build_model(name: str, num_classes: int, *, pretrained: bool = True) -> nn.M
 
     Returns:
         The model, in eval mode, with ``model.biotune_head`` naming the new head module. Its
-        convolutions with centred zero padding take the exact 1x1-input shortcut of
+        convolutions with centered zero padding take the exact 1x1-input shortcut of
         :func:`optuna_biotune.fastconv.center_tap_shortcut` (the same function, faster
         training at small image sizes).
     """
