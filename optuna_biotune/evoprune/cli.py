@@ -11,6 +11,7 @@ them, and a conflicting option is refused rather than mixing two searches in one
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -108,8 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch CPU threads per evaluation (default 1; parallelism from --n-jobs/workers)",
+        help="torch CPU threads per evaluation (default: the CPUs / --n-jobs; with several "
+        "worker processes on one machine, give each its share, e.g. 1)",
     )
     r.add_argument("--cache-dir", help="feature cache (default ~/.cache/optuna-biotune)")
     r.add_argument("--final-seeds", type=int, default=3, help="training seeds of the test score")
@@ -163,6 +164,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"`--evaluations` must be >= 1, got {args.evaluations!r}.")
     if args.n_jobs < 1:
         raise UsageError(f"`--n-jobs` must be >= 1, got {args.n_jobs!r}.")
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.n_jobs)
     if args.threads < 1:
         raise UsageError(f"`--threads` must be >= 1, got {args.threads!r}.")
     if args.final_seeds < 1:
