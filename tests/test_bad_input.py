@@ -20,10 +20,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from PIL import Image
+from tiny_cli import CLI
 
 from optuna_biotune import cli
 
-CLI = [sys.executable, "-m", "optuna_biotune.cli"]
 TINY = [
     *("--population", "3", "--elites", "1", "--generations", "0", "--epochs", "1"),
     *("--seeds", "1", "--data-fraction", "0.25", "--device", "cpu", "--no-final"),

@@ -12,7 +12,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,10 +19,10 @@ import optuna
 import pytest
 from conftest import ctrl_c_reaches_child
 from product_studies import make_study
+from tiny_cli import CLI
 
 from optuna_biotune import cli
 
-CLI = (sys.executable, "-m", "optuna_biotune.cli")
 TINY = (
     *("--dataset", "digits", "--population", "3", "--elites", "1", "--epochs", "1"),
     *("--patience", "1", "--seeds", "1", "--data-fraction", "0.25", "--seed", "7"),

@@ -28,6 +28,7 @@ import optuna
 import pytest
 from conftest import ctrl_c_reaches_child
 from optuna.trial import TrialState
+from tiny_cli import CLI, TINY_SEARCH
 
 from optuna_biotune import BioTuneSampler
 from optuna_biotune.errors import BioTuneError
@@ -35,7 +36,6 @@ from optuna_biotune.workers import SILENT_FACTOR
 
 NS = "BioTuneSampler"
 GENES = [f"importance:b{i}" for i in range(4)] + ["threshold"]
-CLI = [sys.executable, "-m", "optuna_biotune.cli"]
 
 
 def _claim(t: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
@@ -57,24 +57,7 @@ def _assert_consistent(study: optuna.Study, target: int) -> None:
 
 # ---- Ctrl-C in `optuna-biotune search` (the real CLI and objective, a tiny budget) ----------
 
-SEARCH = [
-    "search",
-    "--population",
-    "3",
-    "--elites",
-    "1",
-    "--generations",
-    "0",
-    "--epochs",
-    "1",
-    "--seeds",
-    "1",
-    "--image-size",
-    "8",
-    "--data-fraction",
-    "0.25",
-    "--no-final",
-]
+SEARCH = ["search", *TINY_SEARCH]
 
 
 def test_sigint_stops_search_cleanly_marks_the_trial_and_a_rerun_resumes(

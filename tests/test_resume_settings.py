@@ -10,33 +10,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from tiny_cli import CLI, TINY_SEARCH
 
-CLI = [sys.executable, "-m", "optuna_biotune.cli"]
 NAME = "resume"
 #: The tiny study every test starts from: population 3, generation 0 only (3 evaluations).
-BUDGET = [
-    "--population",
-    "3",
-    "--elites",
-    "1",
-    "--generations",
-    "0",
-    "--epochs",
-    "1",
-    "--seeds",
-    "1",
-    "--image-size",
-    "8",
-    "--data-fraction",
-    "0.25",
-    "--no-final",
-]
+BUDGET = TINY_SEARCH
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
