@@ -137,6 +137,17 @@ def _wait(predicate, timeout: float, what: str, procs: list[subprocess.Popen]) -
         time.sleep(0.05)
 
 
+def _release_when_ready(procs: list[subprocess.Popen], tmp_path: Path) -> None:
+    """Wait until every worker has started, then let them all begin at once."""
+    _wait(
+        lambda: all((tmp_path / f"ready.{i}").exists() for i in range(WORKERS)),
+        180,
+        "the workers to start",
+        procs,
+    )
+    (tmp_path / "go").touch()
+
+
 def test_sigkill_of_a_worker_loses_nothing_and_its_slot_is_issued_again(
     storage_url: str, study_name: str, tmp_path: Path
 ) -> None:
@@ -145,13 +156,7 @@ def test_sigkill_of_a_worker_loses_nothing_and_its_slot_is_issued_again(
     procs = _start(storage_url, study_name, tmp_path, SLOW)
     victim = procs[0]
     try:
-        _wait(
-            lambda: all((tmp_path / f"ready.{i}").exists() for i in range(WORKERS)),
-            180,
-            "the workers to start",
-            procs,
-        )
-        (tmp_path / "go").touch()
+        _release_when_ready(procs, tmp_path)
 
         busy: list[optuna.trial.FrozenTrial] = []
 
@@ -196,13 +201,7 @@ def test_workers_share_a_journal_file(tmp_path: Path) -> None:
     optuna.create_study(study_name="journal", storage=open_storage(path))
     procs = _start(path, "journal", tmp_path, FAST)
     try:
-        _wait(
-            lambda: all((tmp_path / f"ready.{i}").exists() for i in range(WORKERS)),
-            180,
-            "the workers to start",
-            procs,
-        )
-        (tmp_path / "go").touch()
+        _release_when_ready(procs, tmp_path)
         for i, p in enumerate(procs):
             assert p.wait(timeout=300) == 0, (tmp_path / f"out.{i}").read_text()
     finally:
