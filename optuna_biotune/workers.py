@@ -11,8 +11,9 @@
   instead of waiting for the heartbeat's grace period (a trial that died before its first
   heartbeat would otherwise stay RUNNING forever);
 - puts a SQLite file in write-ahead-log mode with ``synchronous=NORMAL``: a commit no longer
-  waits for the disk twice, which halves the cost of Optuna's one-transaction-per-parameter
-  writes (0.73 -> 0.34 s for a trial of 512 parameters on this machine), and readers such as
+  waits for the disk twice, which cuts the cost of Optuna's one-transaction-per-parameter
+  writes (1.18 -> 0.35 s for a trial of 512 parameters on this machine,
+  ``benchmarks/results/evoprune-overhead.json``, RandomSampler), and readers such as
   optuna-dashboard no longer block writers. A commit survives a crash of the process; a power
   loss may roll back the last commits but never corrupts the file. While a worker runs, the
   study's recent writes live in ``<file>-wal`` beside it (copy both, or copy after the
