@@ -57,7 +57,7 @@ class CenterTapConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (1, 1):
+        if x.ndim != 4 or x.shape[-2:] != (1, 1):  # unbatched or larger input: as nn.Conv2d
             return super().forward(x)
         i, j = (self.kernel_size[0] - 1) // 2, (self.kernel_size[1] - 1) // 2
         if self.groups == 1:

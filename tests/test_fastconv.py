@@ -67,6 +67,8 @@ def test_other_input_sizes_run_the_convolution_itself():
     for side in (2, 3, 7):
         x = torch.randn(2, 6, side, side)
         assert torch.equal(fast(x), native(x))
+    unbatched = torch.randn(6, 1, 1)  # nn.Conv2d takes C x H x W too
+    assert torch.equal(fast(unbatched), native(unbatched))
 
 
 @pytest.mark.parametrize(
