@@ -43,12 +43,10 @@ import optuna
 from optuna_biotune import genome
 from optuna_biotune.errors import RuntimeFailure, UsageError
 from optuna_biotune.evolution import trial_generation
+from optuna_biotune.genome import MAX_BASE_LR
 
 #: The authors' seeds (METHOD.md, "Fitness").
 AUTHOR_SEEDS = (684, 559, 629)
-#: Largest accepted base learning rate: block rates reach 10x it, and far beyond this every
-#: optimiser diverges (above ~3e37 the rates do not even fit a float32).
-MAX_BASE_LR = 10.0
 #: Default memory bound of the activation cache.
 DEFAULT_CACHE_BYTES = 2 * 2**30
 #: Keys of :meth:`BioTuneObjective.spec`, the constructor's arguments.

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from optuna_biotune.errors import UsageError
+from optuna_biotune.genome import MAX_BASE_LR
 
 #: The authors' three seeds (METHOD.md, "Fitness"); ``seeds = N`` takes the first N of these,
 #: then continues with 1, 2, 3, ... when N > 3.
@@ -304,8 +305,10 @@ def _validate(spec: StudySpec) -> None:
             raise UsageError(f"`{name}` must be a number, got {value!r}; fix the spec.")
     if not 0 < spec.data_fraction <= 1:
         raise UsageError(f"`data_fraction` must be in (0, 1], got {spec.data_fraction}.")
-    if not 0 < spec.base_lr <= 10:
-        raise UsageError(f"`base_lr` must be in (0, 10] (paper 1e-3), got {spec.base_lr}.")
+    if not 0 < spec.base_lr <= MAX_BASE_LR:
+        raise UsageError(
+            f"`base_lr` must be in (0, {MAX_BASE_LR:g}] (paper 1e-3), got {spec.base_lr}."
+        )
     if not 0 < spec.exploit_step <= 1:
         raise UsageError(f"`exploit_step` must be in (0, 1], got {spec.exploit_step}.")
     for name, choices in _CHOICES.items():
