@@ -18,12 +18,11 @@ import sys
 from pathlib import Path
 
 import optuna
+import optunahub
 import pytest
 import yaml
 
 import optuna_biotune
-
-optunahub = pytest.importorskip("optunahub", reason="the `test` extra installs optunahub")
 
 HUB = Path(__file__).resolve().parents[1] / "hub"
 #: Package -> the names its ``__init__`` exposes (all from ``optuna_biotune``).
