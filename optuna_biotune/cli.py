@@ -107,6 +107,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seeds_or_count(text: str) -> int | tuple[int, ...]:
+    """``3`` -> a count of the default seeds; ``684,559,629`` (any comma) -> those seeds."""
+    if "," not in text:
+        value = _positive_int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected at least 1 seed, got {value}")
+        return value
+    try:
+        seeds = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count or comma-separated integer seeds, got {text!r}"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds, got {text!r}")
+    return seeds
+
+
 def _float(text: str) -> float:
     try:
         value = float(text)
@@ -178,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=_positive_int, help="configurations to retrain (default: the spec's, 5)"
     )
     p.add_argument(
-        "--seeds", type=_positive_int, help="seeds per configuration (default: the spec's, 3)"
+        "--seeds",
+        type=_seeds_or_count,
+        help="a count (default: the spec's, 3: seeds 1001, 1002, 1003, not the search's) or a "
+        "comma-separated list, e.g. 684,559,629 for the authors' fitness seeds",
     )
     p.add_argument("--device", help="auto, cpu or cuda (default: the study's)")
     _add_common(p)
@@ -238,7 +259,9 @@ def open_storage(
             path.parent.mkdir(parents=True, exist_ok=True)
             from optuna.storages.journal import JournalFileBackend
 
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+            from optuna_biotune.workers import WorkerJournalStorage
+
+            return WorkerJournalStorage(JournalFileBackend(str(path)))
         raise UsageError(
             f"`--storage` {url!r} is not a URL; use sqlite:///path.db, "
             "postgresql+psycopg://user:pw@host/db, or a journal path ending in .log."
@@ -613,20 +636,26 @@ def _run_until(
 
 
 def _run_final(
-    args: argparse.Namespace, study: optuna.Study, spec: StudySpec, objective: Any
+    args: argparse.Namespace,
+    study: optuna.Study,
+    spec: StudySpec,
+    objective: Any,
+    *,
+    seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     from optuna_biotune import final
 
+    seeds = list(seeds or spec.final_seed_list)
     _info(
         args,
         f"final: retraining the top {spec.top_k} configuration(s) and FT on the full training "
-        f"set with {spec.final_seeds} seed(s), scoring the test set",
+        f"set with seed(s) {', '.join(str(s) for s in seeds)}, scoring the test set",
     )
     return final.run_final(
         study,
         objective=objective,
         top_k=spec.top_k,
-        seeds=spec.final_seed_list,
+        seeds=seeds,
         log=lambda line: _info(args, line),
     )
 
@@ -642,7 +671,9 @@ def _open_existing(args: argparse.Namespace) -> tuple[optuna.Study, StudySpec]:
 def cmd_final(args: argparse.Namespace) -> dict[str, Any]:
     """Retrain the study's top-k configurations and FT; test accuracies stored in the study."""
     study, spec = _open_existing(args)
-    spec = spec.replace(top_k=args.top_k, final_seeds=args.seeds, device=args.device)
+    listed = args.seeds if isinstance(args.seeds, tuple) else None
+    count = len(listed) if listed else args.seeds
+    spec = spec.replace(top_k=args.top_k, final_seeds=count, device=args.device)
     stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
     if not isinstance(stored, dict):
         raise UsageError(
@@ -659,7 +690,7 @@ def cmd_final(args: argparse.Namespace) -> dict[str, Any]:
     from optuna_biotune import report
 
     result.update(report.best_summary(study))
-    result["final"] = _run_final(args, study, spec, objective)
+    result["final"] = _run_final(args, study, spec, objective, seeds=listed)
     result["report"] = report.write_report(
         study, out_dir=spec.report_dir, artifact_store=_artifact_store(spec.artifact_dir)
     )
@@ -738,7 +769,7 @@ def _format_summary(result: dict[str, Any]) -> str:
         lines.append(f"{key}: {value}")
     best = result.get("best_configuration")
     if isinstance(best, dict) and best.get("blocks"):
-        lines.append("best configuration (block: LR weight, 0 = frozen):")
+        lines.append("best configuration by validation (block: LR weight, 0 = frozen):")
         for block, weight in zip(best["blocks"], best["lr_weights"], strict=False):
             lines.append(f"  {block:<28} {'frozen' if weight == 0 else f'{weight:.3g}'}")
     final_result = result.get("final")
