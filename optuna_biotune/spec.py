@@ -160,8 +160,8 @@ class StudySpec:
 
     @property
     def final_seed_list(self) -> tuple[int, ...]:
-        """The seeds of the final retraining (``[final] seeds``)."""
-        return seed_list(self.final_seeds)
+        """The seeds of the final retraining (``[final] seeds``): 1001, 1002, 1003, ..."""
+        return final_seed_list(self.final_seeds)
 
     @property
     def evaluations(self) -> int:
@@ -278,6 +278,19 @@ def seed_list(n: int) -> tuple[int, ...]:
         raise UsageError(f"`seeds` must be a positive integer, got {n!r}.")
     extra = tuple(range(1, n - len(PAPER_SEEDS) + 1))
     return (PAPER_SEEDS + extra)[:n]
+
+
+#: First seed of the final retraining. The fitness seeds are 684, 559, 629, 1, 2, ...: the
+#: test scores of ``final`` share no head initialisation or batch order with the runs that chose
+#: the configuration unless a search used over a thousand seeds.
+FINAL_SEED_START = 1001
+
+
+def final_seed_list(n: int) -> tuple[int, ...]:
+    """The first ``n`` seeds of the final retraining: 1001, 1002, 1003, ..."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UsageError(f"`final_seeds` must be a positive integer, got {n!r}.")
+    return tuple(range(FINAL_SEED_START, FINAL_SEED_START + n))
 
 
 def _is_prefixes(entry: Any) -> bool:
@@ -435,10 +448,12 @@ def load_spec(path: str | Path) -> StudySpec:
 
 __all__ = [
     "DEFAULT_TOML",
+    "FINAL_SEED_START",
     "PAPER_SEEDS",
     "SECTIONS",
     "StudySpec",
     "default_spec",
+    "final_seed_list",
     "load_spec",
     "seed_list",
     "spec_from_dict",

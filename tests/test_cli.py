@@ -92,8 +92,14 @@ def test_search_resumes_and_counts_earlier_generations(tmp_path: Path) -> None:
     assert result["reused"] == 0 and len(result["configurations"]) == 1
     assert result["configurations"][0]["trial"] == study.best_trial.number
     assert 0.0 <= result["biotune_test_accuracy"] <= 1.0 and 0.0 <= result["ft_test_accuracy"] <= 1
-    assert "vs FT" in fin.stdout
-    again = _run("final", "--study", "s", "--top-k", "1", "--seeds", "1", "--json", cwd=tmp_path)
+    assert result["biotune_test_accuracy"] == result["configurations"][0]["mean"]
+    # One default final seed, not the search's fitness seed (684): no shared head initialisation.
+    assert result["seeds"] == [1001] and result["seeds_shared_with_search"] == []
+    assert "first by validation) vs FT" in fin.stdout and "best of the top 1" in fin.stdout
+    # The same seed given as a list is the same cache key.
+    again = _run(
+        "final", "--study", "s", "--top-k", "1", "--seeds", "1001,", "--json", cwd=tmp_path
+    )
     repeat = _last_json(again.stdout)["final"]
     assert again.returncode == 0 and repeat["reused"] == 2
     assert repeat["configurations"][0]["test"] == result["configurations"][0]["test"]
@@ -202,7 +208,7 @@ def test_report_json_and_optuna_cli_on_a_study(tmp_path: Path) -> None:
     assert (tmp_path / "rep" / "fig2.png").is_file()
     # Without --json the summary is human text, the block table included.
     text = _run("report", "--study", "r", "--storage", url, "--out", "rep", cwd=tmp_path)
-    assert "best configuration (block: LR weight, 0 = frozen):" in text.stdout
+    assert "best configuration by validation (block: LR weight, 0 = frozen):" in text.stdout
     assert not text.stdout.strip().splitlines()[-1].startswith("{")
     # The unknown-study message names the studies present.
     missing = _run("report", "--study", "q", "--storage", url, cwd=tmp_path)
@@ -303,3 +309,17 @@ def test_search_stops_when_the_last_generation_is_complete_even_after_wipeouts(
         study, _flat, generations=3, population=4, elites=1, n_jobs=1, generation=trial_generation
     )
     assert len(study.trials) == sum(sizes.values())
+
+
+@pytest.mark.parametrize(
+    ("value", "seeds"), [("3", 3), ("684,559,629", (684, 559, 629)), ("7,", (7,))]
+)
+def test_final_seeds_are_a_count_or_a_list(value: str, seeds: int | tuple[int, ...]) -> None:
+    assert cli.build_parser().parse_args(["final", "--seeds", value]).seeds == seeds
+
+
+@pytest.mark.parametrize("value", ["0", "1,1", "a,b", ","])
+def test_final_rejects_bad_seeds(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["final", "--seeds", value])
+    assert exit_info.value.code == 2 and "--seeds" in capsys.readouterr().err

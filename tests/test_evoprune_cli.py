@@ -70,6 +70,8 @@ def test_search_then_resume_to_a_larger_budget_then_refuse_a_conflicting_option(
     final = result["final"]
     assert final["neurons"] == 16 and 0 < final["active_share"] < 1
     assert set(final) >= {"pruned", "unpruned", "summary"}
+    assert final["pruned"]["test_accuracy_stderr"] == 0.0  # one seed: no spread to report
+    assert "mean ± s.e. over 1 training seed" in final["summary"]
     assert list(tmp_path.glob("cache/*-32-v1.pt")), "features are cached on disk"
 
     again = evoprune(tmp_path, folder, "--evaluations", "8")

@@ -212,6 +212,10 @@ def test_search_and_final_report_the_best_mask_beside_the_unpruned_head(layers) 
     for head in ("pruned", "unpruned"):
         assert len(result[head]["test_accuracies"]) == 2
         assert 0.5 < result[head]["test_accuracy"] <= 1.0
+        tests = result[head]["test_accuracies"]  # mean and standard error, as every method
+        assert result[head]["test_accuracy"] == pytest.approx(np.mean(tests))
+        stderr = np.std(tests, ddof=1) / np.sqrt(2)
+        assert result[head]["test_accuracy_stderr"] == pytest.approx(stderr)
     # Seed 0 of the final run is the search's own training: same validation accuracy.
     assert obj.train(obj.masks_from_params(best.params)).val_accuracy == best.value
 

@@ -15,6 +15,7 @@ from product_studies import BLOCKS, PER_GENERATION, CheapRetrainer, cheap_object
 
 from optuna_biotune import final, report
 from optuna_biotune.genome import gene_names
+from optuna_biotune.spec import seed_list
 
 
 def test_generation_table_matches_trials(sqlite_url: str, study_name: str) -> None:
@@ -109,7 +110,7 @@ def test_write_report_files_artifacts_and_note(
 def test_final_retrains_top_k_and_ft_once(sqlite_url: str, study_name: str) -> None:
     study = make_study(sqlite_url, study_name, n_trials=10)
     retrainer = CheapRetrainer()
-    result = final.run_final(study, objective=retrainer, top_k=3, seeds=[684, 559, 629])
+    result = final.run_final(study, objective=retrainer, top_k=3)
     assert len(retrainer.calls) == 4  # three configurations and FT
     assert retrainer.calls[-1][0] == (True,) * len(BLOCKS)
     rows = result["configurations"]
@@ -117,18 +118,80 @@ def test_final_retrains_top_k_and_ft_once(sqlite_url: str, study_name: str) -> N
     for r in rows:
         mean, sem = np.mean(r["test"]), np.std(r["test"], ddof=1) / math.sqrt(3)
         assert r["mean"] == pytest.approx(mean) and r["sem"] == pytest.approx(sem)
-    assert result["biotune_test_accuracy"] == pytest.approx(max(r["mean"] for r in rows))
+    assert result["biotune_test_accuracy"] == pytest.approx(rows[0]["mean"])
+    assert result["biotune_test_accuracy_stderr"] == pytest.approx(rows[0]["sem"])
+    assert result["best_of_top_k_test_accuracy"] == pytest.approx(max(r["mean"] for r in rows))
     assert result["ft"]["trainable_share"] == 1.0 and "vs FT" in result["summary"]
+
+    # The default seeds are not the search's: no test score shares a fitness run's seed.
+    assert result["seeds"] == [1001, 1002, 1003] and result["seeds_shared_with_search"] == []
+    assert all(seeds == (1001, 1002, 1003) for _, seeds in retrainer.calls)
+    assert not set(result["seeds"]) & set(seed_list(3))
 
     # Repeating (in a new process's view of the study) recomputes nothing.
     reloaded = optuna.load_study(study_name=study_name, storage=sqlite_url)
-    again = final.run_final(reloaded, objective=retrainer, top_k=3, seeds=[684, 559, 629])
+    again = final.run_final(reloaded, objective=retrainer, top_k=3)
     assert len(retrainer.calls) == 4 and again["reused"] == 4
     assert again["configurations"] == rows
-    # More seeds are new work; a larger top-k reuses what is stored.
-    final.run_final(reloaded, objective=retrainer, top_k=4, seeds=[684, 559, 629])
+    # A larger top-k reuses what is stored; other seeds are new work.
+    final.run_final(reloaded, objective=retrainer, top_k=4)
     assert len(retrainer.calls) == 5
     assert reloaded.user_attrs[report.FINAL_ATTR]["top_k"] == 4
+    lines: list[str] = []
+    paper = final.run_final(
+        reloaded, objective=retrainer, top_k=1, seeds=[684, 559, 629], log=lines.append
+    )
+    assert len(retrainer.calls) == 7 and paper["seeds_shared_with_search"] == [684, 559]
+    assert any("[684, 559] also trained the search" in line for line in lines)
+
+
+class FavoursSecondOnTest(CheapRetrainer):
+    """Test accuracy 0.99 for one configuration (the second by validation), 0.7 for the rest."""
+
+    def __init__(self, favoured: str) -> None:
+        super().__init__()
+        self.favoured = favoured
+
+    def retrain_and_test(self, mask, weights, *, seeds):
+        self.calls.append((tuple(bool(m) for m in mask), tuple(seeds)))
+        hit = report.configuration_key(mask, weights) == self.favoured
+        return [(0.99 if hit else 0.7) + 0.001 * i for i in range(len(seeds))]
+
+
+def test_the_headline_is_first_by_validation_even_when_another_is_best_on_test(
+    storage_url: str, study_name: str, tmp_path: Path
+) -> None:
+    study = make_study(storage_url, study_name, n_trials=10)
+    top = report.top_configurations(study, 3)
+    assert top[0]["value"] >= top[1]["value"]
+    second = report.configuration_key(top[1]["mask"], top[1]["lr_weights"])
+    result = final.run_final(study, objective=FavoursSecondOnTest(second), top_k=3)
+
+    # The headline is the first by validation; the test set only measures it.
+    assert result["top1"]["trial"] == top[0]["trial"]
+    assert result["biotune_test_accuracy"] == pytest.approx(0.701)
+    headline, paper = result["summary"].splitlines()
+    assert headline.startswith("BioTune test accuracy 0.7010 ± 0.0006")
+    assert f"trial #{top[0]['trial']}, first by validation" in headline
+    # The paper's best of the top-k, picked on the test set, is a second labelled figure.
+    assert result["best"]["trial"] == top[1]["trial"]
+    assert result["best_of_top_k_test_accuracy"] == pytest.approx(0.991)
+    assert paper.startswith("best of the top 3 on the test set (the paper's protocol")
+    assert f"0.9910 ± 0.0006 (trial #{top[1]['trial']})" in paper
+
+    # The report and the study note lead with the same configuration and label the other.
+    store = FileSystemArtifactStore(str(tmp_path / "artifacts"))
+    (tmp_path / "artifacts").mkdir()
+    out = report.write_report(study, out_dir=tmp_path / "r", artifact_store=store, top_k=3)
+    note = get_note(study)
+    assert note.index(f"**{headline}**") < note.index(paper) < note.index("### Generations")
+    assert f"| #{top[0]['trial']} |" in note and "headline: first by validation |" in note
+    assert "best of top 3 on test (paper's pick) |" in note
+    assert f"Configuration ranked first by validation (trial #{top[0]['trial']}" in note
+    page = Path(out["report.html"]).read_text()
+    assert page.index(f"<b>{headline}</b>") < page.index("<table>")
+    data = json.loads(Path(out["report.json"]).read_text())
+    assert data["final"]["biotune_test_accuracy"] == pytest.approx(0.701)
 
 
 @pytest.mark.parametrize(("top_k", "seeds", "match"), [(0, [1], "top_k"), (2, [], "seeds")])

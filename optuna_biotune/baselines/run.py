@@ -89,8 +89,7 @@ def run_baseline(
     from optuna_biotune import blocks as blocks_mod
     from optuna_biotune import models
     from optuna_biotune.data import load_dataset
-    from optuna_biotune.final import mean_sem
-    from optuna_biotune.train import clone_state, evaluate, fit, resolve_device
+    from optuna_biotune.train import clone_state, evaluate, fit, mean_sem, resolve_device
 
     name = canonical_method(method)
     seed_list = resolve_seeds(seeds)

@@ -271,10 +271,12 @@ def _final(study: Any, objective: EvoPruneObjective, *, seeds: list[int]) -> dic
         return cached
     _info(f"scoring trial {best.number}'s mask and the unpruned head on the test split ...")
     final = objective.final(study, seeds=seeds)
+    pruned, unpruned = final["pruned"], final["unpruned"]
     final["summary"] = (
-        f"test accuracy: pruned head {final['pruned']['test_accuracy']:.4f} with "
-        f"{100 * final['active_share']:.1f} % of the neurons, unpruned head "
-        f"{final['unpruned']['test_accuracy']:.4f} (mean of {len(seeds)} training seed(s))"
+        f"test accuracy: pruned head {pruned['test_accuracy']:.4f} ± "
+        f"{pruned['test_accuracy_stderr']:.4f} with {100 * final['active_share']:.1f} % of the "
+        f"neurons, unpruned head {unpruned['test_accuracy']:.4f} ± "
+        f"{unpruned['test_accuracy_stderr']:.4f} (mean ± s.e. over {len(seeds)} training seed(s))"
     )
     study.set_user_attr(FINAL_ATTR, final)
     return final

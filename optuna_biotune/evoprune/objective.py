@@ -407,8 +407,12 @@ class EvoPruneObjective:
         """Test accuracy of the best mask beside the unpruned head, each over ``seeds``.
 
         Both heads are trained exactly as in the search (train split, early stopping on the
-        validation split) with each training seed and scored once on the test split.
+        validation split) with each training seed and scored once on the test split; each
+        reports ``test_accuracy`` (mean) and ``test_accuracy_stderr`` (standard error over
+        seeds, :func:`optuna_biotune.train.mean_sem`, as BioTune's ``final`` and the baselines).
         """
+        from optuna_biotune.train import mean_sem
+
         if not seeds:
             raise UsageError("`seeds` must name at least one training seed.")
         best = self.best_trial(study)
@@ -421,9 +425,10 @@ class EvoPruneObjective:
         def summary(runs: list[Any]) -> dict[str, Any]:
             tests = [float(r.test_accuracy) for r in runs]
             vals = [float(r.val_accuracy) for r in runs]
+            mean, stderr = mean_sem(tests)
             return {
-                "test_accuracy": float(np.mean(tests)),
-                "test_accuracy_std": float(np.std(tests)),
+                "test_accuracy": mean,
+                "test_accuracy_stderr": stderr,
                 "test_accuracies": tests,
                 "val_accuracy": float(np.mean(vals)),
             }
