@@ -8,6 +8,10 @@ Reported: median, quartiles and range of the best value over the seeds.
 
 Usage:
     python benchmarks/sampler_quality.py --seeds 10 --budget 140
+
+``--extinction shifted`` is an ablation: BioTune's extinction factors computed with the
+shift-invariant form (BioIK's formula on ``f - f_min + (f_max - f_min)``) instead of BioIK's
+formula on the loss itself, to measure which is better on these losses.
 """
 
 from __future__ import annotations
@@ -65,8 +69,24 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return getattr(optuna.samplers, name)(seed=seed)
 
 
-def run_one(args: tuple[str, str, int, int, int]) -> dict:
-    sampler_name, fn, dim, seed, budget = args
+def shifted_extinction(fitness: np.ndarray) -> np.ndarray:
+    """The ablation: ``((f - f_min) / (f_max - f_min) + rank / (N - 1)) / 2`` for any ``f``."""
+    f = np.asarray(fitness, dtype=float)
+    if f.size <= 1:
+        return np.zeros(f.size)
+    rank = np.empty(f.size)
+    rank[np.argsort(f, kind="stable")] = np.arange(f.size)
+    spread = float(f.max() - f.min())
+    scaled = (f - f.min()) / spread if spread > 0 else np.zeros(f.size)
+    return 0.5 * (scaled + rank / (f.size - 1))
+
+
+def run_one(args: tuple[str, str, int, int, int, str]) -> dict:
+    sampler_name, fn, dim, seed, budget, extinction = args
+    if extinction == "shifted":
+        from optuna_biotune.evolution import operators
+
+        operators.extinction_factors = shifted_extinction
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
     half, f = FUNCTIONS[fn]
@@ -111,6 +131,7 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def write_markdown(result: dict, path: Path) -> None:
+    names = [s for s in SAMPLERS if s in next(iter(result["summary"].values()))]
     lines = [
         "# Sampler quality: best value after "
         f"{result['budget']} evaluations ({result['seeds']} seeds)",
@@ -121,25 +142,74 @@ def write_markdown(result: dict, path: Path) -> None:
         "",
         f"Wall time {result['wall_s']:.0f} s on {result['machine']}. Minimised; optimum 0 at a "
         "fixed shifted point. Cells: median [25 %, 75 %] of the best value over the seeds; "
-        "bold = lowest median in the row. Last column: BioTune's rank by median (1 = best of 5) "
+        "bold = lowest median in the row. Last column: BioTune's rank by median (1 = best) "
         "and whether its worst seed beats RandomSampler's median.",
         "",
-        "| function | " + " | ".join(SAMPLERS) + " | BioTune rank; worst < Random median |",
-        "|---|" + "---|" * (len(SAMPLERS) + 1),
+        "| function | " + " | ".join(names) + " | BioTune rank; worst < Random median |",
+        "|---|" + "---|" * (len(names) + 1),
     ]
     for key in sorted(result["summary"], key=lambda k: (int(k.split("-")[1][:-1]), k)):
         row = result["summary"][key]
-        best = min(SAMPLERS, key=lambda s: row[s]["median"])
+        best = min(names, key=lambda s: row[s]["median"])
         cells = []
-        for s in SAMPLERS:
+        for s in names:
             c = f"{row[s]['median']:.3g} [{row[s]['q25']:.3g}, {row[s]['q75']:.3g}]"
             cells.append(f"**{c}**" if s == best else c)
-        rank = 1 + sorted(SAMPLERS, key=lambda s: row[s]["median"]).index("BioTuneSampler")
-        beats = row["BioTuneSampler"]["max"] < row["RandomSampler"]["median"]
+        rank = 1 + sorted(names, key=lambda s: row[s]["median"]).index("BioTuneSampler")
+        beats = (
+            "RandomSampler" in row
+            and row["BioTuneSampler"]["max"] < row["RandomSampler"]["median"]
+        )
         lines.append(
             f"| {key} | " + " | ".join(cells) + f" | {rank}; {'yes' if beats else 'no'} |"
         )
     path.write_text("\n".join(lines) + "\n")
+
+
+def compare(paths: list[Path], out: Path) -> None:
+    """BioTuneSampler's best values in several result files, paired by (function, dim, seed).
+
+    Each later file is compared with the first: medians side by side, how many seeds it beats
+    the first on, and the two-sided Wilcoxon signed-rank p-value of the paired differences.
+    """
+    from scipy.stats import wilcoxon
+
+    results = [json.loads(p.read_text()) for p in paths]
+    best = [
+        {
+            (r["function"], r["dim"], r["seed"]): r["best"]
+            for r in res["runs"]
+            if r["sampler"] == "BioTuneSampler"
+        }
+        for res in results
+    ]
+    lines = [
+        "# BioTuneSampler, paired by seed: " + " vs ".join(p.stem for p in paths),
+        "",
+        "```bash",
+        "python benchmarks/sampler_quality.py --compare " + " ".join(str(p) for p in paths),
+        "```",
+        "",
+        "Commands of the runs: " + "; ".join(f"`{r['command']}`" for r in results) + ".",
+        "Cells: median best value over the seeds; for each later run, `k/n` seeds where it is "
+        "lower than the first run's and the Wilcoxon signed-rank p-value (two-sided).",
+        "",
+        "| function | " + " | ".join(p.stem for p in paths) + " |",
+        "|---|" + "---|" * len(paths),
+    ]
+    keys = sorted({(f, d) for f, d, _ in best[0]}, key=lambda k: (k[1], k[0]))
+    for fn, dim in keys:
+        seeds = sorted(s for f, d, s in best[0] if (f, d) == (fn, dim))
+        first = np.asarray([best[0][(fn, dim, s)] for s in seeds])
+        cells = [f"{np.median(first):.4g}"]
+        for b in best[1:]:
+            other = np.asarray([b[(fn, dim, s)] for s in seeds])
+            wins = int(np.sum(other < first))
+            p = wilcoxon(other, first).pvalue if np.any(other != first) else 1.0
+            cells.append(f"{np.median(other):.4g} ({wins}/{len(seeds)}, p={p:.2f})")
+        lines.append(f"| {fn}-{dim}d | " + " | ".join(cells) + " |")
+    out.write_text("\n".join(lines) + "\n")
+    print(out.read_text())
 
 
 def main() -> None:
@@ -149,15 +219,29 @@ def main() -> None:
     parser.add_argument("--dims", default="7,20")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--name", default="sampler_quality")
+    parser.add_argument("--extinction", choices=["bioik", "shifted"], default="bioik")
+    parser.add_argument(
+        "--samplers", default=",".join(SAMPLERS), help="comma-separated subset to run"
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        type=Path,
+        help="result JSON files to compare BioTuneSampler across (no run)",
+    )
     args = parser.parse_args()
+    if args.compare:
+        compare(args.compare, RESULTS / f"{args.name}_compare.md")
+        return
     command = "python benchmarks/sampler_quality.py " + " ".join(sys.argv[1:])
     dims = [int(d) for d in args.dims.split(",")]
+    chosen = [s for s in SAMPLERS if s in args.samplers.split(",")]
     tasks = [
-        (s, fn, d, seed, args.budget)
+        (s, fn, d, seed, args.budget, args.extinction)
         for fn in FUNCTIONS
         for d in dims
         for seed in range(args.seeds)
-        for s in SAMPLERS
+        for s in chosen
     ]
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:

@@ -67,6 +67,7 @@ SPEC_KEYS = (
     "cache_bytes",
     "use_cache",
     "compile",
+    "prune",
 )
 
 
@@ -115,6 +116,13 @@ class BioTuneObjective:
         cache_bytes: Memory bound of the frozen-prefix activation cache.
         use_cache: Train from cached prefix activations (same results; off for benchmarks).
         compile: Train through ``torch.compile`` (GPU).
+        prune: Let the study's pruner stop an evaluation (each seed's epochs are reported as
+            steps ``seed_index * max_epochs + epoch``). Off by default: the paper trains every
+            individual to its early stop, and Optuna's default ``MedianPruner`` (which
+            ``optuna.create_study`` installs unless told otherwise) would otherwise cut about
+            half of a small search's evaluations. Epochs are reported either way, so the
+            dashboard shows the curves. To prune, pass ``prune=True`` and choose the pruner
+            in ``optuna.create_study(pruner=...)``.
 
     Example:
         >>> import optuna
@@ -143,6 +151,7 @@ class BioTuneObjective:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         use_cache: bool = True,
         compile: bool = False,
+        prune: bool = False,
     ) -> None:
         from optuna_biotune import data as data_mod
         from optuna_biotune import models
@@ -200,9 +209,8 @@ class BioTuneObjective:
         self.cache_bytes = cache_bytes
         self.use_cache = bool(use_cache)
         self.compile = bool(compile)
+        self.prune = bool(prune)
         self._ready = False
-        # One model per objective: threads (study.optimize(n_jobs=k)) take turns per seed.
-        self._lock = threading.RLock()
         # One model per objective: parallel trials of one process (`n_jobs` threads) take
         # turns on it (set-up and training); a shared model trained by two threads at once
         # fails autograd's in-place checks.
@@ -266,6 +274,7 @@ class BioTuneObjective:
             "cache_bytes": self.cache_bytes,
             "use_cache": self.use_cache,
             "compile": self.compile,
+            "prune": self.prune,
         }
 
     @classmethod
@@ -537,7 +546,7 @@ class BioTuneObjective:
 
             def report(epoch: int, value: float, k: int = k) -> None:
                 trial.report(value, k * self.max_epochs + epoch)
-                if trial.should_prune():
+                if self.prune and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at seed {k + 1}, epoch {epoch}")
 
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from optuna_biotune.errors import UsageError
 from optuna_biotune.evolution.base import GenerationalSampler
 from optuna_biotune.evolution.memetic import MemeticStrategy
+from optuna_biotune.genome import THRESHOLD_PARAM
 
 __all__ = ["BioTuneSampler"]
 
@@ -18,11 +19,14 @@ class BioTuneSampler(GenerationalSampler):
     Generation 0 draws ``population_size`` individuals uniformly (paper eq. 3). Every later
     generation exploits each of the ``n_elites`` best twice (one random gene ``+/- d``,
     ``d = exploit_step * U(-1, 1)``, clipped, kept only if better: greedy local search) and
-    breeds ``population_size - n_elites`` children (rank-weighted parents from a mating pool,
-    per-gene crossover, extinction-driven mutation, adoption towards a prototype); the elites
-    after exploitation and the children form the next population, and a stagnating population
-    is wiped out but for its best. With the defaults: 10 + 13 evaluations per generation, the
-    paper's 140 evaluations in 10 generations. Operators: :mod:`optuna_biotune.evolution`.
+    breeds ``population_size - n_elites`` children (rank-weighted parents from a mating pool
+    rebuilt from the whole population each generation, which a parent leaves when its child
+    beats it; per-gene crossover, extinction-driven mutation, adoption towards a prototype);
+    the elites after exploitation and the children form the next population, and a stagnating
+    population is wiped out but for its best (BioIK's scheme, adapted to ask/tell as
+    :mod:`optuna_biotune.evolution.memetic` describes). With the defaults: 10 + 13
+    evaluations per generation, the paper's 140 evaluations in 10 generations. Operators:
+    :mod:`optuna_biotune.evolution`.
 
     Float and int parameters (log and step too) are evolved in a normalised ``[0, 1]`` space;
     categorical parameters, and parameters first seen after a generation opened, are sampled
@@ -63,11 +67,16 @@ class BioTuneSampler(GenerationalSampler):
         n_elites: Elites exploited each generation (paper: 3); ``0 <= n_elites <
             population_size``.
         exploit_step: Exploitation perturbation ``d_max`` in the normalised space (paper: 0.25).
-        threshold_param: Name of the freezing-threshold parameter (BioTune: ``"threshold"``);
-            exploitation then moves only genes above it, the trained blocks (paper eq. 4).
+        threshold_param: Name of the freezing-threshold parameter. The default is
+            ``BioTuneObjective``'s, so a BioTune study is recognised without being told: when
+            the study evolves a parameter of this name, exploitation moves only the genes above
+            it (the trained blocks, paper eq. 4) and no individual without a gene above it (an
+            invalid one, which trains nothing) is ever proposed. A study without it is evolved
+            with no such rule (exploitation moves any gene); ``None`` turns the rule off.
         wipeout: Re-initialise all but the best when a generation stagnates (BioIK).
         slot_attempts: How often a slot is issued in all when its trials fail or are pruned.
-        seed: Seed of all randomness; ``None`` draws one.
+        seed: Seed of all randomness; ``None`` draws one, which is stored in the study on
+            first use, so a resumed process (also with ``seed=None``) continues with it.
 
     Papers: Colan, Davila, Hasegawa, "Transfer learning optimization based on evolutionary
     selective fine tuning", IEEE Access 2025 (BioTune); Starke et al., "A memetic evolutionary
@@ -80,7 +89,7 @@ class BioTuneSampler(GenerationalSampler):
         population_size: int = 10,
         n_elites: int = 3,
         exploit_step: float = 0.25,
-        threshold_param: str | None = None,
+        threshold_param: str | None = THRESHOLD_PARAM,
         wipeout: bool = True,
         slot_attempts: int = 3,
         seed: int | None = None,

@@ -25,34 +25,55 @@ def test_uniform_population_is_in_unit_cube() -> None:
     assert pop.std() > 0.2  # U[0, 1] has std 0.289
 
 
-@pytest.mark.parametrize("shift,scale", [(0.0, 1.0), (-7.0, 1.0), (3.0, 100.0), (-1.0, 0.01)])
-def test_extinction_is_zero_for_best_one_for_worst_and_shift_scale_invariant(
-    shift: float, scale: float
-) -> None:
-    f = np.array([0.4, 0.1, 0.9, 0.3, 0.2])
+def _bioik(f: np.ndarray) -> np.ndarray:
+    """BioIK's formula written out for sorted ranks: (f_i + f_min * (i/(N-1) - 1)) / f_max."""
+    order = np.argsort(f, kind="stable")
+    out = np.empty(f.size)
+    for i, j in enumerate(order):
+        out[j] = (f[j] + f.min() * (i / (f.size - 1) - 1.0)) / f.max()
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_extinction_is_bioik_formula_for_losses(seed: int) -> None:
+    f = np.random.default_rng(seed).random(10) * 3.0  # a loss: >= 0
+    ext = ops.extinction_factors(f)
+    np.testing.assert_allclose(ext, _bioik(f))
+    assert ext[np.argmin(f)] == pytest.approx(0.0)
+    assert ext[np.argmax(f)] == pytest.approx(1.0)
+    assert list(np.argsort(ext)) == list(np.argsort(f))
+
+
+def test_extinction_of_one_minus_accuracy_matches_hand_computation() -> None:
+    # BioTune's loss 1 - accuracy for accuracies 0.9, 0.8, 0.95 -> f = 0.1, 0.2, 0.05:
+    # sorted 0.05 (i=0), 0.1 (i=1), 0.2 (i=2): (0.05 - 0.05)/0.2, (0.1 - 0.025)/0.2, 0.2/0.2.
+    ext = ops.extinction_factors(np.array([0.1, 0.2, 0.05]))
+    np.testing.assert_allclose(ext, [0.375, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("shift,scale", [(-7.0, 1.0), (-300.0, 100.0), (-1.0, 0.01)])
+def test_extinction_below_zero_is_shift_and_scale_invariant(shift: float, scale: float) -> None:
+    f = np.array([0.4, 0.1, 0.9, 0.3, 0.2]) - 1.0  # negative: a maximize study's -value
     ext = ops.extinction_factors(shift + scale * f)
     assert ext[1] == pytest.approx(0.0)
     assert ext[2] == pytest.approx(1.0)
     np.testing.assert_allclose(ext, ops.extinction_factors(f))
-    # Monotone in fitness.
+    # The shifted fitness f - f_min + (f_max - f_min) put through BioIK's formula.
+    np.testing.assert_allclose(ext, _bioik(f - f.min() + (f.max() - f.min())))
     assert list(np.argsort(ext)) == list(np.argsort(f))
 
 
-def test_extinction_equals_bioik_formula_when_fmin_equals_spread() -> None:
-    # f_min = 1, f_max = 2: the shifted fitness is the fitness itself.
-    f = np.array([1.0, 1.2, 1.5, 2.0])
-    n = f.size
-    bioik = [(f[i] + f.min() * (i / (n - 1) - 1.0)) / f.max() for i in range(n)]
-    np.testing.assert_allclose(ops.extinction_factors(f), bioik)
-
-
-@pytest.mark.parametrize("f", [[], [3.0], [2.0, 2.0, 2.0]])
+@pytest.mark.parametrize("f", [[], [3.0], [2.0, 2.0, 2.0], [0.0, 0.0], [-2.0, -2.0, -2.0]])
 def test_extinction_degenerate_populations(f: list[float]) -> None:
     ext = ops.extinction_factors(np.array(f))
     assert ext.shape == (len(f),)
     assert np.all((ext >= 0) & (ext <= 1))
-    if len(f) == 3:  # ties: ordered by rank only
+    if f == [2.0, 2.0, 2.0]:  # ties: BioIK's formula leaves only the rank term
+        np.testing.assert_allclose(ext, [0.0, 0.5, 1.0])
+    if f == [-2.0, -2.0, -2.0]:  # no spread below zero: half the normalised rank
         np.testing.assert_allclose(ext, [0.0, 0.25, 0.5])
+    if f == [0.0, 0.0]:  # every individual optimal
+        np.testing.assert_allclose(ext, [0.0, 0.0])
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 10])

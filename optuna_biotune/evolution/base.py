@@ -9,7 +9,6 @@ planned genes and forgetting finished trials are the same for all. No torch here
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from optuna.samplers import BaseSampler
@@ -35,9 +34,10 @@ class GenerationalSampler(BaseSampler):
     Args:
         strategy: Decides each generation's slots (what they propose).
         slot_attempts: How often a slot is issued in all when its trials fail or are pruned.
-        seed: Seed of all randomness; ``None`` draws one. Randomness derives from the seed and
-            each trial's (generation, slot), so a resumed sequential run with a fixed seed
-            proposes exactly what an uninterrupted one does.
+        seed: Seed of all randomness; ``None`` draws one, stored in the study on first use
+            (study system attr ``{ClassName}:seed``) and reused by any later process that also
+            passes ``None``. Randomness derives from the seed and each trial's (generation,
+            slot), so a resumed sequential run proposes exactly what an uninterrupted one does.
     """
 
     def __init__(
@@ -50,11 +50,10 @@ class GenerationalSampler(BaseSampler):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise UsageError(f"`seed` must be a non-negative int or None, got {seed!r}.")
         self._strategy = strategy
-        self._seed = secrets.randbits(63) if seed is None else seed
         self._generations = Generations(
             namespace=type(self).__name__,
             strategy=strategy,
-            seed=self._seed,
+            seed=seed,
             slot_attempts=slot_attempts,
         )
 

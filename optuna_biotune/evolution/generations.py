@@ -41,6 +41,7 @@ import base64
 import json
 import math
 import random
+import secrets
 import threading
 import time
 import zlib
@@ -128,11 +129,17 @@ class Individual:
 
 @dataclass(frozen=True)
 class SlotPlan:
-    """What one slot proposes: a role, parents and genes (``None``: all drawn at claim time)."""
+    """What one slot proposes: a role, parents and genes (``None``: all drawn at claim time).
+
+    ``deferred=True`` marks a slot whose plan is only decided when a trial claims it, by
+    :meth:`GenerationStrategy.plan_slot`, from the results of the generation's slots completed
+    by then (BioTune's children: a parent leaves the mating pool once a child beats it).
+    """
 
     role: str
     parents: tuple[int, ...] = ()
     x: tuple[float, ...] | None = None
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,51 @@ class GenerationStrategy(abc.ABC):
         ``gene_rng`` is specific to the gene.
         """
         return float(gene_rng.random())
+
+    def draw_gene(
+        self,
+        name: str,
+        drawn: Mapping[str, float],
+        slot_rng: np.random.Generator,
+        gene_rng: np.random.Generator,
+    ) -> float:
+        """An unplanned gene ``name`` in ``[0, 1]``, knowing the genes the trial ``drawn`` so far.
+
+        Called for each float/int parameter that the slot does not plan, in the order the
+        objective asks for them; ``drawn`` maps the trial's earlier parameters to ``[0, 1]``.
+        The default ignores them: :meth:`initial_x`. A strategy overrides it to keep a rule
+        that ties genes together (BioTune redraws the threshold of an invalid individual).
+        """
+        return self.initial_x(slot_rng, gene_rng)
+
+    def plan_slot(
+        self,
+        *,
+        generation: int,
+        slot: int,
+        names: Sequence[str],
+        state: Mapping[str, Any] | None,
+        plan: SlotPlan,
+        siblings: Sequence[Individual],
+        rng: np.random.Generator,
+    ) -> SlotPlan:
+        """Decide a ``deferred`` slot's plan when a trial claims it (default: ``plan`` as is).
+
+        Args:
+            generation: The slot's generation.
+            slot: The slot.
+            names: The evolved parameters (the order of every ``x``).
+            state: The generation's ``Opening.state``.
+            plan: The slot as :meth:`open` planned it.
+            siblings: The generation's completed evaluations so far, by trial number. In a
+                sequential run these are exactly the slots before this one; with parallel
+                workers, siblings still running are not among them.
+            rng: The slot's random generator (the same as ``rng(slot)`` in :meth:`open`).
+
+        Returns:
+            The slot's plan (not deferred); its role and parents go into the trial's claim.
+        """
+        return plan
 
 
 @dataclass(frozen=True)
@@ -313,7 +365,9 @@ class Generations:
     Args:
         namespace: Prefix of every attr, the sampler's class name.
         strategy: Decides each generation's slots.
-        seed: Base seed of all randomness.
+        seed: Base seed of all randomness; ``None``: the seed stored in the study (study system
+            attr ``{ns}:seed``), or, in a study without one, a drawn seed that is stored there
+            on first use, so a resumed process continues with the same randomness.
         slot_attempts: How many times a slot is issued in all (a slot whose trials failed or
             were pruned this often is given up).
     """
@@ -323,7 +377,7 @@ class Generations:
         *,
         namespace: str,
         strategy: GenerationStrategy,
-        seed: int,
+        seed: int | None,
         slot_attempts: int = 3,
     ) -> None:
         if not namespace or ":" in namespace:
@@ -334,9 +388,12 @@ class Generations:
             raise ValueError(f"`slot_attempts` must be an int >= 1, got {slot_attempts!r}.")
         self.namespace = namespace
         self.strategy = strategy
-        self.seed = int(seed)
+        self.fixed_seed = seed is not None
+        self.seed = secrets.randbits(63) if seed is None else int(seed)
+        self._seeded_study: int | None = None  # the study whose stored seed self.seed is
         self.slot_attempts = slot_attempts
         self.head_key = f"{namespace}:head"
+        self.seed_key = f"{namespace}:seed"
         self.record_key = f"{namespace}:record"
         self.slot_key = f"{namespace}:slot"
         self._lock = threading.Lock()
@@ -352,6 +409,26 @@ class Generations:
         key = [self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF]
         key += [(int(k) + 2**31) & 0xFFFFFFFF for k in (generation, slot, *more)]
         return np.random.default_rng(np.random.SeedSequence(key))
+
+    def use_study_seed(self, study: Study) -> int:
+        """Store the seed in ``study`` if it has none; without a fixed seed, adopt the stored one.
+
+        Called before the first claim in each study. Two processes that draw seeds for a new
+        study at once both write and read back; both go on with what they read, which is the
+        same value unless their writes interleave between the other's write and read (then a
+        generation-0 trial may come from the other seed; every later draw uses the stored one).
+        """
+        if self._seeded_study == study._study_id:
+            return self.seed
+        storage, study_id = study._storage, study._study_id
+        stored = storage.get_study_system_attrs(study_id).get(self.seed_key)
+        if stored is None:
+            storage.set_study_system_attr(study_id, self.seed_key, int(self.seed))
+            stored = storage.get_study_system_attrs(study_id).get(self.seed_key, self.seed)
+        if not self.fixed_seed:
+            self.seed = int(stored)
+        self._seeded_study = study_id
+        return self.seed
 
     # ---- reading the storage
 
@@ -481,6 +558,7 @@ class Generations:
         known = self.assignment(trial._trial_id)
         if known is not None:
             return known
+        self.use_study_seed(study)
         storage, study_id = study._storage, study._study_id
         conflicts = waits = 0
         while True:
@@ -504,6 +582,8 @@ class Generations:
             if conflicts > 0:
                 slot = free[random.randrange(len(free))]
             plan = record["slots"][slot]
+            if plan.get("deferred"):
+                plan = self._plan_deferred(study, record, slot, plan, view)
             claim = {
                 "generation": int(record["generation"]),
                 "slot": slot,
@@ -534,6 +614,47 @@ class Generations:
             with self._lock:
                 self._assignments[trial._trial_id] = result
             return result
+
+    def _plan_deferred(
+        self,
+        study: Study,
+        record: Mapping[str, Any],
+        slot: int,
+        plan: Mapping[str, Any],
+        view: _View,
+    ) -> dict[str, Any]:
+        """The plan of a deferred slot, from the generation's slots completed so far."""
+        generation, names = int(record["generation"]), list(record["names"])
+        minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+        siblings = sorted(
+            (
+                ind
+                for trials in view.live.values()
+                for t in trials
+                if (ind := self._individual(t, names, minimize)) is not None
+            ),
+            key=lambda ind: ind.number,
+        )
+        decided = self.strategy.plan_slot(
+            generation=generation,
+            slot=slot,
+            names=names,
+            state=record["state"],
+            plan=SlotPlan(
+                role=str(plan["role"]),
+                parents=tuple(int(p) for p in plan["parents"]),
+                x=None if plan["x"] is None else tuple(plan["x"]),
+            ),
+            siblings=siblings,
+            rng=self.rng(generation, slot),
+        )
+        x = None if decided.x is None else [round(float(v), _DIGITS) for v in decided.x]
+        if x is not None and len(x) != len(names):
+            raise RuntimeFailure(
+                f"{type(self.strategy).__name__}.plan_slot() planned {len(x)} genes for "
+                f"{len(names)} evolved parameters; plan one gene per parameter."
+            )
+        return {"role": decided.role, "parents": [int(p) for p in decided.parents], "x": x}
 
     def forget(self, trial_id: int) -> None:
         """Drop this process's note of ``trial_id``'s assignment (after the trial finished)."""
@@ -566,7 +687,12 @@ class Generations:
             return distribution.choices[int(gene_rng.integers(0, len(distribution.choices)))]
         if a is not None and name in a.x:
             return denormalize(a.x[name], distribution)
-        return denormalize(self.strategy.initial_x(slot_rng, gene_rng), distribution)
+        drawn = {
+            n: normalize(v, d)
+            for n, v in trial.params.items()
+            if n != name and (d := trial.distributions.get(n)) is not None and _numeric(d)
+        }
+        return denormalize(self.strategy.draw_gene(name, drawn, slot_rng, gene_rng), distribution)
 
     # ---- opening a generation
 
@@ -670,6 +796,7 @@ class Generations:
                     "role": p.role,
                     "parents": [int(q) for q in p.parents],
                     "x": None if p.x is None else [round(float(v), _DIGITS) for v in p.x],
+                    **({"deferred": True} if p.deferred else {}),
                 }
                 for p in opening.slots
             ],
@@ -709,3 +836,70 @@ class Generations:
             return [], {}
         names = sorted(common)
         return names, {n: distribution_to_json(common[n]) for n in names}
+
+    # ---- slots left behind (their trial died after the generation had moved on)
+
+    def _record_of(self, trials: Sequence[FrozenTrial], generation: int) -> dict[str, Any] | None:
+        """``generation``'s record, found by scanning ``trials`` (of concurrent openings, the
+        lowest trial number's); ``None`` when no trial holds it."""
+        key, best = self.record_key_of(generation), None
+        for t in trials:
+            if key in t.system_attrs and (best is None or t.number < best[0]):
+                record = read_chunked(t.system_attrs, key)
+                if isinstance(record, dict) and int(record.get("generation", -1)) == generation:
+                    best = (t.number, record)
+        return None if best is None else best[1]
+
+    def reissue(
+        self, study: Study, trial: FrozenTrial | optuna.Trial, *, generation: int, slot: int
+    ) -> Assignment | None:
+        """Claim ``slot`` of an older ``generation`` for ``trial``, before it samples anything.
+
+        :meth:`assign` issues the slots of the newest generation only; a slot whose trial died
+        after its generation had moved on (a worker killed while its trial was pending) is left
+        behind. The run loop that ends a search (``optuna_biotune.workers.run_generations``)
+        evaluates such slots with this: same plan as :meth:`assign` gives (a deferred slot is
+        planned from its generation's completed slots), same claim protocol (write, read, step
+        back on a conflict). Its result does not join the population: the generations after it
+        were already opened. Scans the whole study: meant for the end of a search.
+
+        Returns:
+            The assignment, or ``None`` when the slot is complete, held by a live trial, used
+            up, taken meanwhile by another worker, or ``trial`` already has one.
+        """
+        if self.assignment(trial._trial_id) is not None:
+            return None
+        self.use_study_seed(study)
+        storage, study_id = study._storage, study._study_id
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+        record = self._record_of(trials, int(generation))
+        if record is None or not 0 <= slot < len(record["slots"]):
+            return None
+        view = self._scan(trials, record, trial.number)
+        if slot in view.live or view.dead.get(slot, 0) >= self.slot_attempts:
+            return None
+        plan = record["slots"][slot]
+        if plan.get("deferred"):
+            plan = self._plan_deferred(study, record, slot, plan, view)
+        claim = {
+            "generation": int(record["generation"]),
+            "slot": int(slot),
+            "role": plan["role"],
+            "parents": list(plan["parents"]),
+        }
+        storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
+        check = self._scan(storage.get_all_trials(study_id, deepcopy=False), record, trial.number)
+        if slot in check.live:
+            storage.set_trial_system_attr(trial._trial_id, self.slot_key, {**claim, "slot": -1})
+            return None
+        names = record["names"]
+        result = Assignment(
+            generation=int(record["generation"]),
+            slot=int(slot),
+            role=str(plan["role"]),
+            parents=tuple(int(p) for p in plan["parents"]),
+            x={} if plan["x"] is None else dict(zip(names, plan["x"], strict=True)),
+        )
+        with self._lock:
+            self._assignments[trial._trial_id] = result
+        return result

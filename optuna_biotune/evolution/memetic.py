@@ -1,24 +1,45 @@
 """BioTune's generation scheme (BioIK's memetic evolution) as a :class:`GenerationStrategy`.
 
 Per generation, with the population sorted best first (Colan et al. 2025, Sec. III; Starke et
-al. 2019; ``METHOD.md``):
+al. 2019, Sec. IV, BioIK's first evolution scheme):
 
 * generation 0: ``population_size`` individuals with every gene ``U[0, 1]`` (paper eq. 3);
 * later generations: ``2 * n_elites`` exploitation slots (each elite's ``+d`` and ``-d``
-  neighbours on one random gene, :func:`~.operators.exploit_neighbours`) and
-  ``population_size - n_elites`` children (rank-weighted parents from a mating pool,
+  neighbours on one random trained gene, :func:`~.operators.exploit_neighbours`) and
+  ``population_size - n_elites`` children (rank-weighted parents from the mating pool,
   :func:`~.operators.crossover`, :func:`~.operators.mutate` with the parents' extinction,
   :func:`~.operators.adopt` towards a prototype); the paper's 3 + 3 + 7 = 13 evaluations.
 
 When a generation opens, the previous one's results are folded in: each elite is replaced by
 its better neighbour only if that beats it (greedy local search); the new population is the
 elites after exploitation plus the children, best first (too few: the previous non-elites
-fill in; too many late results: the best ``population_size`` stay); a parent leaves the mating
-pool when its child beats it and the pool is refilled from the population when fewer than
-three remain; extinction factors are recomputed (from the first generation on). **Wipeout**:
-when a full generation improved nothing (the best did not improve, no elite's neighbour helped,
-no child beat both its parents), all but the best are re-initialised (the next generation
-draws ``population_size - 1`` fresh individuals).
+fill in; too many late results: the best ``population_size`` stay); extinction factors are
+recomputed on it (from the first generation on; BioIK's formula,
+:func:`~.operators.extinction_factors`). **Wipeout**: when a full generation improved
+nothing (the best did not improve, no elite's neighbour helped, no child beat both its
+parents), all but the best are re-initialised (the next generation draws
+``population_size - 1`` fresh individuals).
+
+**The mating pool, as BioIK's, adapted to ask/tell.** BioIK rebuilds the pool at every
+generation as the whole current population (elites included), breeds the children one after
+another from it, removes each parent that its child beats, and makes the next child a fresh
+random individual once the pool is empty; nothing of the pool outlives the generation. Here
+a child's slot is *deferred* (:class:`~.generations.SlotPlan`): it is bred when a trial claims
+it (:meth:`MemeticStrategy.plan_slot`), from the generation's population less the parents
+beaten by the children completed by then. A sequential run therefore breeds exactly as BioIK
+does (the slots are issued in order, exploitation first, and every earlier child is scored
+before the next is bred); with parallel workers a child still running when its sibling is
+bred has not removed its parents yet. The claim records the parents each child was bred from.
+
+**Invalid individuals are never proposed** when the study evolves the freezing threshold
+(``threshold_param``): an individual with no gene above the threshold trains nothing (paper
+eq. 4), and the authors reject it at creation. Children are bred again (then a fresh random
+individual), fresh individuals are drawn again, and an exploitation move that would freeze
+the last trained block is drawn again (then narrowed to the gene's margin), all from the
+slot's own random stream, so exact resume holds. In generation 0 of a new study the gene
+names are not known yet (Optuna asks for one parameter at a time), so the whole individual
+cannot be redrawn: the threshold, asked last by ``BioTuneObjective``, is then drawn below the
+largest importance gene (uniform there: the conditional law of a redraw of the threshold).
 
 **Fitness across folds.** BioTune's objective scores generation ``g`` on data fold
 ``g mod n_folds``, so fitness values of different generations come from different folds. Elites
@@ -43,11 +64,18 @@ from optuna_biotune.evolution.generations import (
     Opening,
     SlotPlan,
 )
+from optuna_biotune.genome import IMPORTANCE_PREFIX
 
-__all__ = ["ROLE_CHILD", "ROLE_EXPLOIT", "MemeticStrategy"]
+__all__ = ["ROLE_CHILD", "ROLE_EXPLOIT", "ROLE_RANDOM", "MemeticStrategy"]
 
 ROLE_EXPLOIT = "exploit"
 ROLE_CHILD = "child"
+#: A child's slot filled by a fresh random individual (the mating pool was exhausted).
+ROLE_RANDOM = "random"
+# Redraws of an invalid child or exploitation move before the fallback (a fresh individual,
+# a move narrowed to the gene's margin). Genes are compared as stored: to 10 decimals.
+_ATTEMPTS = 64
+_DIGITS = 10
 
 
 class _Ind:
@@ -64,8 +92,10 @@ class MemeticStrategy(GenerationStrategy):
         population_size: Individuals per generation (paper: 10), >= 3.
         n_elites: Elites exploited each generation (paper: 3), ``0 <= n_elites < population``.
         exploit_step: The exploitation perturbation ``d_max`` (paper: 0.25).
-        threshold_param: Name of the freezing-threshold gene; exploitation then moves only
-            genes above it (the trained blocks). ``None``: any gene.
+        threshold_param: Name of the freezing-threshold gene. When the evolved parameters
+            include it, exploitation moves only the genes above it (the trained blocks) and no
+            individual without a gene above it is proposed; the other genes are the importance
+            genes (those named ``importance:<block>`` when there are any). ``None``: no rule.
         wipeout: Re-initialise all but the best on stagnation (BioIK).
     """
 
@@ -89,28 +119,87 @@ class MemeticStrategy(GenerationStrategy):
         """Evaluations of a regular generation: ``2 * n_elites + population - n_elites``."""
         return 2 * self.n_elites + self.population_size - self.n_elites
 
-    # ---- state (de)serialisation: one table of individuals, members and pool by number
+    # ---- the freezing threshold (paper eq. 4)
+
+    def _rule(self, names: Sequence[str]) -> tuple[int, np.ndarray] | None:
+        """``(threshold index, importance indices)`` when ``names`` evolve the threshold."""
+        t = self.threshold_param
+        if t is None or t not in names:
+            return None
+        others = [j for j, n in enumerate(names) if n != t]
+        marked = [j for j in others if names[j].startswith(IMPORTANCE_PREFIX)]
+        return names.index(t), np.asarray(marked or others, dtype=int)
 
     @staticmethod
-    def _load(state: Mapping[str, Any] | None) -> tuple[list[_Ind], list[_Ind], bool]:
+    def _valid(x: np.ndarray, rule: tuple[int, np.ndarray] | None) -> bool:
+        """Whether ``x`` (as stored) trains a block: an importance gene above the threshold."""
+        if rule is None:
+            return True
+        t, imp = rule
+        y = np.round(np.asarray(x, dtype=float), _DIGITS)
+        return bool(imp.size) and bool(np.any(y[imp] > y[t]))
+
+    def _random_valid(
+        self, r: np.random.Generator, names: Sequence[str], rule: tuple[int, np.ndarray] | None
+    ) -> np.ndarray:
+        """A fresh individual, every gene ``U[0, 1]``, redrawn until it is valid."""
+        while True:  # at least half of all draws are valid (the threshold is one of n >= 2)
+            x = ops.uniform_population(r, 1, len(names))[0]
+            if self._valid(x, rule) or rule is None or not rule[1].size:
+                return x
+
+    def _losses(self, f: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """The fitness as BioIK's extinction formula expects it: a loss, 0 at the optimum.
+
+        In a BioTune study (the threshold is evolved) of a ``maximize`` objective whose values
+        are accuracies in ``[0, 1]`` the sampler's minimised fitness is ``-accuracy``; the
+        paper's (and the authors') loss is ``1 - accuracy``.
+        """
+        if self._rule(names) is not None and f.size and np.all((f >= -1.0) & (f <= 0.0)):
+            return 1.0 + f
+        return f
+
+    def draw_gene(
+        self,
+        name: str,
+        drawn: Mapping[str, float],
+        slot_rng: np.random.Generator,
+        gene_rng: np.random.Generator,
+    ) -> float:
+        """An unplanned gene; the threshold is drawn below the largest importance gene drawn.
+
+        Drawing ``U[0, 1]`` again until it falls below ``top`` is the same law as ``top * U``;
+        the latter is used after the first draw misses (one more draw, not many).
+        """
+        value = self.initial_x(slot_rng, gene_rng)
+        if self.threshold_param is None or name != self.threshold_param:
+            return value
+        names = [*drawn, name]
+        rule = self._rule(names)
+        assert rule is not None
+        top = max((drawn[names[j]] for j in rule[1]), default=None)
+        if top is None or top <= 0.0 or round(value, _DIGITS) < round(top, _DIGITS):
+            return value
+        return top * float(gene_rng.random())
+
+    # ---- state (de)serialisation: the population by trial number
+
+    @staticmethod
+    def _load(state: Mapping[str, Any] | None) -> tuple[list[_Ind], bool]:
         if not state:
-            return [], [], False
+            return [], False
         table = {
             int(k): _Ind(int(k), float(v[0]), np.asarray(v[1])) for k, v in state["ind"].items()
         }
-        members = [table[int(n)] for n in state["members"]]
-        pool = [table[int(n)] for n in state["pool"]]
-        return members, pool, bool(state.get("wiped", False))
+        return [table[int(n)] for n in state["members"]], bool(state.get("wiped", False))
 
     @staticmethod
-    def _dump(members: list[_Ind], pool: list[_Ind], wiped: bool) -> dict[str, Any]:
-        table = {
-            str(i.number): [i.f, [round(float(v), 10) for v in i.x]] for i in (*members, *pool)
-        }
+    def _dump(members: list[_Ind], wiped: bool) -> dict[str, Any]:
         return {
-            "ind": table,
+            "ind": {
+                str(i.number): [i.f, [round(float(v), _DIGITS) for v in i.x]] for i in members
+            },
             "members": [i.number for i in members],
-            "pool": [i.number for i in pool],
             "wiped": wiped,
         }
 
@@ -127,7 +216,7 @@ class MemeticStrategy(GenerationStrategy):
     ) -> Opening:
         """Fold ``results`` into the population and plan the next generation's slots."""
         size, n_elites = self.population_size, self.n_elites
-        prev, pool, _ = self._load(state)
+        prev, _ = self._load(state)
         known = {i.number for i in prev}
         elites = prev[:n_elites]
 
@@ -153,31 +242,23 @@ class MemeticStrategy(GenerationStrategy):
             for r in results
             if r.number not in taken and r.number not in known
         ]
+        # Children replace the non-elites (BioIK): elites after exploitation + children.
         population = sorted(kept + newcomers, key=lambda i: i.f)[:size]
         if len(population) < size:  # failed slots: the previous non-elites fill in
             inside = {i.number for i in population}
             spare = [i for i in prev[n_elites:] if i.number not in inside]
             population = sorted(population + spare[: size - len(population)], key=lambda i: i.f)
 
-        # Mating pool: a parent leaves when its child beats it.
-        pool_f = {i.number: i.f for i in pool}
-        beaten = {
-            p
-            for r in results
-            if r.role == ROLE_CHILD
-            for p in r.parents[:2]
-            if p in pool_f and r.fitness < pool_f[p]
-        }
-        pool = [i for i in pool if i.number not in beaten]
+        # Wipeout (BioIK): a full generation that improved nothing (the best did not improve,
+        # no elite's single-gene neighbour helped, no child beat both the parents it was bred
+        # from) -> keep the best only and draw the rest afresh.
+        prev_f = {i.number: i.f for i in prev}
         child_won = any(
             r.role == ROLE_CHILD
-            and all(p in pool_f and r.fitness < pool_f[p] for p in r.parents[:2])
+            and len(r.parents) >= 2
+            and all(p in prev_f and r.fitness < prev_f[p] for p in r.parents[:2])
             for r in results
         )
-
-        # Wipeout (BioIK): a full generation that improved nothing (the best did not improve,
-        # no elite's single-gene neighbour helped, no child beat both its parents) -> keep the
-        # best only and draw the rest afresh.
         wiped = False
         if (
             self.wipeout
@@ -189,71 +270,118 @@ class MemeticStrategy(GenerationStrategy):
             and not child_won
         ):
             population, wiped = population[:1], True
-        if wiped or len(pool) < min(3, len(population)):
-            pool = list(population)
-        pool.sort(key=lambda i: i.f)
 
+        rule = self._rule(names)
         if len(population) < size or not names:
-            slots = [SlotPlan(role=ROLE_INITIAL) for _ in range(size - len(population))]
-            if not slots:  # nothing evolvable is known yet: draw a fresh population
-                slots = [SlotPlan(role=ROLE_INITIAL) for _ in range(size)]
-            return Opening(state=self._dump(population, pool, wiped), slots=slots)
+            count = size - len(population) or size  # nothing evolvable yet: a fresh population
+            slots = [self._initial_slot(rng(s), names, rule) for s in range(count)]
+            return Opening(state=self._dump(population, wiped), slots=slots)
 
-        slots = self._exploit_slots(population[:n_elites], names, rng)
-        slots += self._child_slots(pool, len(slots), size - n_elites, rng)
-        return Opening(state=self._dump(population, pool, wiped), slots=slots)
+        slots = self._exploit_slots(population[:n_elites], names, rule, rng)
+        slots += [SlotPlan(role=ROLE_CHILD, deferred=True) for _ in range(size - n_elites)]
+        return Opening(state=self._dump(population, wiped), slots=slots)
+
+    def _initial_slot(
+        self, r: np.random.Generator, names: Sequence[str], rule: tuple[int, np.ndarray] | None
+    ) -> SlotPlan:
+        """A fresh individual: planned (and valid) once the gene names are known."""
+        if not names or rule is None:
+            return SlotPlan(role=ROLE_INITIAL)  # every gene drawn when the trial asks
+        return SlotPlan(
+            role=ROLE_INITIAL, x=tuple(float(v) for v in self._random_valid(r, names, rule))
+        )
 
     def _exploit_slots(
         self,
         elites: Sequence[_Ind],
         names: Sequence[str],
+        rule: tuple[int, np.ndarray] | None,
         rng: Callable[[int], np.random.Generator],
     ) -> list[SlotPlan]:
         slots: list[SlotPlan] = []
-        t = names.index(self.threshold_param) if self.threshold_param in names else None
         for k, elite in enumerate(elites):
-            if t is None:
+            r = rng(2 * k)
+            if rule is None:
                 candidates = None
             else:
                 # Trained genes: those above the threshold gene (paper eq. 4); the threshold
-                # itself is not exploited. None trained: any importance gene.
-                above = [j for j in range(len(names)) if j != t and elite.x[j] > elite.x[t]]
-                candidates = np.asarray(above or [j for j in range(len(names)) if j != t] or [t])
-            plus, minus, _ = ops.exploit_neighbours(
-                rng(2 * k), elite.x, self.exploit_step, candidates
-            )
+                # itself is not exploited. None trained (an individual from before this
+                # rule): any importance gene.
+                t, imp = rule
+                above = imp[elite.x[imp] > elite.x[t]]
+                candidates = above if above.size else (imp if imp.size else np.asarray([t]))
+            for _ in range(_ATTEMPTS):
+                plus, minus, gene = ops.exploit_neighbours(
+                    r, elite.x, self.exploit_step, candidates
+                )
+                if self._valid(plus, rule) and self._valid(minus, rule):
+                    break
+            else:
+                # The elite's last trained gene sits just above the threshold: a move within
+                # its margin keeps it trained.
+                assert rule is not None
+                margin = float(elite.x[gene] - elite.x[rule[0]])
+                plus, minus, gene = ops.exploit_neighbours(
+                    r, elite.x, min(self.exploit_step, 0.5 * margin), np.asarray([gene])
+                )
             for x in (plus, minus):
                 slots.append(SlotPlan(role=ROLE_EXPLOIT, parents=(elite.number,), x=tuple(x)))
         return slots
 
-    @staticmethod
-    def _child_slots(
-        pool: Sequence[_Ind],
-        first: int,
-        count: int,
-        rng: Callable[[int], np.random.Generator],
-    ) -> list[SlotPlan]:
-        ext = ops.extinction_factors(np.asarray([i.f for i in pool]))
+    # ---- a child, bred when its slot is claimed
+
+    def plan_slot(
+        self,
+        *,
+        generation: int,
+        slot: int,
+        names: Sequence[str],
+        state: Mapping[str, Any] | None,
+        plan: SlotPlan,
+        siblings: Sequence[Individual],
+        rng: np.random.Generator,
+    ) -> SlotPlan:
+        """Breed a child from the mating pool: the population less the parents already beaten.
+
+        Parents are drawn rank-weighted from the pool (BioIK's selection), their extinction
+        factors are those of the whole population; when the pool is empty, or no valid child
+        comes of ``_ATTEMPTS`` breedings, the child is a fresh random individual (role
+        ``random``).
+        """
+        members, _ = self._load(state)
+        rule = self._rule(names)
+        fitness = {m.number: m.f for m in members}
+        beaten = {
+            p
+            for s in siblings
+            if s.role == ROLE_CHILD
+            for p in s.parents[:2]
+            if p in fitness and s.fitness < fitness[p]
+        }
+        pool = [m for m in members if m.number not in beaten]  # members are sorted, best first
+        losses = self._losses(np.asarray([m.f for m in members], dtype=float), names)
+        ext_of = dict(
+            zip((m.number for m in members), ops.extinction_factors(losses), strict=True)
+        )
         n = len(pool)
-        slots: list[SlotPlan] = []
-        for c in range(count):
-            r = rng(first + c)
-            a = ops.select_rank(r, n)
+        for _ in range(_ATTEMPTS if n else 0):
+            a = ops.select_rank(rng, n)
             b = a
             while n > 1 and b == a:
-                b = ops.select_rank(r, n)
-            proto = ops.select_rank(r, n)
+                b = ops.select_rank(rng, n)
+            proto = ops.select_rank(rng, n)
             while n > 2 and proto in (a, b):
-                proto = ops.select_rank(r, n)
+                proto = ops.select_rank(rng, n)
             p1, p2, pr = pool[a], pool[b], pool[proto]
-            child = ops.crossover(r, p1.x, p2.x)
-            child = ops.mutate(r, child, 0.5 * (ext[a] + ext[b]))
-            child = ops.adopt(r, child, p1.x, p2.x, pr.x)
-            slots.append(
-                SlotPlan(
+            child = ops.crossover(rng, p1.x, p2.x)
+            child = ops.mutate(rng, child, 0.5 * (ext_of[p1.number] + ext_of[p2.number]))
+            child = ops.adopt(rng, child, p1.x, p2.x, pr.x)
+            if self._valid(child, rule):
+                return SlotPlan(
                     role=ROLE_CHILD,
                     parents=(p1.number, p2.number, pr.number),
                     x=tuple(float(v) for v in child),
                 )
-            )
-        return slots
+        return SlotPlan(
+            role=ROLE_RANDOM, x=tuple(float(v) for v in self._random_valid(rng, names, rule))
+        )
