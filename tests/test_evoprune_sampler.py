@@ -315,3 +315,19 @@ def test_a_worker_sees_a_generation_rewritten_by_the_same_opener_trial() -> None
     study_b.optimize(matches_small, n_trials=2, timeout=60)  # worker b goes on (no livelock)
     claims = [t.system_attrs[f"{NS}:slot"] for t in study_b.trials[-2:]]
     assert [c["generation"] for c in claims] == [2, 2]
+
+
+def test_a_drawn_seed_is_stored_and_a_new_sampler_without_seed_continues_with_it() -> None:
+    storage = optuna.storages.InMemoryStorage()
+    first = optuna.create_study(
+        study_name="e", storage=storage, direction="maximize", sampler=EvoPruneSampler()
+    )
+    first.optimize(matches_small, n_trials=34)
+    study_id = storage.get_study_id_from_name("e")
+    seed = storage.get_study_system_attrs(study_id)[f"{NS}:seed"]
+    # A new process would build a new sampler, again without a seed: it adopts the stored one.
+    resumed = optuna.load_study(study_name="e", storage=storage, sampler=EvoPruneSampler())
+    resumed.optimize(matches_small, n_trials=16)
+    reference = optuna.create_study(direction="maximize", sampler=EvoPruneSampler(seed=seed))
+    reference.optimize(matches_small, n_trials=50)
+    assert [t.params for t in resumed.trials] == [t.params for t in reference.trials]
