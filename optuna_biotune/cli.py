@@ -537,48 +537,23 @@ _SAMPLER_NS = "BioTuneSampler"
 def generation_progress(
     study: optuna.Study, *, generations: int, population: int, attempts: int = 3
 ) -> tuple[bool, int, int]:
-    """Where the search stands: (generation ``generations`` complete, newest, slots left).
+    """Where the search stands: (generations ``0..generations`` complete, newest, slots left).
 
     A generation is complete when each of its slots has a COMPLETE trial or has used up its
     ``attempts`` (the sampler's ``slot_attempts``). Generations differ in size (a wipeout
     re-initialises all but the best), so this reads the sampler's generation records instead of
-    counting trials. Scans the study once: call it once per generation, not per trial.
+    counting trials (:func:`optuna_biotune.workers.slot_progress`, which also lists the slots
+    still running elsewhere and those left behind). Scans the study once.
 
     Returns:
-        ``(done, newest, left)``: whether generation ``generations`` is complete, the newest
+        ``(done, newest, left)``: whether every planned generation is complete, the newest
         opened generation (-1 before any), and the unfinished slots of the newest one
         (``population`` before any generation opened).
     """
-    from collections import Counter
+    from optuna_biotune.workers import slot_progress
 
-    from optuna.trial import TrialState
-
-    from optuna_biotune.evolution.generations import generation_records
-
-    records = generation_records(study, _SAMPLER_NS)
-    finished: dict[int, set[int]] = {}
-    dead: Counter[tuple[int, int]] = Counter()
-    for trial in study.get_trials(deepcopy=False):
-        claim = trial.system_attrs.get(f"{_SAMPLER_NS}:slot")
-        if not isinstance(claim, dict):
-            continue
-        key = (int(claim["generation"]), int(claim["slot"]))
-        if trial.state == TrialState.COMPLETE:
-            finished.setdefault(key[0], set()).add(key[1])
-        elif trial.state in (TrialState.FAIL, TrialState.PRUNED):
-            dead[key] += 1
-    for (gen, slot), n in dead.items():
-        if n >= attempts:
-            finished.setdefault(gen, set()).add(slot)
-
-    def left(gen: int) -> int:
-        return len(records[gen].get("slots", [])) - len(finished.get(gen, set()))
-
-    newest = len(records) - 1
-    if newest < 0:
-        return False, -1, population
-    done = newest >= generations and left(generations) <= 0
-    return done, newest, max(left(newest), 0)
+    p = slot_progress(study, namespace=_SAMPLER_NS, last=generations, attempts=attempts)
+    return p.done, p.newest, (p.left if p.newest >= 0 else population)
 
 
 def _run_until(
@@ -591,41 +566,27 @@ def _run_until(
     n_jobs: int,
     generation: Callable[[optuna.trial.FrozenTrial], int],
 ) -> None:
-    """Optimise until generation ``generations`` is complete, counting earlier runs.
+    """Optimise until generations ``0..generations`` are complete, counting earlier runs.
 
-    Each round runs :func:`optuna_biotune.workers.run_until` (storage outages retried, open
-    trials failed on Ctrl-C) up to the end of the newest generation, then looks again; this
-    adds the progress bar (its total assumes no wipeout and is corrected as generations open).
+    :func:`optuna_biotune.workers.run_generations` with a progress bar (its total assumes no
+    wipeout and is corrected as generations open): rounds of the worker loop (storage outages
+    retried, open trials failed on Ctrl-C), then the slots left behind by dead workers, then a
+    bounded wait for other workers' running trials.
     """
-    from optuna_biotune.workers import progress_bar, run_with_progress
+    from optuna_biotune.workers import progress_bar, run_generations
 
-    per_generation = 2 * elites + population - elites
-
-    def planned(newest: int, left: int) -> int:
-        return len(_finished(study)) + left + max(generations - max(newest, 0), 0) * per_generation
-
-    done, newest, left = generation_progress(study, generations=generations, population=population)
-    bar = progress_bar(
-        desc="BioTune",
-        total=planned(newest, left) if not done else len(_finished(study)),
-        initial=len(_finished(study)),
-    )
-
+    done = len(_finished(study))
+    bar = progress_bar(desc="BioTune", total=done, initial=done)
     try:
-        while not done and newest <= generations:
-            bar.total = planned(newest, left)
-            bar.refresh()
-            run_with_progress(
-                study,
-                objective,
-                bar=bar,
-                target=len(_finished(study)) + max(left, 1),
-                n_jobs=n_jobs,
-                generation=generation,
-            )
-            done, newest, left = generation_progress(
-                study, generations=generations, population=population
-            )
+        run_generations(
+            study,
+            objective,
+            last=generations,
+            n_jobs=n_jobs,
+            bar=bar,
+            per_generation=2 * elites + population - elites,
+            generation=generation,
+        )
         bar.total = bar.n
         bar.refresh()
     finally:
