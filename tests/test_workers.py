@@ -2,8 +2,9 @@
 through the CLI's ``open_storage``; one is killed with SIGKILL in the middle of a trial.
 
 The study must still complete its planned generations; no completed trial may be lost and no
-slot evaluated twice; the killed trial must end FAIL through Optuna's heartbeat (nobody else
-touches it) and its slot must be issued again with the same genes.
+slot evaluated twice; the killed trial must end FAIL (a survivor on this machine sees its
+process gone before its next trial; elsewhere Optuna's heartbeat would) and its slot must be
+issued again with the same genes.
 
 The objective is cheap (a sleep and a sphere) so the test is about processes and storage. Run
 as a script, this file is the worker process.
@@ -33,8 +34,8 @@ POPULATION, ELITES, GENERATIONS = 16, 3, 1
 #: Planned evaluations: the population, then 2 x elites + children per generation.
 TARGET = POPULATION + GENERATIONS * (2 * ELITES + POPULATION - ELITES)
 WORKERS = 3
-#: Seconds per trial: slow in generation 0, so the survivors are still filling it when the
-#: heartbeat declares the killed trial stale (its slot is then free again); fast afterwards.
+#: Seconds per trial: slow in generation 0, so the survivors are still filling it when they
+#: fail the killed trial (its slot is then free again in the newest generation); fast after.
 SLOW, FAST = 1.5, 0.05
 HEARTBEAT, GRACE = 1, 3
 
@@ -183,7 +184,7 @@ def test_sigkill_of_a_worker_loses_nothing_and_its_slot_is_issued_again(
                 p.wait()
 
     complete = _check_study(reader, tmp_path)
-    # The killed trial was failed by the heartbeat (no process was left to tell it) ...
+    # The killed trial was failed by a survivor (its own process was gone) ...
     dead = reader._storage.get_trial(killed._trial_id)
     assert dead.state == TrialState.FAIL
     assert dead.datetime_complete is not None
