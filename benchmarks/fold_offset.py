@@ -87,23 +87,27 @@ def score(
 
 
 def pair_shares(f: np.ndarray) -> dict[str, float]:
-    """Pairwise orderings: folds alike, cross-fold vs same-fold agreement with the mean."""
+    """Pairwise orderings: folds alike, cross-fold vs same-fold agreement with the mean.
+
+    Pairs whose two-fold means tie are left out; a comparison that ties counts as wrong.
+    """
     k = f.shape[0]
     mean = f.mean(axis=1)
-    alike = cross = same = total = 0
+    alike = cross = same = 0.0
+    total = 0
     for i, j in itertools.combinations(range(k), 2):
         if mean[i] == mean[j]:
             continue
         total += 1
         truth = np.sign(mean[i] - mean[j])
-        alike += bool(np.sign(f[i, 0] - f[j, 0]) == np.sign(f[i, 1] - f[j, 1]))
-        # An elite scored on fold a against a newcomer on fold b, both ways round, averaged.
-        cross += 0.5 * (
-            (np.sign(f[i, 0] - f[j, 1]) == truth) + (np.sign(f[i, 1] - f[j, 0]) == truth)
-        )
-        same += 0.5 * (
-            (np.sign(f[i, 0] - f[j, 0]) == truth) + (np.sign(f[i, 1] - f[j, 1]) == truth)
-        )
+
+        def agrees(a: float, b: float, truth: float = truth) -> float:
+            return float(np.sign(a - b) == truth)
+
+        alike += float(np.sign(f[i, 0] - f[j, 0]) == np.sign(f[i, 1] - f[j, 1]))
+        # An elite scored on one fold against a newcomer on the other, both ways round.
+        cross += 0.5 * (agrees(f[i, 0], f[j, 1]) + agrees(f[i, 1], f[j, 0]))
+        same += 0.5 * (agrees(f[i, 0], f[j, 0]) + agrees(f[i, 1], f[j, 1]))
     return {
         "pairs": total,
         "folds_order_alike": alike / total if total else float("nan"),
@@ -117,9 +121,12 @@ def summarise(f: np.ndarray) -> dict[str, Any]:
     diff = f[:, 1] - f[:, 0]
     k = diff.size
     sd = float(diff.std(ddof=1))
-    se = sd / np.sqrt(k)
+    se = float(sd / np.sqrt(k))
     half = float(stats.t.ppf(0.975, k - 1) * se)
     spread = float(f.mean(axis=1).std(ddof=1))
+    shifted = f.copy()
+    shifted[:, 1] -= diff.mean()  # the cross-fold comparisons with the mean offset removed
+    best = np.sort(f.mean(axis=1))[::-1][:5]
     return {
         "offset_mean": float(diff.mean()),
         "offset_stderr": se,
@@ -131,8 +138,38 @@ def summarise(f: np.ndarray) -> dict[str, Any]:
         "kendall": float(stats.kendalltau(f[:, 0], f[:, 1]).statistic),
         "config_mean_sd": spread,
         "fold_means": [float(x) for x in f.mean(axis=0)],
+        "differences_negative_zero_positive": [
+            int((diff < 0).sum()),
+            int((diff == 0).sum()),
+            int((diff > 0).sum()),
+        ],
+        "top5_gaps_median": float(np.median(-np.diff(best))),
         **pair_shares(f),
+        "cross_fold_agrees_without_offset": pair_shares(shifted)["cross_fold_agrees_with_mean"],
     }
+
+
+def summarise_learning(f: np.ndarray, threshold: float) -> dict[str, Any] | None:
+    """:func:`summarise` over the configurations at or above ``threshold`` on every fold.
+
+    Configurations that stay near chance on both folds (a tiny learning rate on the few blocks
+    that train) inflate the rank correlation; the search's elites are never among them.
+    """
+    keep = f.min(axis=1) >= threshold
+    if f.shape[1] != 2 or keep.sum() < 3:
+        return None
+    return {"threshold": threshold, "configs": int(keep.sum()), **summarise(f[keep])}
+
+
+def resummarise(path: Path, threshold: float) -> dict[str, Any]:
+    """Recompute every summary from the fitness values stored in ``path`` (no training)."""
+    result = json.loads(path.read_text())
+    for d in result["datasets"]:
+        f = np.array([r["fitness"] for r in d["configurations"]])
+        d["summary"] = summarise(f) if f.shape[1] == 2 else None
+        d["summary_learning"] = summarise_learning(f, threshold)
+    result["resummarised"] = f"python benchmarks/fold_offset.py --resummarise {path.name}"
+    return result
 
 
 def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -186,8 +223,49 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
         "seeds": list(objective.seeds),
         "configurations": rows,
         "summary": summarise(f) if objective.n_folds == 2 else None,
+        "summary_learning": summarise_learning(f, args.learn_threshold),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _learning_rows(s: dict[str, Any] | None) -> list[str]:
+    if not s:
+        return []
+    head = f"the {s['configs']} configurations at or above {s['threshold']} on both folds"
+    return [
+        f"| {head}: mean offset ± standard error | {s['offset_mean']:+.4f} ± "
+        f"{s['offset_stderr']:.4f} (p {s['p_value_paired_t']:.3g}) |",
+        f"| {head}: SD of the differences / of the two-fold means | {s['difference_sd']:.4f} / "
+        f"{s['config_mean_sd']:.4f} |",
+        f"| {head}: Spearman / Kendall | {s['spearman']:.3f} / {s['kendall']:.3f} |",
+        f"| {head}: pairs ordered as the two-fold mean, cross-fold / same-fold / cross-fold "
+        f"without the offset | {100 * s['cross_fold_agrees_with_mean']:.1f} % / "
+        f"{100 * s['same_fold_agrees_with_mean']:.1f} % / "
+        f"{100 * s['cross_fold_agrees_without_offset']:.1f} % of {s['pairs']} |",
+        f"| {head}: differences negative / zero / positive | "
+        f"{' / '.join(map(str, s['differences_negative_zero_positive']))} |",
+        f"| {head}: median gap between successive of the best 5 two-fold means | "
+        f"{s['top5_gaps_median']:.4f} |",
+    ]
+
+
+def _left_out(d: dict[str, Any]) -> list[str]:
+    s = d.get("summary_learning")
+    if not s:
+        return []
+    out = [
+        f"config {r['config']} ({' / '.join(f'{v:.4f}' for v in r['fitness'])})"
+        for r in d["configurations"]
+        if min(r["fitness"]) < s["threshold"]
+    ]
+    if not out:
+        return []
+    return [
+        f"Below {s['threshold']} on a fold, so left out of the last rows: {', '.join(out)}. A "
+        "configuration near chance on one fold and not on the other is a training run that "
+        "did not take off (early stop at chance), not a harder fold.",
+        "",
+    ]
 
 
 def render(result: dict[str, Any]) -> str:
@@ -204,6 +282,15 @@ def render(result: dict[str, Any]) -> str:
         f"{result['machine']['torch']} with {result['machine']['torch_threads']} thread(s), cpu. "
         "Accuracies do not depend on the machine's load.",
         "",
+        *(
+            [
+                f"Summaries recomputed from the stored fitness values (`{result['resummarised']}`"
+                " in benchmarks/results, no training).",
+                "",
+            ]
+            if result.get("resummarised")
+            else []
+        ),
         f"Setting: `BioTuneObjective` defaults (max {result['epochs']} epochs, patience "
         f"{result['patience']}, Adam 1e-3, batch 64, data fraction {result['data_fraction']}) "
         f"with {result['n_seeds']} seed; {result['configs']} random valid configurations "
@@ -239,7 +326,11 @@ def render(result: dict[str, Any]) -> str:
             f"{100 * s['cross_fold_agrees_with_mean']:.1f} % |",
             f"| pairs a same-fold comparison orders as the two-fold mean | "
             f"{100 * s['same_fold_agrees_with_mean']:.1f} % |",
+            f"| the same, cross-fold with the mean offset subtracted | "
+            f"{100 * s['cross_fold_agrees_without_offset']:.1f} % |",
+            *_learning_rows(d.get("summary_learning")),
             "",
+            *_left_out(d),
             "| config | trained blocks | trainable share | fold 0 | fold 1 | difference "
             "| epochs |",
             "|---|---|---|---|---|---|---|",
@@ -267,7 +358,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-fraction", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS / "fold_offset"), help="path without suffix")
+    p.add_argument("--learn-threshold", type=float, default=0.5, help="see summary_learning")
+    p.add_argument("--resummarise", help="a results JSON: recompute its summaries, no training")
     args = p.parse_args(argv)
+    if args.resummarise:
+        path = Path(args.resummarise)
+        result = resummarise(path, args.learn_threshold)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        path.with_suffix(".md").write_text(render(result) + "\n")
+        return
     if args.configs < 3:
         p.error("--configs must be at least 3")
     torch.set_num_threads(args.threads)
