@@ -32,10 +32,8 @@ class BioTuneSampler(GenerationalSampler):
     categorical parameters, and parameters first seen after a generation opened, are sampled
     independently at random. Works for ``minimize`` and ``maximize`` (single objective).
 
-    **Fitness across folds.** BioTune's objective scores generation ``g`` on fold
-    ``g mod n_folds``. Elites are not re-scored: they keep the fitness they were evaluated
-    with, and their exploitation neighbours (scored on the current fold) must beat it. This
-    keeps the paper's 13 evaluations per generation.
+    **Fitness across folds:** elites keep the fitness of the fold they were scored on; see
+    :mod:`optuna_biotune.evolution.memetic` for what that costs (measured).
 
     **Storage and resume.** All state is in the storage (system attrs namespaced
     ``BioTuneSampler:``; see :mod:`optuna_biotune.evolution.generations`). Randomness derives
