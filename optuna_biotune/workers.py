@@ -365,6 +365,48 @@ class WorkerStorage(_WorkerTrials, RDBStorage):
         for name in values:
             known.setdefault(name, distribution)
 
+    def live_claims(self, study_id: int, key: str, min_number: int) -> list[tuple[int, Any]]:
+        """``(number, value)`` of the trial system attr ``key`` on the study's trials numbered
+        ``min_number`` or more that are RUNNING, WAITING or COMPLETE: one query (the sampler's
+        check that nobody else claimed its slot, ``Generations._slot_held``)."""
+        import json
+
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        attr = models.TrialSystemAttributeModel
+        live = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
+        with _create_scoped_session(self.scoped_session) as session:
+            rows = (
+                session.query(models.TrialModel.number, attr.value_json)
+                .join(attr, attr.trial_id == models.TrialModel.trial_id)
+                .filter(models.TrialModel.study_id == study_id)
+                .filter(models.TrialModel.number >= min_number)
+                .filter(models.TrialModel.state.in_(live))
+                .filter(attr.key == key)
+                .all()
+            )
+        return [(int(number), json.loads(value)) for number, value in rows]
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        """The study's system attrs in one query (Optuna's takes two: the study, its attrs)."""
+        import json
+
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        attr = models.StudySystemAttributeModel
+        with _create_scoped_session(self.scoped_session) as session:
+            rows = (
+                session.query(models.StudyModel.study_id, attr.key, attr.value_json)
+                .outerjoin(attr, attr.study_id == models.StudyModel.study_id)
+                .filter(models.StudyModel.study_id == study_id)
+                .all()
+            )
+        if not rows:
+            raise KeyError(f"No study with study_id {study_id} exists.")
+        return {key: json.loads(value) for _, key, value in rows if key is not None}
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """Optuna's stale trials (heartbeat silent for the grace period), plus RUNNING trials
 

@@ -401,6 +401,8 @@ class Generations:
         self._records: dict[tuple[int, int], dict[str, Any]] = {}
         self._spaces: dict[tuple[int, int], dict[str, BaseDistribution]] = {}
         self._assignments: dict[int, Assignment] = {}  # trial id -> assignment
+        # thread -> (study id, head) read by search_space for the assign() that follows it
+        self._head_read: dict[int, tuple[int, Any]] = {}
 
     # ---- randomness
 
@@ -463,6 +465,8 @@ class Generations:
     def search_space(self, study: Study) -> dict[str, BaseDistribution]:
         """Distributions of the evolved parameters of the newest generation (``{}`` at first)."""
         head = self._head(study)
+        with self._lock:  # Optuna calls assign() next, in this thread: it starts from this read
+            self._head_read[threading.get_ident()] = (study._study_id, head)
         if head is None:
             return {}
         key = (int(head["trial"]), int(head["generation"]))
@@ -561,8 +565,13 @@ class Generations:
         self.use_study_seed(study)
         storage, study_id = study._storage, study._study_id
         conflicts = waits = 0
+        with self._lock:
+            just_read = self._head_read.pop(threading.get_ident(), None)
         while True:
-            head = self._head(study)
+            if just_read is not None and just_read[0] == study_id:
+                head, just_read = just_read[1], None
+            else:
+                head = self._head(study)
             trials = storage.get_all_trials(study_id, deepcopy=False)
             if head is None:
                 self._open(study, trial, trials, head=None, record=None, view=None)
@@ -593,9 +602,7 @@ class Generations:
             storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
             # Write, then read: of two trials that claimed the same slot at least one sees the
             # other, and whoever sees another live claim steps back (so at most one keeps it).
-            fresh = storage.get_all_trials(study_id, deepcopy=False)
-            check = self._scan(fresh, record, trial.number)
-            if slot in check.live:
+            if self._slot_held(study, record, slot, trial.number):
                 storage.set_trial_system_attr(
                     trial._trial_id, self.slot_key, {**claim, "slot": -1}
                 )
@@ -655,6 +662,27 @@ class Generations:
                 f"{len(names)} evolved parameters; plan one gene per parameter."
             )
         return {"role": decided.role, "parents": [int(p) for p in decided.parents], "x": x}
+
+    def _slot_held(self, study: Study, record: Mapping[str, Any], slot: int, me: int) -> bool:
+        """Whether a trial other than number ``me`` holds a live claim on ``slot`` of
+        ``record``'s generation, read fresh from the storage (the "read" of write-then-read).
+
+        A storage that offers ``live_claims(study_id, key, min_number)`` (the CLI's
+        ``WorkerStorage``: one query) answers it directly; any other is read whole.
+        """
+        backend = getattr(study._storage, "_backend", study._storage)
+        live_claims = getattr(backend, "live_claims", None)
+        if live_claims is None:
+            fresh = study._storage.get_all_trials(study._study_id, deepcopy=False)
+            return slot in self._scan(fresh, record, me).live
+        generation = int(record["generation"])
+        return any(
+            number != me
+            and isinstance(claim, dict)
+            and int(claim.get("generation", -1)) == generation
+            and int(claim.get("slot", -1)) == slot
+            for number, claim in live_claims(study._study_id, self.slot_key, int(record["window"]))
+        )
 
     def forget(self, trial_id: int) -> None:
         """Drop this process's note of ``trial_id``'s assignment (after the trial finished)."""
@@ -888,8 +916,7 @@ class Generations:
             "parents": list(plan["parents"]),
         }
         storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
-        check = self._scan(storage.get_all_trials(study_id, deepcopy=False), record, trial.number)
-        if slot in check.live:
+        if self._slot_held(study, record, slot, trial.number):
             storage.set_trial_system_attr(trial._trial_id, self.slot_key, {**claim, "slot": -1})
             return None
         names = record["names"]
