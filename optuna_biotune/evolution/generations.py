@@ -445,14 +445,26 @@ class Generations:
         """
         return f"{self.record_key}:{int(generation)}"
 
-    def _record(self, study: Study, head: Mapping[str, Any]) -> dict[str, Any]:
+    def _record(
+        self,
+        study: Study,
+        head: Mapping[str, Any],
+        trials: Sequence[FrozenTrial] | None = None,
+    ) -> dict[str, Any]:
         trial_id, generation = int(head["trial"]), int(head["generation"])
         with self._lock:
             cached = self._records.get((trial_id, generation))
         if cached is not None:
             return cached
-        attrs = study._storage.get_trial_system_attrs(trial_id)
-        record = read_chunked(attrs, self.record_key_of(generation))
+        # `trials`, read after the head, hold the record (written before the head names it):
+        # no storage round trip when the opener is among them (it is recent).
+        opener = next((t for t in reversed(trials or ()) if t._trial_id == trial_id), None)
+        key = self.record_key_of(generation)
+        if opener is not None and key in opener.system_attrs:
+            attrs = opener.system_attrs
+        else:
+            attrs = study._storage.get_trial_system_attrs(trial_id)
+        record = read_chunked(attrs, key)
         if record is None:
             raise RuntimeFailure(
                 f"the {self.namespace} record of trial id {trial_id} is missing from the "
@@ -488,7 +500,7 @@ class Generations:
         its record and sets the head); the opening of the lowest trial number is the
         generation's, so every process converges on the same record as soon as it sees both.
         """
-        record = self._record(study, head)
+        record = self._record(study, head, trials)
         generation, best = int(record["generation"]), int(record["opened_by"])
         found = None
         key = self.record_key_of(generation)
@@ -577,7 +589,7 @@ class Generations:
                 self._open(study, trial, trials, head=None, record=None, view=None)
                 continue
             head = self._first_opening(study, head, trials)
-            record = self._record(study, head)
+            record = self._record(study, head, trials)
             view = self._scan(trials, record, trial.number)
             free = self._free_slots(record, view)
             if not free:
@@ -835,6 +847,10 @@ class Generations:
         # Everyone uses the record as read back from JSON, so a resumed process (which reads
         # it from the storage) computes with bit-identical numbers.
         new_record = json.loads(json.dumps(new_record))
+        current = self._head(study)
+        current_gen = -1 if current is None else int(current["generation"])
+        if current_gen >= generation:  # another worker opened it meanwhile: theirs is used
+            return
         write_chunked(
             lambda k, v: storage.set_trial_system_attr(trial._trial_id, k, v),
             self.record_key_of(generation),
@@ -842,9 +858,7 @@ class Generations:
         )
         with self._lock:
             self._records[(trial._trial_id, generation)] = new_record
-        current = self._head(study)
-        current_gen = -1 if current is None else int(current["generation"])
-        if current_gen == generation - 1:  # nobody opened it meanwhile
+        if current_gen == generation - 1:  # nobody had opened it before the write
             storage.set_study_system_attr(
                 study_id, self.head_key, {"generation": generation, "trial": trial._trial_id}
             )
