@@ -600,26 +600,33 @@ class Generations:
                 self._open(study, trial, trials, head=head, record=record, view=view)
                 continue
             slot = free[view.earlier_unclaimed % len(free)] if conflicts == 0 else free[0]
-            if conflicts > 0:
-                slot = free[random.randrange(len(free))]
-            plan = record["slots"][slot]
-            if plan.get("deferred"):
-                plan = self._plan_deferred(study, record, slot, plan, view)
-            claim = {
-                "generation": int(record["generation"]),
-                "slot": slot,
-                "role": plan["role"],
-                "parents": list(plan["parents"]),
-            }
-            storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
-            # Write, then read: of two trials that claimed the same slot at least one sees the
-            # other, and whoever sees another live claim steps back (so at most one keeps it).
-            if self._slot_held(study, record, slot, trial.number):
+            while True:  # after a conflict, the other slots this read found free, then read again
+                if conflicts > 0:
+                    slot = free[random.randrange(len(free))]
+                plan = record["slots"][slot]
+                if plan.get("deferred"):
+                    plan = self._plan_deferred(study, record, slot, plan, view)
+                claim = {
+                    "generation": int(record["generation"]),
+                    "slot": slot,
+                    "role": plan["role"],
+                    "parents": list(plan["parents"]),
+                }
+                storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
+                # Write, then read: of two trials that claimed the same slot at least one sees
+                # the other, and whoever sees another live claim steps back (so at most one
+                # keeps it).
+                if not self._slot_held(study, record, slot, trial.number):
+                    break
                 storage.set_trial_system_attr(
                     trial._trial_id, self.slot_key, {**claim, "slot": -1}
                 )
                 conflicts += 1
                 time.sleep(random.uniform(0.0, 0.01 * min(conflicts, 10)))
+                free = [s for s in free if s != slot]
+                if not free:
+                    break
+            if not free:
                 continue
             names = record["names"]
             x = {} if plan["x"] is None else dict(zip(names, plan["x"], strict=True))
