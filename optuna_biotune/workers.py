@@ -22,14 +22,18 @@
   optuna-dashboard no longer block writers. A commit survives a crash of the process; a power
   loss may roll back the last commits but never corrupts the file. While a worker runs, the
   study's recent writes live in ``<file>-wal`` beside it (copy both, or copy after the
-  workers exit, when SQLite folds the log back into the file).
+  workers exit, when SQLite folds the log back into the file);
+- answers the sampler's two hottest reads in one query each: the live claims of a slot
+  (:meth:`WorkerStorage.live_claims`) and the study's system attrs.
 
 :class:`WorkerJournalStorage` is Optuna's journal-file storage with the same worker identity and
 same-machine recovery (Optuna gives it no heartbeat).
 
 :func:`storage_error` tells a lost or failing storage apart from other errors, so the CLI
 retries those and prints one line about them; :func:`run_until` is the loop every worker
-runs. No torch here.
+runs, and :func:`run_generations` the search's rounds of it up to the last planned generation,
+which end only when every planned slot is complete (slots left behind by dead workers are
+evaluated, other workers' running trials waited for). No torch here.
 """
 
 from __future__ import annotations
