@@ -198,7 +198,18 @@ def worker_alive(identity: Any) -> bool | None:
         pid, ticks = int(identity["pid"]), int(identity["ticks"])
     except (KeyError, TypeError, ValueError):
         return None
-    return _start_ticks(pid) == ticks
+    now = _start_ticks(pid)
+    if now is not None:
+        return now == ticks
+    if Path(f"/proc/{pid}").exists():
+        return False  # a zombie: it runs no code any more
+    try:  # no /proc entry: gone, or hidden from this user (`hidepid`)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return None
+    return None
 
 
 def _running_template() -> FrozenTrial:
