@@ -106,7 +106,8 @@ def test_invalid_individual_gets_the_worst_fitness_untrained(objective) -> None:
     assert not trial.intermediate_values
 
 
-def test_pruner_stops_a_trial(objective) -> None:
+def test_pruner_stops_a_trial(objective, monkeypatch) -> None:
+    monkeypatch.setattr(objective, "prune", True)  # pruning is asked for (off by default)
     trial = _run(
         objective,
         _genes([0.2] * 9 + [0.9], 0.5),
