@@ -616,14 +616,15 @@ class Generations:
                 # Write, then read: of two trials that claimed the same slot at least one sees
                 # the other, and whoever sees another live claim steps back (so at most one
                 # keeps it).
-                if not self._slot_held(study, record, slot, trial.number):
+                held = self._held_slots(study, record, trial.number)
+                if slot not in held:
                     break
                 storage.set_trial_system_attr(
                     trial._trial_id, self.slot_key, {**claim, "slot": -1}
                 )
                 conflicts += 1
                 time.sleep(random.uniform(0.0, 0.01 * min(conflicts, 10)))
-                free = [s for s in free if s != slot]
+                free = [s for s in free if s not in held]  # those still free at that read
                 if not free:
                     break
             if not free:
@@ -683,8 +684,12 @@ class Generations:
         return {"role": decided.role, "parents": [int(p) for p in decided.parents], "x": x}
 
     def _slot_held(self, study: Study, record: Mapping[str, Any], slot: int, me: int) -> bool:
-        """Whether a trial other than number ``me`` holds a live claim on ``slot`` of
-        ``record``'s generation, read fresh from the storage (the "read" of write-then-read).
+        """Whether a trial other than number ``me`` holds a live claim on ``slot``."""
+        return slot in self._held_slots(study, record, me)
+
+    def _held_slots(self, study: Study, record: Mapping[str, Any], me: int) -> set[int]:
+        """The slots of ``record``'s generation that trials other than number ``me`` hold with
+        a live claim, read fresh from the storage (the "read" of write-then-read).
 
         A storage that offers ``live_claims(study_id, key, min_number)`` (the CLI's
         ``WorkerStorage``: one query) answers it directly; any other is read whole.
@@ -693,15 +698,16 @@ class Generations:
         live_claims = getattr(backend, "live_claims", None)
         if live_claims is None:
             fresh = study._storage.get_all_trials(study._study_id, deepcopy=False)
-            return slot in self._scan(fresh, record, me).live
+            return set(self._scan(fresh, record, me).live)
         generation = int(record["generation"])
-        return any(
-            number != me
+        return {
+            int(claim.get("slot", -1))
+            for number, claim in live_claims(study._study_id, self.slot_key, int(record["window"]))
+            if number != me
             and isinstance(claim, dict)
             and int(claim.get("generation", -1)) == generation
-            and int(claim.get("slot", -1)) == slot
-            for number, claim in live_claims(study._study_id, self.slot_key, int(record["window"]))
-        )
+            and int(claim.get("slot", -1)) >= 0
+        }
 
     def forget(self, trial_id: int) -> None:
         """Drop this process's note of ``trial_id``'s assignment (after the trial finished)."""
