@@ -1,4 +1,4 @@
-"""Speed of the exact 1x1-input shortcut (``optuna_biotune.fastconv``) against PyTorch's own
+"""Speed of the exact 1x1-input shortcut (``optuna_biotune.engine.fastconv``) against PyTorch's own
 convolutions, in the same run.
 
 Two measurements, each alternating the two sides and keeping the median:
@@ -33,8 +33,8 @@ import torch
 from objective_speed import machine  # benchmarks/ is on the path when run as a script
 from torch import nn
 
-from optuna_biotune.fastconv import CenterTapConv2d, center_tap_shortcut
-from optuna_biotune.models import build_model
+from optuna_biotune.engine.fastconv import CenterTapConv2d, center_tap_shortcut
+from optuna_biotune.engine.models import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -85,8 +85,8 @@ def synthetic(n: int, size: int, classes: int, device: Any, seed: int) -> Any:
     """``n`` random uint8 RGB images with balanced labels, as the engine's ``TensorData``."""
     import torch
 
-    from optuna_biotune.data import TensorData
-    from optuna_biotune.models import IMAGENET_MEAN, IMAGENET_STD
+    from optuna_biotune.engine.data import TensorData
+    from optuna_biotune.engine.models import IMAGENET_MEAN, IMAGENET_STD
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
@@ -99,7 +99,7 @@ def make_objective(args: argparse.Namespace) -> Any:
     import numpy as np
 
     from optuna_biotune import BioTuneObjective, models
-    from optuna_biotune.data import ArrayDataset
+    from optuna_biotune.engine.data import ArrayDataset
 
     build = models.build_model
 
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import torch
 
-    from optuna_biotune.train import resolve_device
+    from optuna_biotune.engine.train import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

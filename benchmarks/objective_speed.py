@@ -98,7 +98,7 @@ def _evaluate(
 
 def _throughput(objective: BioTuneObjective, *, epochs: int) -> dict[str, float]:
     """Training images/s of FT (all blocks) and forward-only images/s, same batches."""
-    from optuna_biotune.train import fit
+    from optuna_biotune.engine.train import fit
 
     net = objective.net
     objective.reset_to_pretrained()
@@ -290,7 +290,8 @@ def _markdown(r: dict[str, Any]) -> str:
         f"images), seeds {s['seeds']}, {s['epochs_per_seed']} epochs per seed (early stopping "
         f"off; with the default patience of 3 every evaluation runs at least 4), median of "
         f"{s['repeats']} alternating repetitions. Convolutions over 1x1 maps take the exact "
-        "shortcut of optuna_biotune.fastconv on both sides (benchmarks/results/fastconv.md).",
+        "shortcut of optuna_biotune.engine.fastconv on both sides "
+        "(benchmarks/results/fastconv.md).",
         "",
         "Speed-up = seconds without the cache / with it. *Warm*: the prefix activations were "
         "cached by an earlier trial on the same fold (the steady state the FLOP split "

@@ -361,8 +361,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from optuna_biotune.baselines import METHODS, canonical_method
-    from optuna_biotune.data import load_dataset
-    from optuna_biotune.models import preprocessing
+    from optuna_biotune.engine.models import preprocessing
+    from optuna_biotune.engine.sources import load_dataset
 
     methods = [canonical_method(m) for m in (METHODS if args.methods is None else args.methods)]
     out = Path(args.out)

@@ -616,7 +616,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
 
 def _prepare(objective: Any) -> None:
     """Load the data and build the model now: bad input fails before the study is touched."""
-    from optuna_biotune.data import fold_indices
+    from optuna_biotune.engine.data import fold_indices
 
     _ = objective.param_names  # loads the dataset, builds the model and its blocks
     for split in (objective.splits.train, objective.splits.val):

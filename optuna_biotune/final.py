@@ -3,8 +3,8 @@
 After the search, the top-k distinct configurations over all generations (paper: top 5) are
 retrained on the full training set with each final seed (paper: 3) and scored on the test set;
 plain full fine-tuning (FT: every block trained, weight 1) is trained the same way as the
-reference. Spread is the mean and standard error over seeds (:func:`optuna_biotune.train.mean_sem`,
-as for EvoPrune and the baselines).
+reference. Spread is the mean and standard error over seeds
+(:func:`optuna_biotune.engine.train.mean_sem`, as for EvoPrune and the baselines).
 
 The headline (``biotune_test_accuracy``, ``top1``, the first summary line) is the configuration
 ranked first by validation fitness: the test set only measures it. The paper reports the highest
@@ -28,10 +28,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from optuna_biotune.engine.train import mean_sem
 from optuna_biotune.errors import UsageError
 from optuna_biotune.report import FINAL_ATTR, configuration_key, top_configurations
 from optuna_biotune.spec import final_seed_list
-from optuna_biotune.train import mean_sem
 
 if TYPE_CHECKING:
     import optuna

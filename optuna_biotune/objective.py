@@ -34,7 +34,6 @@ import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -153,14 +152,15 @@ class BioTuneObjective:
         compile: bool = False,
         prune: bool = False,
     ) -> None:
-        from optuna_biotune import data as data_mod
-        from optuna_biotune import models
-        from optuna_biotune.train import METRICS, OPTIMIZERS, resolve_device
+        from optuna_biotune.engine import models
+        from optuna_biotune.engine.data import n_folds
+        from optuna_biotune.engine.sources import EMBEDDED, EMBEDDED_IMAGE_SIZE, dataset_kind
+        from optuna_biotune.engine.train import METRICS, OPTIMIZERS, resolve_device
 
         models.preprocessing(model)  # validates the name
-        self._check_dataset(dataset)
+        dataset_kind(dataset)  # checks the spec without reading it
         self.seeds = resolve_seeds(seeds)
-        self.n_folds = data_mod.n_folds(data_fraction)
+        self.n_folds = n_folds(data_fraction)
         _check_int("max_epochs", max_epochs, 1)
         _check_int("patience", patience, 1)
         _check_int("batch_size", batch_size, 1)
@@ -186,8 +186,8 @@ class BioTuneObjective:
             )
         pre = models.preprocessing(model)
         if image_size is None:
-            embedded = isinstance(dataset, str) and dataset in data_mod.EMBEDDED
-            image_size = data_mod.EMBEDDED_IMAGE_SIZE if embedded else pre.image_size
+            embedded = isinstance(dataset, str) and dataset in EMBEDDED
+            image_size = EMBEDDED_IMAGE_SIZE if embedded else pre.image_size
         if pre.fixed_size and image_size != pre.image_size:
             raise UsageError(
                 f"`model` {model!r} only takes {pre.image_size} px images; set "
@@ -218,32 +218,9 @@ class BioTuneObjective:
 
     # ------------------------------------------------------------------ spec round trip
 
-    @staticmethod
-    def _check_dataset(dataset: Any) -> None:
-        from optuna_biotune import data as data_mod
-
-        if isinstance(dataset, data_mod.ArrayDataset):
-            return
-        if isinstance(dataset, Path) or (
-            isinstance(dataset, str) and ("/" in dataset or dataset.startswith("."))
-        ):
-            path = Path(dataset).expanduser()
-            if not path.is_dir():
-                raise UsageError(
-                    f"`dataset` directory {str(path)!r} does not exist; give a folder with one "
-                    "subfolder per class."
-                )
-            return
-        known = (*data_mod.EMBEDDED, *getattr(data_mod, "TORCHVISION", ()))
-        if not isinstance(dataset, str) or dataset not in known:
-            raise UsageError(
-                f"`dataset` {dataset!r} is unknown; use one of {list(known)} or an ImageFolder "
-                "directory."
-            )
-
     def spec(self) -> dict[str, Any]:
         """The constructor's arguments as a JSON-able dict (stored in the study)."""
-        from optuna_biotune.data import ArrayDataset
+        from optuna_biotune.engine.data import ArrayDataset
 
         if isinstance(self.dataset, ArrayDataset):
             raise UsageError(
@@ -305,11 +282,11 @@ class BioTuneObjective:
     def _setup_once(self) -> None:
         if self._ready:
             return
-        from optuna_biotune import blocks as blocks_mod
-        from optuna_biotune import models
-        from optuna_biotune.cache import ActivationCache
-        from optuna_biotune.data import load_dataset
-        from optuna_biotune.train import clone_state
+        from optuna_biotune.engine import blocks as blocks_mod
+        from optuna_biotune.engine import models
+        from optuna_biotune.engine.cache import ActivationCache
+        from optuna_biotune.engine.sources import load_dataset
+        from optuna_biotune.engine.train import clone_state
 
         pre = models.preprocessing(self.model_name)
         self.splits = load_dataset(
@@ -359,7 +336,7 @@ class BioTuneObjective:
         return self._head_index
 
     def _fold(self, split: str, fold: int | None) -> Any:
-        from optuna_biotune.data import fold_indices
+        from optuna_biotune.engine.data import fold_indices
 
         self._setup()
         full = self._train if split == "train" else self._val
@@ -443,9 +420,9 @@ class BioTuneObjective:
     ) -> Any:
         from torch import nn
 
-        from optuna_biotune import models
-        from optuna_biotune.blocks import block_param_groups, frozen_prefix_length
-        from optuna_biotune.train import fit
+        from optuna_biotune.engine import models
+        from optuna_biotune.engine.blocks import block_param_groups, frozen_prefix_length
+        from optuna_biotune.engine.train import fit
 
         self.reset_to_pretrained()
         self._dirty.update(i for i, m in enumerate(mask) if m)
@@ -580,7 +557,7 @@ class BioTuneObjective:
         ``mask`` all ``True`` with ``weights`` all ``1.0`` is the FT reference. Returns one
         test score (``metric``) per seed.
         """
-        from optuna_biotune.train import evaluate
+        from optuna_biotune.engine.train import evaluate
 
         self._setup()
         seeds = resolve_seeds(list(seeds))

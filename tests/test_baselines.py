@@ -15,10 +15,10 @@ from optuna_biotune.baselines import (
 from optuna_biotune.baselines.autorgn import relative_gradient_norms, rgn_multipliers
 from optuna_biotune.baselines.gradual import GradualUnfreezing
 from optuna_biotune.baselines.lora import lora_targets
-from optuna_biotune.blocks import Block
-from optuna_biotune.data import TensorData
+from optuna_biotune.engine.blocks import Block
+from optuna_biotune.engine.data import TensorData
+from optuna_biotune.engine.train import fit
 from optuna_biotune.errors import UsageError
-from optuna_biotune.train import fit
 
 
 @pytest.fixture(autouse=True)
@@ -367,7 +367,7 @@ def test_cli_unknown_method_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def _tiny_images():
     import numpy as np
 
-    from optuna_biotune.data import ArrayDataset
+    from optuna_biotune.engine.data import ArrayDataset
 
     rng = np.random.default_rng(0)
     labels = np.arange(30) % 3

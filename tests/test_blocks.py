@@ -4,15 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from optuna_biotune.blocks import (
+from optuna_biotune.engine.blocks import (
     Block,
     block_param_groups,
     frozen_prefix_length,
     partition,
     stages,
 )
+from optuna_biotune.engine.models import build_model
 from optuna_biotune.errors import UsageError
-from optuna_biotune.models import build_model
 
 FAMILIES = [
     "resnet18",

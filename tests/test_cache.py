@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from optuna_biotune.blocks import stages
-from optuna_biotune.cache import ActivationCache, run_chain
-from optuna_biotune.data import load_dataset
+from optuna_biotune.engine.blocks import stages
+from optuna_biotune.engine.cache import ActivationCache, run_chain
+from optuna_biotune.engine.models import build_model, preprocessing
+from optuna_biotune.engine.sources import load_dataset
 from optuna_biotune.errors import UsageError
-from optuna_biotune.models import build_model, preprocessing
 from optuna_biotune.objective import BioTuneObjective
 
 

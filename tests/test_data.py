@@ -4,16 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from optuna_biotune.data import (
+from optuna_biotune.engine.data import (
     ArrayDataset,
     TensorData,
-    dataset_to_tensors,
     fold_indices,
-    load_dataset,
     n_folds,
     resize_uint8,
     stratified_split,
 )
+from optuna_biotune.engine.sources import dataset_to_tensors, load_dataset
 from optuna_biotune.errors import UsageError
 
 

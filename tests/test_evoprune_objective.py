@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from optuna_biotune import EvoPruneObjective, EvoPruneSampler
-from optuna_biotune.data import ArrayDataset, TensorData, stratified_split
+from optuna_biotune.engine.data import ArrayDataset, TensorData, stratified_split
 from optuna_biotune.errors import UsageError
 from optuna_biotune.evoprune import features as feats
 from optuna_biotune.evoprune.head import build_head, train_head

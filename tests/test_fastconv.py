@@ -1,4 +1,4 @@
-"""The exact 1x1-input shortcut of ``optuna_biotune.fastconv``."""
+"""The exact 1x1-input shortcut of ``optuna_biotune.engine.fastconv``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from optuna_biotune.fastconv import CenterTapConv2d, center_tap, center_tap_shortcut
+from optuna_biotune.engine.fastconv import CenterTapConv2d, center_tap, center_tap_shortcut
 
 
 def _grads(conv: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -119,7 +119,7 @@ def test_build_model_uses_the_shortcut_and_trains_identically():
     """The default backbone at 16 px reaches 1x1 maps in its last stages; a training step of
     the patched model gives the unpatched model's loss and gradients (up to rounding: the
     products are summed in another order)."""
-    from optuna_biotune.models import build_model
+    from optuna_biotune.engine.models import build_model
 
     model = build_model("efficientnet_lite0", 3, pretrained=False)
     fast = [m for m in model.modules() if isinstance(m, CenterTapConv2d)]

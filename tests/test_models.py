@@ -5,14 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from optuna_biotune.errors import RuntimeFailure, UsageError
-from optuna_biotune.models import (
+from optuna_biotune.engine.models import (
     available_models,
     build_model,
     head_name,
     preprocessing,
     reset_head,
 )
+from optuna_biotune.errors import RuntimeFailure, UsageError
 
 
 def _chelsea_batch(size: int = 224) -> torch.Tensor:
@@ -29,7 +29,7 @@ def _chelsea_batch(size: int = 224) -> torch.Tensor:
 def test_lite0_weights_rank_chelsea_as_a_cat() -> None:
     import timm
 
-    from optuna_biotune.models import lite0_state_dict
+    from optuna_biotune.engine.models import lite0_state_dict
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     model.load_state_dict(lite0_state_dict(model))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from optuna_biotune import BioTuneObjective
-from optuna_biotune.data import ArrayDataset
+from optuna_biotune.engine.data import ArrayDataset
 from optuna_biotune.errors import UsageError
 from optuna_biotune.genome import gene_names
 from optuna_biotune.objective import AUTHOR_SEEDS, resolve_seeds

@@ -56,7 +56,7 @@ def test_paper_specs_have_the_paper_settings(name: str) -> None:
 
 
 def test_paper_specs_name_the_datasets_of_data_py() -> None:
-    from optuna_biotune import data
+    from optuna_biotune.engine import sources as data
 
     names = {load_spec(REPO / "studies" / f"{n}-resnet50.toml").dataset for n in PAPER_DATASETS}
     torchvision_names = names - {str(REPO / "studies" / "data" / "isic2016")}

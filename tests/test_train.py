@@ -5,14 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from optuna_biotune.data import TensorData, load_dataset
-from optuna_biotune.errors import RuntimeFailure, UsageError
-from optuna_biotune.train import (
+from optuna_biotune.engine.data import TensorData
+from optuna_biotune.engine.sources import load_dataset
+from optuna_biotune.engine.train import (
     evaluate,
     fit,
     metric_from_predictions,
     set_frozen_eval,
 )
+from optuna_biotune.errors import RuntimeFailure, UsageError
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from optuna_biotune.errors import UsageError
 if TYPE_CHECKING:
     from torch import nn
 
-    from optuna_biotune.blocks import Block
+    from optuna_biotune.engine.blocks import Block
 
 
 def prepare_plan(

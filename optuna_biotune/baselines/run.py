@@ -86,10 +86,10 @@ def run_baseline(
         ``trainable_share`` (at the end of training, mean over seeds), ``seconds``, the
         training settings, ``config`` and a one-line ``summary``.
     """
-    from optuna_biotune import blocks as blocks_mod
-    from optuna_biotune import models
-    from optuna_biotune.data import load_dataset
-    from optuna_biotune.train import clone_state, evaluate, fit, mean_sem, resolve_device
+    from optuna_biotune.engine import blocks as blocks_mod
+    from optuna_biotune.engine import models
+    from optuna_biotune.engine.sources import load_dataset
+    from optuna_biotune.engine.train import clone_state, evaluate, fit, mean_sem, resolve_device
 
     name = canonical_method(method)
     seed_list = resolve_seeds(seeds)

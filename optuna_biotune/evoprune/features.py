@@ -21,7 +21,7 @@ from optuna_biotune.errors import RuntimeFailure, UsageError
 if TYPE_CHECKING:
     import torch
 
-    from optuna_biotune.data import ArrayDataset, TensorData
+    from optuna_biotune.engine.data import ArrayDataset, TensorData
 
 __all__ = [
     "EMBEDDED_FEATURE_SIZE",
@@ -74,7 +74,8 @@ def default_cache_dir() -> Path:
 
 
 def _dataset_tag(spec: str | Path | ArrayDataset) -> str:
-    from optuna_biotune.data import EMBEDDED, ArrayDataset
+    from optuna_biotune.engine.data import ArrayDataset
+    from optuna_biotune.engine.sources import EMBEDDED
 
     if isinstance(spec, ArrayDataset):
         import numpy as np
@@ -107,8 +108,8 @@ def resolve_image_size(
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
             raise UsageError(f"`image_size` must be an integer >= 8 or None, got {image_size!r}.")
         return image_size
-    from optuna_biotune import data as data_mod
-    from optuna_biotune import models
+    from optuna_biotune.engine import models
+    from optuna_biotune.engine import sources as data_mod
 
     if isinstance(dataset, str) and dataset in data_mod.EMBEDDED:
         return EMBEDDED_FEATURE_SIZE
@@ -139,14 +140,14 @@ def load_features(
 ) -> FeatureSplits:
     """Global-average-pooled backbone features of ``dataset``'s splits, cached.
 
-    The pretrained backbone of :func:`optuna_biotune.models.build_model` runs once with its
+    The pretrained backbone of :func:`optuna_biotune.engine.models.build_model` runs once with its
     new head replaced by the identity, so its output is the pooled feature vector. Looked up
     in memory, then in ``cache_dir`` (``None``: :func:`default_cache_dir`), then computed and
     written there (atomically: a temporary file renamed into place).
 
     Args:
-        dataset: A dataset spec of :func:`optuna_biotune.data.load_dataset`.
-        model: A backbone name of :func:`optuna_biotune.models.build_model`.
+        dataset: A dataset spec of :func:`optuna_biotune.engine.sources.load_dataset`.
+        model: A backbone name of :func:`optuna_biotune.engine.models.build_model`.
         image_size: Square input side; ``None``: see :func:`resolve_image_size`.
         cache_dir: Directory of the on-disk cache.
         device: Where the backbone runs (``cpu``, ``cuda``).
@@ -159,8 +160,8 @@ def load_features(
         raise UsageError(f"`batch_size` must be an int >= 1, got {batch_size!r}.")
     import torch
 
-    from optuna_biotune import data as data_mod
-    from optuna_biotune import models
+    from optuna_biotune.engine import models
+    from optuna_biotune.engine import sources as data_mod
 
     prep = models.preprocessing(model)
     image_size = resolve_image_size(dataset=dataset, model=model, image_size=image_size)
@@ -218,7 +219,7 @@ def _drop_head(model: Any) -> None:
     """Replace the new head built by ``build_model`` with the identity (pooled features out)."""
     from torch import nn
 
-    from optuna_biotune.models import head_name
+    from optuna_biotune.engine.models import head_name
 
     dotted = head_name(model)
     parent_name, _, child = dotted.rpartition(".")

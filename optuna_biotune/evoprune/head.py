@@ -7,7 +7,7 @@ really smaller and faster to train. Which neurons survive matters, not only how 
 full-width layers are first initialised from the training seed and the active rows/columns
 are then cut out of them, so neuron ``i`` starts from the same weights in every mask.
 
-Training uses the package's one engine, :func:`optuna_biotune.train.fit`.
+Training uses the package's one engine, :func:`optuna_biotune.engine.train.fit`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from optuna_biotune.data import TensorData
+from optuna_biotune.engine.data import TensorData
+from optuna_biotune.engine.train import evaluate, fit
 from optuna_biotune.errors import UsageError
-from optuna_biotune.train import evaluate, fit
 
 __all__ = ["HeadResult", "build_head", "threads", "train_head"]
 
@@ -130,7 +130,7 @@ def train_head(
     device: str = "cpu",
     bf16: bool = False,
 ) -> HeadResult:
-    """Train ``head`` on features with :func:`optuna_biotune.train.fit` (early stopping).
+    """Train ``head`` on features with :func:`optuna_biotune.engine.train.fit` (early stopping).
 
     With ``test``, the best epoch's weights are restored and scored on it (used only for the
     final report, never for fitness). ``bf16``: bfloat16 autocast for training and scoring.

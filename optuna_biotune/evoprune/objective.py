@@ -14,7 +14,7 @@ Deviations from the paper, measured on this package's CPU setting:
   cached digits features the paper's SGD needed ~54 epochs (7 s) to reach the accuracy Adam
   reaches in ~7 epochs; ``optimizer="sgd"`` gives the paper's setting;
 * early stopping on validation accuracy (patience 3) rather than validation loss: the
-  package's one training engine (:func:`optuna_biotune.train.fit`) monitors the metric.
+  package's one training engine (:func:`optuna_biotune.engine.train.fit`) monitors the metric.
 
 Fitness is memoised by chromosome (paper): a chromosome seen before in this process, or stored
 in the study's completed trials (user attr ``chromosome``), returns its value without
@@ -36,7 +36,7 @@ from optuna_biotune.evoprune import operators as ops
 if TYPE_CHECKING:
     import optuna
 
-    from optuna_biotune.data import ArrayDataset
+    from optuna_biotune.engine.data import ArrayDataset
     from optuna_biotune.evoprune.features import FeatureSplits
 
 __all__ = [
@@ -129,9 +129,9 @@ class EvoPruneObjective:
             print(objective.final(study))  # test accuracy of the best mask vs the full head
 
     Args:
-        dataset: A dataset spec of :func:`optuna_biotune.data.load_dataset` (``digits``,
+        dataset: A dataset spec of :func:`optuna_biotune.engine.sources.load_dataset` (``digits``,
             ``mnist5k``, a folder, an ``ArrayDataset``, ...).
-        model: A backbone name of :func:`optuna_biotune.models.build_model`.
+        model: A backbone name of :func:`optuna_biotune.engine.models.build_model`.
         layers: ``"first"`` (prune the first hidden layer, 512 bits) or ``"both"`` (1024).
         hidden: Width of each hidden layer (paper: 512).
         image_size: Backbone input side (``None``: 64 for the embedded sets, else the
@@ -292,7 +292,7 @@ class EvoPruneObjective:
 
     def _splits(self) -> tuple[Any, Any, Any]:
         if self._data is None:
-            from optuna_biotune.data import TensorData
+            from optuna_biotune.engine.data import TensorData
 
             f = self.features
             self._data = (
@@ -409,9 +409,10 @@ class EvoPruneObjective:
         Both heads are trained exactly as in the search (train split, early stopping on the
         validation split) with each training seed and scored once on the test split; each
         reports ``test_accuracy`` (mean) and ``test_accuracy_stderr`` (standard error over
-        seeds, :func:`optuna_biotune.train.mean_sem`, as BioTune's ``final`` and the baselines).
+        seeds, :func:`optuna_biotune.engine.train.mean_sem`, as BioTune's ``final`` and the
+        baselines).
         """
-        from optuna_biotune.train import mean_sem
+        from optuna_biotune.engine.train import mean_sem
 
         if not seeds:
             raise UsageError("`seeds` must name at least one training seed.")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from optuna_biotune.data import TensorData
+from optuna_biotune.engine.data import TensorData
 from optuna_biotune.errors import UsageError
 
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from optuna_biotune.data import TensorData
+from optuna_biotune.engine.data import TensorData
 from optuna_biotune.errors import RuntimeFailure, UsageError
 
 Metric = Literal["accuracy", "macro"]

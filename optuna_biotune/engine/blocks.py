@@ -198,7 +198,7 @@ def _cover(names: list[str], others: list[str]) -> tuple[str, ...]:
 def _timm_blocks(model: nn.Module) -> list[Block]:
     from timm.models import group_parameters
 
-    from optuna_biotune.models import head_name
+    from optuna_biotune.engine.models import head_name
 
     try:
         head = head_name(model)

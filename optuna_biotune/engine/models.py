@@ -164,7 +164,7 @@ def build_model(name: str, num_classes: int, *, pretrained: bool = True) -> nn.M
     Returns:
         The model, in eval mode, with ``model.biotune_head`` naming the new head module. Its
         convolutions with centered zero padding take the exact 1x1-input shortcut of
-        :func:`optuna_biotune.fastconv.center_tap_shortcut` (the same function, faster
+        :func:`optuna_biotune.engine.fastconv.center_tap_shortcut` (the same function, faster
         training at small image sizes).
     """
     _check_name(name)
@@ -173,7 +173,7 @@ def build_model(name: str, num_classes: int, *, pretrained: bool = True) -> nn.M
     import torch
     from torch import nn
 
-    from optuna_biotune.fastconv import center_tap_shortcut
+    from optuna_biotune.engine.fastconv import center_tap_shortcut
 
     if name == DEFAULT_MODEL or name.startswith(TIMM_PREFIX):
         import timm
@@ -216,7 +216,7 @@ def head_name(model: nn.Module) -> str:
     """Dotted module name of the model's new head (set by :func:`build_model`)."""
     name = getattr(model, "biotune_head", None)
     if not isinstance(name, str):
-        raise UsageError("`model` was not built by optuna_biotune.models.build_model().")
+        raise UsageError("`model` was not built by optuna_biotune.engine.models.build_model().")
     return name
 
 
