@@ -64,7 +64,9 @@ def test_sigint_stops_search_cleanly_marks_the_trial_and_a_rerun_resumes(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    cmd = [*CLI, *SEARCH, "--study", "ctrl-c", "--storage", url]
+    # 8 epochs per evaluation (the last --epochs wins), so SIGINT lands while one trains.
+    slower = ["--epochs", "8", "--patience", "8"]
+    cmd = [*CLI, *SEARCH, *slower, "--study", "ctrl-c", "--storage", url]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         cmd,
@@ -85,7 +87,7 @@ def test_sigint_stops_search_cleanly_marks_the_trial_and_a_rerun_resumes(
             except Exception:  # no study yet, or its tables being created this very moment
                 continue
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if "mask" in t.user_attrs:  # decoded, now training
+                if "mask" in t.user_attrs and t.values is None:  # decoded, now training
                     running = t
         assert running is not None, "search never reached a running trial"
         proc.send_signal(signal.SIGINT)
