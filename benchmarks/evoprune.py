@@ -189,12 +189,12 @@ def storage_overhead(*, trials: int, bits: int, folder: Path) -> dict[str, Any]:
     and the sampler cost around an evaluation.
     """
     from optuna_biotune.cli import open_storage
-    from optuna_biotune.evoprune.objective import _write_planned_bits
+    from optuna_biotune.evoprune.objective import write_planned_bits
 
     names = [f"neuron:0:{i:03d}" for i in range(bits)]
 
     def objective(trial: optuna.Trial) -> float:
-        _write_planned_bits(trial, names)
+        write_planned_bits(trial, names)
         return float(sum(trial.suggest_int(n, 0, 1) for n in names))
 
     out: dict[str, Any] = {"trials": trials, "bits": bits}

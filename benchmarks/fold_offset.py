@@ -44,8 +44,8 @@ import optuna
 import torch
 from scipy import stats
 
-from optuna_biotune import genome
-from optuna_biotune.objective import BioTuneObjective
+from optuna_biotune.biotune import genome
+from optuna_biotune.biotune.objective import BioTuneObjective
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The system attr that puts a trial in a generation (read by ``trial_generation``).
@@ -209,8 +209,8 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
             }
         )
     f = np.array([r["fitness"] for r in rows])
-    train_sizes = [len(objective._fold("train", g)) for g in range(objective.n_folds)]
-    val_sizes = [len(objective._fold("val", g)) for g in range(objective.n_folds)]
+    train_sizes = [len(objective.fold("train", g)) for g in range(objective.n_folds)]
+    val_sizes = [len(objective.fold("val", g)) for g in range(objective.n_folds)]
     return {
         "dataset": dataset,
         "model": objective.model_name,

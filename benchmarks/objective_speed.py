@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from optuna_biotune.objective import BioTuneObjective
+from optuna_biotune.biotune.objective import BioTuneObjective
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -79,7 +79,7 @@ def _evaluate(
     if not warm:
         objective.cache.clear()
     weights = np.where(mask, 1.0, 0.0)
-    train, val = objective._fold("train", 0), objective._fold("val", 0)
+    train, val = objective.fold("train", 0), objective.fold("val", 0)
     c0, t0 = time.process_time(), time.perf_counter()
     accs, epochs = [], []
     for seed in objective.seeds:
@@ -102,21 +102,21 @@ def _throughput(objective: BioTuneObjective, *, epochs: int) -> dict[str, float]
 
     net = objective.net
     objective.reset_to_pretrained()
-    train = objective._fold("train", 0)
+    train = objective.fold("train", 0)
     chain = nn.Sequential(*objective.chain)
     r = fit(
         chain,
         param_groups=[{"params": list(net.parameters())}],
         train=train,
-        val=objective._fold("val", 0),
+        val=objective.fold("val", 0),
         max_epochs=epochs,
         patience=epochs,
         batch_size=objective.batch_size,
         device="cpu",
     )
-    objective._dirty.update(range(len(objective.blocks)))  # FT trained every block
+    objective.mark_trained(range(len(objective.blocks)))  # FT trained every block
     train_seconds = sum(h.seconds for h in r.history)  # includes validation: subtract it below
-    val_n = len(objective._fold("val", 0))
+    val_n = len(objective.fold("val", 0))
     chain.eval()
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device="cpu",
     )
     blocks = objective.blocks
-    x = objective._fold("train", 0).batch(slice(0, 1))[0]
+    x = objective.fold("train", 0).batch(slice(0, 1))[0]
     total_flops = _flops(objective.chain, x, 0, len(objective.chain))
-    n_train, n_val = len(objective._fold("train", 0)), len(objective._fold("val", 0))
+    n_train, n_val = len(objective.fold("train", 0)), len(objective.fold("val", 0))
     rows = []
     for k in args.frozen:
         mask = np.arange(len(blocks)) >= k
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.full:
         default = BioTuneObjective(image_size=args.image_size, device="cpu")
         default.blocks  # noqa: B018  (set-up outside the timing)
-        default._fold("train", 0), default._fold("val", 0)
+        default.fold("train", 0), default.fold("val", 0)
         mask = np.arange(len(blocks)) >= 3
         weights = np.where(mask, 1.0, 0.0)
         c0, t0 = time.process_time(), time.perf_counter()
@@ -227,8 +227,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 mask,
                 weights,
                 seed=seed,
-                train=default._fold("train", 0),
-                val=default._fold("val", 0),
+                train=default.fold("train", 0),
+                val=default.fold("val", 0),
                 data_key=("fold", 0),
             )
             accs.append(r.best_val_metric)

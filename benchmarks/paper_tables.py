@@ -104,9 +104,8 @@ def run_biotune(args: argparse.Namespace, dataset: str, data_fraction: float) ->
     import optuna
 
     from optuna_biotune import BioTuneObjective, BioTuneSampler
-    from optuna_biotune.final import mean_sem
-    from optuna_biotune.objective import resolve_seeds
-    from optuna_biotune.report import top_configurations
+    from optuna_biotune.biotune.report import top_configurations
+    from optuna_biotune.engine.seeds import mean_sem, resolve_seeds
 
     objective = BioTuneObjective(
         dataset=dataset,

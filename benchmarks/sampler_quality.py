@@ -84,7 +84,7 @@ def shifted_extinction(fitness: np.ndarray) -> np.ndarray:
 def run_one(args: tuple[str, str, int, int, int, str]) -> dict:
     sampler_name, fn, dim, seed, budget, extinction = args
     if extinction == "shifted":
-        from optuna_biotune.evolution import operators
+        from optuna_biotune.biotune import operators
 
         operators.extinction_factors = shifted_extinction
     optuna.logging.set_verbosity(optuna.logging.ERROR)

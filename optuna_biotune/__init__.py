@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from optuna_biotune.genome import decode, decode_params, gene_names, lr_weight
+from optuna_biotune.biotune.genome import decode, decode_params, gene_names, lr_weight
 
 __version__ = "0.1.0"
 
 # Public names loaded on first use so `import optuna_biotune` stays light (no torch).
 _LAZY = {
-    "BioTuneSampler": "optuna_biotune.sampler",
-    "BioTuneObjective": "optuna_biotune.objective",
+    "BioTuneSampler": "optuna_biotune.biotune.sampler",
+    "BioTuneObjective": "optuna_biotune.biotune.objective",
     "EvoPruneSampler": "optuna_biotune.evoprune",
     "EvoPruneObjective": "optuna_biotune.evoprune",
 }

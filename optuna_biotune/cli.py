@@ -28,8 +28,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optuna_biotune.biotune.spec import (
+    SECTIONS,
+    StudySpec,
+    default_spec,
+    load_spec,
+    spec_from_dict,
+)
 from optuna_biotune.errors import BioTuneError, RuntimeFailure, UsageError
-from optuna_biotune.spec import SECTIONS, StudySpec, default_spec, load_spec, spec_from_dict
 
 if TYPE_CHECKING:
     import optuna
@@ -593,7 +599,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     )
     seconds = time.perf_counter() - started
 
-    from optuna_biotune import report
+    from optuna_biotune.biotune import report
 
     result: dict[str, Any] = {
         "command": "search",
@@ -714,7 +720,7 @@ def _run_final(
     *,
     seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    from optuna_biotune import final
+    from optuna_biotune.biotune import final
 
     seeds = list(seeds or spec.final_seed_list)
     _info(
@@ -758,7 +764,7 @@ def cmd_final(args: argparse.Namespace) -> dict[str, Any]:
         "storage": spec.storage_url,
         "trials": len(study.trials),
     }
-    from optuna_biotune import report
+    from optuna_biotune.biotune import report
 
     result.update(report.best_summary(study))
     result["final"] = _run_final(args, study, spec, objective, seeds=listed)
@@ -770,7 +776,7 @@ def cmd_final(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     """Write the report (tables, Fig. 2 PNG, HTML) and attach it to the study."""
-    from optuna_biotune import report
+    from optuna_biotune.biotune import report
 
     study, spec = _open_existing(args)
     out = args.out or spec.report_dir

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import optuna
 
-from optuna_biotune.genome import decode, gene_names
+from optuna_biotune.biotune.genome import decode, gene_names
 
 BLOCKS = ["stem", "stage1", "stage2", "stage3", "head"]
 #: Parameters per block of the pretend model (for the trainable share).

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from optuna_biotune.biotune.objective import BioTuneObjective
 from optuna_biotune.engine.blocks import stages
 from optuna_biotune.engine.cache import ActivationCache, run_chain
 from optuna_biotune.engine.models import build_model, preprocessing
 from optuna_biotune.engine.sources import load_dataset
 from optuna_biotune.errors import UsageError
-from optuna_biotune.objective import BioTuneObjective
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_training_from_the_cache_gives_the_same_losses(twins, frozen_blocks: int
     weights = np.where(mask, 1.0, 0.0)
     results = []
     for objective in (cached, plain):
-        train, val = objective._fold("train", 1), objective._fold("val", 1)
+        train, val = objective.fold("train", 1), objective.fold("val", 1)
         results.append(
             objective.train_config(
                 mask, weights, seed=684, train=train, val=val, data_key=("fold", 1)

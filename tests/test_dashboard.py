@@ -19,8 +19,9 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore
 from product_studies import BLOCKS, make_study
 
-from optuna_biotune import cli, report
-from optuna_biotune.genome import gene_names
+from optuna_biotune import cli
+from optuna_biotune.biotune import report
+from optuna_biotune.biotune.genome import gene_names
 
 CLI = (sys.executable, "-m", "optuna_biotune.cli")
 

@@ -26,7 +26,8 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore
 from product_studies import make_study
 
-from optuna_biotune import cli, report
+from optuna_biotune import cli
+from optuna_biotune.biotune import report
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "dashboard_screenshot.sh"

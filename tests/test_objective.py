@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from optuna_biotune import BioTuneObjective
+from optuna_biotune.biotune.genome import gene_names
 from optuna_biotune.engine.data import ArrayDataset
+from optuna_biotune.engine.seeds import AUTHOR_SEEDS, resolve_seeds
 from optuna_biotune.errors import UsageError
-from optuna_biotune.genome import gene_names
-from optuna_biotune.objective import AUTHOR_SEEDS, resolve_seeds
 
 CONTRACT_ATTRS = {
     "blocks",
@@ -202,15 +202,15 @@ def test_reset_restores_every_trained_block_and_leaves_frozen_ones(objective) ->
 
     n = len(LITE0_BLOCKS)
     mask = np.arange(n) >= 6
-    train, val = objective._fold("train", 0), objective._fold("val", 0)
+    train, val = objective.fold("train", 0), objective.fold("val", 0)
     objective.train_config(
         mask, np.where(mask, 1.0, 0.0), seed=1, train=train, val=val, data_key=("fold", 0)
     )
     state = objective.net.state_dict()
-    changed = [k for k in state if not torch.equal(state[k], objective._pretrained[k])]
+    changed = [k for k in state if not torch.equal(state[k], objective.pretrained_state[k])]
     assert changed and all(
         k.startswith(("blocks.5", "blocks.6", "conv_head", "bn2", "classifier")) for k in changed
     )
     objective.reset_to_pretrained()
     state = objective.net.state_dict()
-    assert all(torch.equal(state[k], objective._pretrained[k]) for k in state)
+    assert all(torch.equal(state[k], objective.pretrained_state[k]) for k in state)

@@ -1,4 +1,4 @@
-"""The pure memetic operators (optuna_biotune.evolution.operators) and the [0, 1] mapping."""
+"""The pure memetic operators (optuna_biotune.biotune.operators) and the [0, 1] mapping."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 
-from optuna_biotune.evolution import operators as ops
+from optuna_biotune.biotune import operators as ops
 from optuna_biotune.evolution.generations import (
     denormalize,
     normalize,

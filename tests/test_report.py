@@ -13,9 +13,9 @@ from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 from optuna_dashboard import get_note
 from product_studies import BLOCKS, PER_GENERATION, CheapRetrainer, cheap_objective, make_study
 
-from optuna_biotune import final, report
-from optuna_biotune.genome import gene_names
-from optuna_biotune.spec import seed_list
+from optuna_biotune.biotune import final, report
+from optuna_biotune.biotune.genome import gene_names
+from optuna_biotune.engine.seeds import seed_list
 
 
 def test_generation_table_matches_trials(sqlite_url: str, study_name: str) -> None:

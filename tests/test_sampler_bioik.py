@@ -16,8 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_biotune import BioTuneSampler
+from optuna_biotune.biotune.memetic import ROLE_CHILD, ROLE_RANDOM, MemeticStrategy
 from optuna_biotune.evolution.generations import Individual, SlotPlan, generation_records
-from optuna_biotune.evolution.memetic import ROLE_CHILD, ROLE_RANDOM, MemeticStrategy
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 NS = "BioTuneSampler"

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from optuna_biotune import cli
-from optuna_biotune.errors import UsageError
-from optuna_biotune.spec import (
+from optuna_biotune.biotune.spec import (
     DEFAULT_TOML,
     SECTIONS,
     StudySpec,
@@ -19,6 +18,7 @@ from optuna_biotune.spec import (
     seed_list,
     spec_from_dict,
 )
+from optuna_biotune.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_DATASETS = [

@@ -19,8 +19,8 @@ import torch
 
 from optuna_biotune.baselines.config import BaselineConfig, canonical_method
 from optuna_biotune.baselines.methods import prepare_plan
+from optuna_biotune.engine.seeds import resolve_seeds
 from optuna_biotune.errors import UsageError
-from optuna_biotune.objective import resolve_seeds
 
 
 def _block_summary(plan_history: list[dict[str, Any]], blocks, model) -> dict[str, Any]:
@@ -88,8 +88,9 @@ def run_baseline(
     """
     from optuna_biotune.engine import blocks as blocks_mod
     from optuna_biotune.engine import models
+    from optuna_biotune.engine.seeds import mean_sem
     from optuna_biotune.engine.sources import load_dataset
-    from optuna_biotune.engine.train import clone_state, evaluate, fit, mean_sem, resolve_device
+    from optuna_biotune.engine.train import clone_state, evaluate, fit, resolve_device
 
     name = canonical_method(method)
     seed_list = resolve_seeds(seeds)

@@ -375,27 +375,6 @@ def fit(
     )
 
 
-def mean_sem(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean over seeds: how every method reports test spread.
-
-    The standard error is the sample standard deviation (``n - 1`` in the denominator) over
-    ``sqrt(n)``; it is 0 for a single value. BioTune's ``final``, EvoPrune's ``final`` and every
-    baseline use this one function, so their ``±`` figures mean the same thing.
-
-    Raises:
-        UsageError: ``values`` is empty.
-    """
-    x = [float(v) for v in values]
-    n = len(x)
-    if n == 0:
-        raise UsageError("`values` must hold at least one accuracy; train at least one seed.")
-    mean = sum(x) / n
-    if n == 1:
-        return mean, 0.0
-    variance = sum((v - mean) ** 2 for v in x) / (n - 1)
-    return mean, (variance / n) ** 0.5
-
-
 def clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A deep copy of ``model.state_dict()`` (to reset a model between seeds and trials)."""
     return copy.deepcopy(model.state_dict())
@@ -408,7 +387,6 @@ __all__ = [
     "clone_state",
     "evaluate",
     "fit",
-    "mean_sem",
     "metric_from_predictions",
     "predict",
     "resolve_device",

@@ -1,8 +1,10 @@
-"""Evolutionary machinery shared by the samplers: pure operators and storage bookkeeping.
+"""GA machinery both samplers share (no torch): the base sampler and the storage bookkeeping.
 
-:mod:`~optuna_biotune.evolution.operators` holds the memetic operators (pure functions),
-:mod:`~optuna_biotune.evolution.generations` the generational bookkeeping in the storage
-(slots, reissue, generations) and :mod:`~optuna_biotune.evolution.memetic` BioTune's scheme.
+:mod:`~optuna_biotune.evolution.base` holds ``GenerationalSampler`` (the one Optuna sampler
+class both samplers subclass) and :mod:`~optuna_biotune.evolution.generations` the generational
+bookkeeping in the storage (slots, reissue, generations). A method's own operators and
+strategy live in its folder (:mod:`optuna_biotune.biotune.memetic`,
+:mod:`optuna_biotune.evoprune.strategy`).
 """
 
 from __future__ import annotations

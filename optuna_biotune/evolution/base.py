@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.samplers import BaseSampler
 
-from optuna_biotune.errors import UsageError
+from optuna_biotune.errors import UsageError, check_int
 from optuna_biotune.evolution.generations import Generations
 
 if TYPE_CHECKING:
@@ -25,7 +25,22 @@ if TYPE_CHECKING:
 
     from optuna_biotune.evolution.generations import GenerationStrategy
 
-__all__ = ["GenerationalSampler"]
+__all__ = ["MIN_POPULATION", "GenerationalSampler", "check_population"]
+
+#: Smallest population of either sampler: BioTune's crossover needs two parents and a prototype
+#: (Starke et al. 2019, Sec. IV), EvoPrune's steady state two parents and a worst member to
+#: replace.
+MIN_POPULATION = 3
+
+
+def check_population(population_size: Any) -> int:
+    """The population check both samplers share (an int >= :data:`MIN_POPULATION`)."""
+    return check_int(
+        "population_size",
+        population_size,
+        MIN_POPULATION,
+        why="two parents and a third member to breed or replace",
+    )
 
 
 class GenerationalSampler(BaseSampler):
@@ -43,10 +58,7 @@ class GenerationalSampler(BaseSampler):
     def __init__(
         self, *, strategy: GenerationStrategy, slot_attempts: int, seed: int | None
     ) -> None:
-        if isinstance(slot_attempts, bool) or not isinstance(slot_attempts, int):
-            raise UsageError(f"`slot_attempts` must be an int >= 1, got {slot_attempts!r}.")
-        if slot_attempts < 1:
-            raise UsageError(f"`slot_attempts` must be an int >= 1, got {slot_attempts}.")
+        check_int("slot_attempts", slot_attempts, 1)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise UsageError(f"`seed` must be a non-negative int or None, got {seed!r}.")
         self._strategy = strategy

@@ -45,6 +45,7 @@ __all__ = [
     "SPEC_ATTR",
     "EvoPruneObjective",
     "neuron_param",
+    "write_planned_bits",
 ]
 
 #: Prefix of the neuron parameters: ``neuron:<layer>:<index>``.
@@ -66,7 +67,7 @@ def neuron_param(layer: int, index: int, *, hidden: int = 512) -> str:
     return f"{PARAM_PREFIX}:{layer}:{index:0{width}d}"
 
 
-def _write_planned_bits(trial: optuna.Trial, names: Sequence[str]) -> int:
+def write_planned_bits(trial: optuna.Trial, names: Sequence[str]) -> int:
     """Store the sampler's planned bits of ``trial`` in one transaction; return how many.
 
     With a :class:`~optuna_biotune.workers.WorkerStorage` (every storage the CLI opens) and a
@@ -362,7 +363,7 @@ class EvoPruneObjective:
         """Suggest the neuron bits, train the pruned head, return the validation accuracy."""
         started = time.perf_counter()
         names = self.param_names
-        _write_planned_bits(trial, names)
+        write_planned_bits(trial, names)
         bits = np.array([trial.suggest_int(name, 0, 1) for name in names], dtype=np.int8)
         masks = list(bits.reshape(self.n_layers, self.hidden))
         active = [int(m.sum()) for m in masks]
@@ -409,10 +410,10 @@ class EvoPruneObjective:
         Both heads are trained exactly as in the search (train split, early stopping on the
         validation split) with each training seed and scored once on the test split; each
         reports ``test_accuracy`` (mean) and ``test_accuracy_stderr`` (standard error over
-        seeds, :func:`optuna_biotune.engine.train.mean_sem`, as BioTune's ``final`` and the
+        seeds, :func:`optuna_biotune.engine.seeds.mean_sem`, as BioTune's ``final`` and the
         baselines).
         """
-        from optuna_biotune.engine.train import mean_sem
+        from optuna_biotune.engine.seeds import mean_sem
 
         if not seeds:
             raise UsageError("`seeds` must name at least one training seed.")

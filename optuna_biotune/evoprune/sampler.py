@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
 from optuna_biotune.errors import UsageError
-from optuna_biotune.evolution.base import GenerationalSampler
+from optuna_biotune.evolution.base import GenerationalSampler, check_population
 from optuna_biotune.evoprune import operators as ops
 from optuna_biotune.evoprune.strategy import SteadyStateStrategy
 
@@ -85,13 +85,7 @@ class EvoPruneSampler(GenerationalSampler):
         slot_attempts: int = 3,
         seed: int | None = None,
     ) -> None:
-        if isinstance(population_size, bool) or not isinstance(population_size, int):
-            raise UsageError(f"`population_size` must be an int >= 3, got {population_size!r}.")
-        if population_size < 3:
-            raise UsageError(
-                f"`population_size` must be >= 3 (two parents and a worst member to replace), "
-                f"got {population_size}."
-            )
+        check_population(population_size)
         if crossover not in ops.CROSSOVERS:
             raise UsageError(
                 f"`crossover` must be one of {sorted(ops.CROSSOVERS)}, got {crossover!r}."

@@ -26,12 +26,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from optuna_biotune.errors import UsageError
-from optuna_biotune.genome import MAX_BASE_LR
-
-#: The authors' three seeds (METHOD.md, "Fitness"); ``seeds = N`` takes the first N of these,
-#: then continues with 1, 2, 3, ... when N > 3.
-PAPER_SEEDS: tuple[int, ...] = (684, 559, 629)
+from optuna_biotune.engine.finetune import MAX_BASE_LR, MINIMUM
+from optuna_biotune.engine.seeds import final_seed_list, seed_list
+from optuna_biotune.errors import UsageError, check_int
+from optuna_biotune.evolution.base import MIN_POPULATION
 
 #: The embedded default study: digits + ImageNet-pretrained EfficientNet-Lite0 on the CPU,
 #: a budget that searches and retrains in about ten minutes on two CPU cores.
@@ -207,7 +205,9 @@ class StudySpec:
         changes = {k: v for k, v in changes.items() if v is not None}
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
-            raise UsageError(f"unknown spec field(s) {unknown}; see optuna_biotune.spec.SECTIONS.")
+            raise UsageError(
+                f"unknown spec field(s) {unknown}; see optuna_biotune.biotune.spec.SECTIONS."
+            )
         return dataclasses.replace(self, **changes)
 
     def to_toml_dict(self) -> dict[str, dict[str, Any]]:
@@ -255,10 +255,10 @@ SECTIONS: dict[tuple[str, str], str] = {
 
 _INT_FIELDS = {
     "seeds": 1,
-    "epochs": 1,
-    "patience": 0,
-    "batch_size": 1,
-    "population": 3,
+    "epochs": MINIMUM["max_epochs"],
+    "patience": MINIMUM["patience"],
+    "batch_size": MINIMUM["batch_size"],
+    "population": MIN_POPULATION,
     "elites": 1,
     "generations": 0,
     "n_jobs": 1,
@@ -272,27 +272,6 @@ _CHOICES = {
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-def seed_list(n: int) -> tuple[int, ...]:
-    """The first ``n`` fitness seeds: the paper's 684, 559, 629, then 1, 2, 3, ..."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UsageError(f"`seeds` must be a positive integer, got {n!r}.")
-    extra = tuple(range(1, n - len(PAPER_SEEDS) + 1))
-    return (PAPER_SEEDS + extra)[:n]
-
-
-#: First seed of the final retraining. The fitness seeds are 684, 559, 629, 1, 2, ...: the
-#: test scores of ``final`` share no head initialisation or batch order with the runs that chose
-#: the configuration unless a search used over a thousand seeds.
-FINAL_SEED_START = 1001
-
-
-def final_seed_list(n: int) -> tuple[int, ...]:
-    """The first ``n`` seeds of the final retraining: 1001, 1002, 1003, ..."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UsageError(f"`final_seeds` must be a positive integer, got {n!r}.")
-    return tuple(range(FINAL_SEED_START, FINAL_SEED_START + n))
-
-
 def _is_prefixes(entry: Any) -> bool:
     if isinstance(entry, str):
         return bool(entry)
@@ -301,9 +280,7 @@ def _is_prefixes(entry: Any) -> bool:
 
 def _validate(spec: StudySpec) -> None:
     for name, low in _INT_FIELDS.items():
-        value = getattr(spec, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UsageError(f"`{name}` must be an integer >= {low}, got {value!r}; fix the spec.")
+        check_int(name, getattr(spec, name), low, fix="fix the spec")
     if spec.elites >= spec.population:
         raise UsageError(
             f"`elites` ({spec.elites}) must be smaller than `population` ({spec.population})."
@@ -448,13 +425,9 @@ def load_spec(path: str | Path) -> StudySpec:
 
 __all__ = [
     "DEFAULT_TOML",
-    "FINAL_SEED_START",
-    "PAPER_SEEDS",
     "SECTIONS",
     "StudySpec",
     "default_spec",
-    "final_seed_list",
     "load_spec",
-    "seed_list",
     "spec_from_dict",
 ]

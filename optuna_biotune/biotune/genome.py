@@ -14,9 +14,6 @@ import numpy as np
 IMPORTANCE_PREFIX = "importance:"
 #: Parameter name of the freezing-threshold gene, the last of the ``B + 2`` genes.
 THRESHOLD_PARAM = "threshold"
-#: Largest accepted base learning rate: block rates reach 10x it (``W_b <= 10``), and far
-#: beyond this every optimiser diverges (above ~3e37 the rates do not even fit a float32).
-MAX_BASE_LR = 10.0
 
 
 def importance_param(block: str) -> str:

@@ -5,10 +5,10 @@ No torch here: ``import optuna_biotune; BioTuneSampler()`` stays light.
 
 from __future__ import annotations
 
-from optuna_biotune.errors import UsageError
-from optuna_biotune.evolution.base import GenerationalSampler
-from optuna_biotune.evolution.memetic import MemeticStrategy
-from optuna_biotune.genome import THRESHOLD_PARAM
+from optuna_biotune.biotune.genome import THRESHOLD_PARAM
+from optuna_biotune.biotune.memetic import MemeticStrategy
+from optuna_biotune.errors import UsageError, check_int
+from optuna_biotune.evolution.base import GenerationalSampler, check_population
 
 __all__ = ["BioTuneSampler"]
 
@@ -24,7 +24,7 @@ class BioTuneSampler(GenerationalSampler):
     beats it; per-gene crossover, extinction-driven mutation, adoption towards a prototype);
     the elites after exploitation and the children form the next population, and a stagnating
     population is wiped out but for its best (BioIK's scheme, adapted to ask/tell as
-    :mod:`optuna_biotune.evolution.memetic` describes). With the defaults: 10 + 13
+    :mod:`optuna_biotune.biotune.memetic` describes). With the defaults: 10 + 13
     evaluations per generation, the paper's 140 evaluations in 10 generations. Operators:
     :mod:`optuna_biotune.evolution`.
 
@@ -33,7 +33,7 @@ class BioTuneSampler(GenerationalSampler):
     independently at random. Works for ``minimize`` and ``maximize`` (single objective).
 
     **Fitness across folds:** elites keep the fitness of the fold they were scored on; see
-    :mod:`optuna_biotune.evolution.memetic` for what that costs (measured).
+    :mod:`optuna_biotune.biotune.memetic` for what that costs (measured).
 
     **Storage and resume.** All state is in the storage (system attrs namespaced
     ``BioTuneSampler:``; see :mod:`optuna_biotune.evolution.generations`). Randomness derives
@@ -92,15 +92,8 @@ class BioTuneSampler(GenerationalSampler):
         slot_attempts: int = 3,
         seed: int | None = None,
     ) -> None:
-        if isinstance(population_size, bool) or not isinstance(population_size, int):
-            raise UsageError(f"`population_size` must be an int >= 3, got {population_size!r}.")
-        if population_size < 3:
-            raise UsageError(
-                f"`population_size` must be >= 3 (crossover needs two parents and a "
-                f"prototype), got {population_size}."
-            )
-        if isinstance(n_elites, bool) or not isinstance(n_elites, int) or n_elites < 0:
-            raise UsageError(f"`n_elites` must be an int >= 0, got {n_elites!r}.")
+        check_population(population_size)
+        check_int("n_elites", n_elites, 0)
         if n_elites >= population_size:
             raise UsageError(
                 f"`n_elites` must be smaller than `population_size` ({population_size}) so "

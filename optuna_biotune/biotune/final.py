@@ -4,16 +4,17 @@ After the search, the top-k distinct configurations over all generations (paper:
 retrained on the full training set with each final seed (paper: 3) and scored on the test set;
 plain full fine-tuning (FT: every block trained, weight 1) is trained the same way as the
 reference. Spread is the mean and standard error over seeds
-(:func:`optuna_biotune.engine.train.mean_sem`, as for EvoPrune and the baselines).
+(:func:`optuna_biotune.engine.seeds.mean_sem`, as for EvoPrune and the baselines).
 
 The headline (``biotune_test_accuracy``, ``top1``, the first summary line) is the configuration
 ranked first by validation fitness: the test set only measures it. The paper reports the highest
 of the top-k mean test accuracies, which picks on the test set and so is optimistic; it stays as
 a second, labelled figure (``best_of_top_k_test_accuracy``, ``best``, the second line).
 
-The default seeds are 1001, 1002, 1003, ... (:func:`optuna_biotune.spec.final_seed_list`), not
-the search's fitness seeds (the authors' 684, 559, 629, then 1, 2, ...), so the test scores share
-no head initialisation or batch order with the evaluations that chose the configuration; seeds
+The default seeds are 1001, 1002, 1003, ...
+(:func:`optuna_biotune.engine.seeds.final_seed_list`), not the search's fitness seeds (the
+authors' 684, 559, 629, then 1, 2, ...), so the test scores share no head initialisation or batch
+order with the evaluations that chose the configuration; seeds
 the search also used are named in the log and in ``seeds_shared_with_search``.
 
 Each result is stored in the study as soon as it is computed (study user attr
@@ -28,10 +29,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from optuna_biotune.engine.train import mean_sem
+from optuna_biotune.biotune.report import FINAL_ATTR, configuration_key, top_configurations
+from optuna_biotune.engine.seeds import final_seed_list, mean_sem
 from optuna_biotune.errors import UsageError
-from optuna_biotune.report import FINAL_ATTR, configuration_key, top_configurations
-from optuna_biotune.spec import final_seed_list
 
 if TYPE_CHECKING:
     import optuna
@@ -237,4 +237,4 @@ def _share(value: Any) -> str:
     return "?" if not isinstance(value, int | float) else f"{100 * float(value):.1f} %"
 
 
-__all__ = ["CACHE_PREFIX", "Retrainer", "cache_key", "mean_sem", "run_final", "summary_lines"]
+__all__ = ["CACHE_PREFIX", "Retrainer", "cache_key", "run_final", "summary_lines"]

@@ -71,7 +71,8 @@ from typing import Any
 
 import numpy as np
 
-from optuna_biotune.evolution import operators as ops
+from optuna_biotune.biotune import operators as ops
+from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX
 from optuna_biotune.evolution.generations import (
     ROLE_INITIAL,
     GenerationStrategy,
@@ -79,7 +80,6 @@ from optuna_biotune.evolution.generations import (
     Opening,
     SlotPlan,
 )
-from optuna_biotune.genome import IMPORTANCE_PREFIX
 
 __all__ = ["ROLE_CHILD", "ROLE_EXPLOIT", "ROLE_RANDOM", "MemeticStrategy"]
 

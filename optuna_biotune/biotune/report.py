@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX, THRESHOLD_PARAM, decode
 from optuna_biotune.evolution import trial_generation
-from optuna_biotune.genome import IMPORTANCE_PREFIX, THRESHOLD_PARAM, decode
 
 if TYPE_CHECKING:
     import optuna
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 #: Study user attr with the artifact ids of the latest report (name -> id), replaced each time.
 REPORT_ARTIFACTS_ATTR = "biotune:report_artifacts"
-#: Study user attr with the ``final`` results (written by :mod:`optuna_biotune.final`).
+#: Study user attr with the ``final`` results (written by :mod:`optuna_biotune.biotune.final`).
 FINAL_ATTR = "biotune:final"
 
 _SNOWFLAKE = "\u2744"
