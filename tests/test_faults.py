@@ -89,7 +89,10 @@ def test_sigint_stops_search_cleanly_marks_the_trial_and_a_rerun_resumes(
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if "mask" in t.user_attrs and t.values is None:  # decoded, now training
                     running = t
-        assert running is not None, "search never reached a running trial"
+        if running is None:
+            proc.kill()
+            _, err = proc.communicate(timeout=60)
+            pytest.fail(f"search never reached a running trial (exit {proc.returncode}): {err}")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
