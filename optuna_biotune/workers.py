@@ -82,6 +82,8 @@ STORAGE_PATIENCE = 120.0
 RETRY_DELAY = 2.0
 #: A RUNNING trial without any heartbeat is stale after this many grace periods.
 SILENT_FACTOR = 5
+#: Attempts at opening an RDB storage whose tables another worker is creating at that moment.
+_SCHEMA_ATTEMPTS = 5
 
 
 def storage_error(exc: BaseException) -> bool:
@@ -278,7 +280,19 @@ class WorkerStorage(_WorkerTrials, RDBStorage):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        for attempt in range(_SCHEMA_ATTEMPTS):
+            try:
+                super().__init__(*args, **kwargs)
+                break
+            except Exception as exc:
+                # Workers that start together on a new database all create Optuna's tables;
+                # the losers see "already exists" (or a duplicate version row): the tables are
+                # there now, so opening again succeeds.
+                text = " ".join(str(exc).split()).lower()
+                race = "already exists" in text or "unique constraint failed" in text
+                if not race or attempt == _SCHEMA_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 + 0.3 * attempt)
         self._init_worker_trials()
         # study id -> parameter name -> its distribution (fixed once a trial has the name)
         self._known_distributions: dict[int, dict[str, Any]] = {}

@@ -334,3 +334,21 @@ if __name__ == "__main__":  # a worker process of the tests above
     raise SystemExit(
         worker(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     )
+
+
+def test_workers_opening_a_new_database_together_all_start(tmp_path: Path) -> None:
+    """Eight workers started at once on a new SQLite file all create Optuna's tables; the
+    losers of that race ("table ... already exists") open it again instead of failing (plain
+    RDBStorage fails here about every other round)."""
+    code = (
+        "import sys; from optuna_biotune.workers import WorkerStorage; WorkerStorage(sys.argv[1])"
+    )
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+            for _ in range(8)
+        ]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
