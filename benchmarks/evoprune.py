@@ -188,8 +188,8 @@ def storage_overhead(*, trials: int, bits: int, folder: Path) -> dict[str, Any]:
     one transaction, as ``EvoPruneObjective`` does), and in memory: what Optuna, the storage
     and the sampler cost around an evaluation.
     """
-    from optuna_biotune.cli import open_storage
     from optuna_biotune.evoprune.objective import write_planned_bits
+    from optuna_biotune.runtime.storage import open_storage
 
     names = [f"neuron:0:{i:03d}" for i in range(bits)]
 

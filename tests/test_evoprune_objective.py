@@ -263,7 +263,7 @@ def test_planned_bits_are_stored_in_one_transaction_with_the_same_values(
 ) -> None:
     """On the CLI's storage (SQLite, PostgreSQL) the sampler's planned bits are written
     together; the study holds exactly what a plain Optuna storage holds for the same search."""
-    from optuna_biotune.cli import open_storage
+    from optuna_biotune.runtime.storage import open_storage
     from optuna_biotune.workers import WorkerStorage
 
     batches = []
@@ -300,7 +300,7 @@ def test_bulk_parameter_write_checks_like_optuna_and_writes_nothing_on_failure(
 ) -> None:
     from optuna.distributions import FloatDistribution, IntDistribution
 
-    from optuna_biotune.cli import open_storage
+    from optuna_biotune.runtime.storage import open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'w.db'}")
     study = optuna.create_study(storage=storage)

@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from optuna_biotune.biotune.figures import SNOWFLAKE, fig2_grid, plot_fig2, plot_generations
 from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX, THRESHOLD_PARAM, decode
 from optuna_biotune.evolution import trial_generation
+from optuna_biotune.runtime.storage import json_default
 
 if TYPE_CHECKING:
     import optuna
@@ -40,9 +42,6 @@ if TYPE_CHECKING:
 REPORT_ARTIFACTS_ATTR = "biotune:report_artifacts"
 #: Study user attr with the ``final`` results (written by :mod:`optuna_biotune.biotune.final`).
 FINAL_ATTR = "biotune:final"
-
-_SNOWFLAKE = "\u2744"
-_WEIGHT_MIN, _WEIGHT_MAX = 0.1, 10.0
 
 
 # -- reading trials -----------------------------------------------------------------------
@@ -183,126 +182,6 @@ def best_summary(study: optuna.Study) -> dict[str, Any]:
 
 
 # -- figures ------------------------------------------------------------------------------
-
-
-def fig2_grid(configurations: Sequence[dict[str, Any]]) -> np.ndarray:
-    """The Fig. 2 matrix: blocks x configurations of LR weights in [0.1, 10], NaN = frozen.
-
-    Raises:
-        ValueError: No configuration, or configurations over different blocks.
-    """
-    if not configurations:
-        raise ValueError("`configurations` must hold at least one configuration to plot.")
-    blocks = list(configurations[0]["blocks"])
-    grid = np.full((len(blocks), len(configurations)), np.nan)
-    for j, conf in enumerate(configurations):
-        if list(conf["blocks"]) != blocks:
-            raise ValueError("`configurations` must all have the same blocks to share a figure.")
-        for i, (m, w) in enumerate(zip(conf["mask"], conf["lr_weights"], strict=True)):
-            if m:
-                grid[i, j] = min(max(float(w), _WEIGHT_MIN), _WEIGHT_MAX)
-    return grid
-
-
-def plot_fig2(
-    configurations: Sequence[dict[str, Any]], path: str | Path, *, title: str = ""
-) -> Path:
-    """Draw the paper's Fig. 2: blocks x configurations, LR weights on a log scale 0.1-10.
-
-    Args:
-        configurations: Records with ``blocks``, ``mask``, ``lr_weights`` and a ``label``.
-        path: PNG file to write.
-        title: Figure title.
-
-    Returns:
-        The path written.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
-    grid = fig2_grid(configurations)
-    blocks = configurations[0]["blocks"]
-    n_blocks, n_conf = grid.shape
-    width = max(4.5, 1.0 + 0.9 * n_conf)
-    height = max(3.0, 1.2 + 0.45 * n_blocks)
-    fig, ax = plt.subplots(figsize=(width, height), dpi=120)
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#e8eef4")
-    image = ax.imshow(
-        np.ma.masked_invalid(grid),
-        cmap=cmap,
-        norm=LogNorm(vmin=_WEIGHT_MIN, vmax=_WEIGHT_MAX),
-        aspect="auto",
-        interpolation="nearest",
-    )
-    for i in range(n_blocks):
-        for j in range(n_conf):
-            if np.isnan(grid[i, j]):
-                ax.text(j, i, _SNOWFLAKE, ha="center", va="center", color="#3a6ea5", fontsize=13)
-            else:
-                dark = grid[i, j] < 1.5
-                ax.text(
-                    j,
-                    i,
-                    f"{grid[i, j]:.2g}",
-                    ha="center",
-                    va="center",
-                    color="white" if dark else "black",
-                    fontsize=8,
-                )
-    ax.set_yticks(range(n_blocks), labels=blocks, fontsize=8)
-    ax.set_xticks(
-        range(n_conf),
-        labels=[c.get("label", str(j)) for j, c in enumerate(configurations)],
-        fontsize=8,
-    )
-    ax.set_xlabel("configuration")
-    ax.set_ylabel("block")
-    bar = fig.colorbar(image, ax=ax, ticks=[0.1, 0.3, 1, 3, 10])
-    bar.ax.set_yticklabels(["0.1", "0.3", "1", "3", "10"])
-    bar.set_label(f"learning-rate weight ({_SNOWFLAKE} frozen)")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
-
-
-def plot_generations(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
-    """Best, mean and best-so-far fitness per generation (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not rows:
-        raise ValueError("`rows` must hold at least one generation to plot.")
-    gens = [r["generation"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=120)
-    ax.plot(gens, [r["mean"] for r in rows], "o-", label="mean", color="#999999")
-    ax.plot(gens, [r["best"] for r in rows], "s-", label="best of generation", color="#3a6ea5")
-    ax.plot(gens, [r["best_so_far"] for r in rows], "--", label="best so far", color="#c0392b")
-    ax.set_xlabel("generation")
-    ax.set_ylabel("fitness (validation accuracy)")
-    ax.set_xticks(gens)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
-
-
-# -- the report ---------------------------------------------------------------------------
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -515,7 +394,7 @@ def render_note(data: dict[str, Any], artifact_urls: dict[str, str]) -> str:
             "|---|---|",
         ]
         for b, m, w in zip(best["blocks"], best["mask"], best["lr_weights"], strict=True):
-            lines.append(f"| {b} | {f'{w:.3g}' if m else _SNOWFLAKE + ' frozen'} |")
+            lines.append(f"| {b} | {f'{w:.3g}' if m else SNOWFLAKE + ' frozen'} |")
         lines.append("")
     if final:
         lines += ["### Test accuracy (retrained on the full training set)", ""]
@@ -605,9 +484,7 @@ def write_report(
             data["generations"], out / "generations.png", title=title
         )
     json_path = out / "report.json"
-    json_path.write_text(
-        json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8"
-    )
+    json_path.write_text(json.dumps(data, indent=2, default=json_default) + "\n", encoding="utf-8")
     html_path = out / "report.html"
     html_path.write_text(render_html(data, figures), encoding="utf-8")
     files = {"report.html": html_path, "report.json": json_path}
@@ -621,12 +498,6 @@ def write_report(
         save_note(study, render_note(data, urls))
         result["artifacts"] = ids
     return result
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON-able: {type(value).__name__}")
 
 
 __all__ = [

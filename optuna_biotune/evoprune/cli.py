@@ -157,8 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Create or resume the study, search, and score the best mask on the test split."""
     import optuna
 
-    from optuna_biotune.cli import open_storage
     from optuna_biotune.evoprune import EvoPruneSampler
+    from optuna_biotune.runtime.storage import open_storage
 
     if args.evaluations is None or args.evaluations < 1:
         raise UsageError(f"`--evaluations` must be >= 1, got {args.evaluations!r}.")
