@@ -939,7 +939,10 @@ def run_generations(
             break
         if p.newest < last or p.free > 0:
             waited = ()
-            run_round(objective, _complete(study) + max(p.free, 1))
+            # Before generation 0 opens a round asks for its whole population (a round that
+            # completes nothing counts towards run_until's two stalled rounds).
+            first = int(getattr(gens.strategy, "population_size", 1)) if p.newest < 0 else 1
+            run_round(objective, _complete(study) + max(p.free, first))
         elif p.behind:
             waited = ()
             say(
