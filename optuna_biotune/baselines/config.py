@@ -1,4 +1,4 @@
-"""Hyperparameters of the comparison methods of paper Table I (METHOD.md).
+"""Hyperparameters of the comparison methods of paper Table I.
 
 One dataclass for the whole family: each field says which method reads it; the defaults are
 the common published ones. Validation is eager, in ``__post_init__``.

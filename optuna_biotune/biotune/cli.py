@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optuna_biotune.biotune.attrs import ARTIFACTS_ATTR, OBJECTIVE_SPEC_ATTR, STUDY_ATTR
+from optuna_biotune.biotune.memetic import evaluations_per_generation
 from optuna_biotune.biotune.spec import (
     SECTIONS,
     StudySpec,
@@ -33,9 +35,6 @@ if TYPE_CHECKING:
     import optuna
 
 #: Study user attrs this layer writes (besides the objective's ``biotune:spec``).
-STUDY_ATTR = "biotune:study"
-ARTIFACTS_ATTR = "biotune:artifacts"
-OBJECTIVE_SPEC_ATTR = "biotune:spec"
 
 #: Objective-spec keys that may change between runs of one study (hardware only).
 _RESUMABLE_KEYS = {"device"}
@@ -433,7 +432,7 @@ def _run_until(
             last=generations,
             n_jobs=n_jobs,
             bar=bar,
-            per_generation=2 * elites + population - elites,
+            per_generation=evaluations_per_generation(population, elites),
             generation=generation,
         )
         bar.total = bar.n

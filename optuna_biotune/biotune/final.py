@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from optuna_biotune.biotune.attrs import FINAL_CACHE_PREFIX, OBJECTIVE_SPEC_ATTR
 from optuna_biotune.biotune.report import FINAL_ATTR, configuration_key, top_configurations
 from optuna_biotune.engine.seeds import final_seed_list, mean_sem
 from optuna_biotune.errors import UsageError
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     import optuna
 
 #: Prefix of the study user attrs that cache one retrained configuration's test accuracies.
-CACHE_PREFIX = "biotune:final:"
+CACHE_PREFIX = FINAL_CACHE_PREFIX
 
 
 class Retrainer(Protocol):
@@ -226,7 +227,7 @@ def summary_lines(
 
 def _shared_with_search(study: optuna.Study, seeds: Sequence[int]) -> list[int]:
     """The final seeds that the search's fitness evaluations also used (``biotune:spec``)."""
-    spec = study.user_attrs.get("biotune:spec")
+    spec = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
     searched = spec.get("seeds") if isinstance(spec, dict) else None
     if not isinstance(searched, list):
         return []

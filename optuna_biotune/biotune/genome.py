@@ -69,5 +69,6 @@ def decode_params(
 
 
 def is_valid(mask: np.ndarray) -> bool:
-    """An individual is valid when it trains at least one block (METHOD.md, "Encoding")."""
+    """An individual is valid when it trains at least one block (a gene above the threshold,
+    paper eq. 2-5)."""
     return bool(np.any(mask))

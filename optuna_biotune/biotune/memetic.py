@@ -81,7 +81,13 @@ from optuna_biotune.evolution.generations import (
     SlotPlan,
 )
 
-__all__ = ["ROLE_CHILD", "ROLE_EXPLOIT", "ROLE_RANDOM", "MemeticStrategy"]
+__all__ = [
+    "ROLE_CHILD",
+    "ROLE_EXPLOIT",
+    "ROLE_RANDOM",
+    "MemeticStrategy",
+    "evaluations_per_generation",
+]
 
 ROLE_EXPLOIT = "exploit"
 ROLE_CHILD = "child"
@@ -98,6 +104,13 @@ class _Ind:
 
     def __init__(self, number: int, f: float, x: np.ndarray) -> None:
         self.number, self.f, self.x = number, f, x
+
+
+def evaluations_per_generation(population_size: int, n_elites: int) -> int:
+    """Evaluations of a regular generation (every one after generation 0): each elite is
+    exploited twice (``+d`` and ``-d``) and ``population_size - n_elites`` children are bred
+    (Starke et al. 2019, Sec. IV; the paper's 10 + 3 elites: 13)."""
+    return 2 * n_elites + population_size - n_elites
 
 
 class MemeticStrategy(GenerationStrategy):
@@ -131,8 +144,8 @@ class MemeticStrategy(GenerationStrategy):
 
     @property
     def slots_per_generation(self) -> int:
-        """Evaluations of a regular generation: ``2 * n_elites + population - n_elites``."""
-        return 2 * self.n_elites + self.population_size - self.n_elites
+        """Evaluations of a regular generation (:func:`evaluations_per_generation`)."""
+        return evaluations_per_generation(self.population_size, self.n_elites)
 
     # ---- the freezing threshold (paper eq. 4)
 

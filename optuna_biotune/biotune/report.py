@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from optuna_biotune.biotune.attrs import FINAL_ATTR, OBJECTIVE_SPEC_ATTR, REPORT_ARTIFACTS_ATTR
 from optuna_biotune.biotune.figures import SNOWFLAKE, fig2_grid, plot_fig2, plot_generations
 from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX, THRESHOLD_PARAM, decode
 from optuna_biotune.evolution import trial_generation
@@ -37,11 +38,6 @@ from optuna_biotune.runtime.storage import json_default
 if TYPE_CHECKING:
     import optuna
     from optuna.artifacts import FileSystemArtifactStore
-
-#: Study user attr with the artifact ids of the latest report (name -> id), replaced each time.
-REPORT_ARTIFACTS_ATTR = "biotune:report_artifacts"
-#: Study user attr with the ``final`` results (written by :mod:`optuna_biotune.biotune.final`).
-FINAL_ATTR = "biotune:final"
 
 
 # -- reading trials -----------------------------------------------------------------------
@@ -213,7 +209,7 @@ def _final_rows(final: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 def build_report(study: optuna.Study, *, top_k: int = 10) -> dict[str, Any]:
     """The report's data: generations, top configurations, final results (JSON-able)."""
-    spec = study.user_attrs.get("biotune:spec") or {}
+    spec = study.user_attrs.get(OBJECTIVE_SPEC_ATTR) or {}
     final = study.user_attrs.get(FINAL_ATTR)
     final_by_trial = {r.get("trial"): r for r in _final_rows(final)}
     top = top_configurations(study, top_k) if _complete(study) else []

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from optuna_biotune.biotune.memetic import evaluations_per_generation
 from optuna_biotune.engine.finetune import MAX_BASE_LR, MINIMUM
 from optuna_biotune.engine.seeds import final_seed_list, seed_list
 from optuna_biotune.errors import UsageError, check_int
@@ -168,8 +169,8 @@ class StudySpec:
         Generation 0 evaluates the population; every later generation exploits each elite
         twice and makes ``population - elites`` children.
         """
-        return self.population + self.generations * (
-            2 * self.elites + self.population - self.elites
+        return self.population + self.generations * evaluations_per_generation(
+            self.population, self.elites
         )
 
     def objective_kwargs(self) -> dict[str, Any]:

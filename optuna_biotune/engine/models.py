@@ -1,4 +1,4 @@
-"""Pretrained backbones with a fresh classification head (METHOD.md, "What runs offline here").
+"""Pretrained backbones with a fresh classification head.
 
 Names accepted by :func:`build_model`:
 

@@ -230,8 +230,8 @@ def fit(
 
     Trains the parameters listed in ``param_groups`` (one group per trained block, paper
     eq. 2) for at most ``max_epochs`` epochs, stopping after ``patience`` epochs without a
-    strictly better validation metric (METHOD.md, "Fitness"). The batch order is seeded by
-    ``seed`` (the caller seeds the head's initialisation, see ``models.reset_head``).
+    strictly better validation metric (the paper's early stopping, patience 3). The batch order
+    is seeded by ``seed`` (the caller seeds the head's initialisation, see ``models.reset_head``).
 
     Args:
         model: Any module mapping a batch of ``train.batch`` inputs to logits.

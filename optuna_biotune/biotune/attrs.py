@@ -1,0 +1,26 @@
+"""The study user attrs BioTune writes, in one place (read by ``final``, ``report``, the
+dashboard and a resumed ``search``); CONTRIBUTING.md describes what each holds."""
+
+from __future__ import annotations
+
+#: The objective's constructor arguments (:meth:`.objective.BioTuneObjective.spec`).
+OBJECTIVE_SPEC_ATTR = "biotune:spec"
+#: The TOML tables of the :class:`.spec.StudySpec` that made the study.
+STUDY_ATTR = "biotune:study"
+#: Absolute artifact folder of the study.
+ARTIFACTS_ATTR = "biotune:artifacts"
+#: The ``final`` results (:mod:`.final`).
+FINAL_ATTR = "biotune:final"
+#: Prefix of one retrained configuration's test accuracies: ``biotune:final:<key>``.
+FINAL_CACHE_PREFIX = "biotune:final:"
+#: Artifact ids of the latest report (name -> id), replaced each time.
+REPORT_ARTIFACTS_ATTR = "biotune:report_artifacts"
+
+__all__ = [
+    "ARTIFACTS_ATTR",
+    "FINAL_ATTR",
+    "FINAL_CACHE_PREFIX",
+    "OBJECTIVE_SPEC_ATTR",
+    "REPORT_ARTIFACTS_ATTR",
+    "STUDY_ATTR",
+]
