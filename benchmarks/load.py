@@ -2,8 +2,9 @@
 
 For each number of ``--workers`` and each sampler (BioTuneSampler, then NSGAIISampler,
 alternated over ``--repeats`` rounds so the shared machine's load hits both alike) that many
-processes join one fresh study on PostgreSQL through ``optuna_biotune.cli.open_storage`` (the
-CLI's storage: heartbeat, pre-ping, worker identity) and each runs ``--trials`` trials of a
+processes join one fresh study on PostgreSQL through
+``optuna_biotune.runtime.storage.open_storage`` (the CLI's storage: heartbeat, pre-ping,
+worker identity) and each runs ``--trials`` trials of a
 7-gene BioTune-shaped objective (6 importance genes + the threshold; a shifted sphere plus
 ``--sleep`` seconds). Measured:
 
@@ -50,7 +51,7 @@ DEFAULT_URL = "postgresql+psycopg://biotune:biotune@127.0.0.1:5432/biotune_test"
 
 def worker(name: str, url: str, study_name: str, trials: int, sleep: float, out: str) -> None:
     """One worker process: ``trials`` trials through ``study.optimize`` (as the CLI runs)."""
-    from optuna_biotune.cli import open_storage
+    from optuna_biotune.runtime.storage import open_storage
 
     sampler = make_sampler(name, seed=11)
     spent = instrument(sampler)
@@ -230,7 +231,7 @@ def markdown(result: dict) -> str:
         "",
         f"N worker processes x {result['trials_per_worker']} trials of a cheap objective (7 "
         f"genes, {result['objective_sleep_s']} s sleep) on one PostgreSQL study "
-        f"({result['storage']}), through `cli.open_storage` (heartbeat on); median of "
+        f"({result['storage']}), through `runtime.storage.open_storage` (heartbeat on); median of "
         f"{result['repeats']} alternated runs per sampler. Machine: {result['machine']['cpus']} "
         f"CPUs shared with other jobs (load average at the end "
         f"{', '.join(f'{v:.1f}' for v in result['machine']['load_average_at_end'])}), "

@@ -22,21 +22,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from optuna_biotune.biotune import cli as biotune_cli
-
-# Phase 1 of issue 13 only: names that tests/test_workers.py, tests/test_worker_death.py,
-# benchmarks/load.py (``open_storage``) and tests/test_cli.py (the search loop) still reach
-# here; phase 2 points them at optuna_biotune.runtime and drops these re-exports.
-from optuna_biotune.biotune.cli import (  # noqa: F401
-    ARTIFACTS_ATTR,
-    _run_until,
-    generation_progress,
-)
 from optuna_biotune.errors import BioTuneError, RuntimeFailure, UsageError
-from optuna_biotune.runtime.storage import (
-    json_default,
-    jsonable,
-    open_storage,  # noqa: F401
-)
+from optuna_biotune.runtime.storage import json_default, jsonable
 
 #: Subcommands provided by other modules, imported only when invoked:
 #: name -> (module, one-line help). The module defines
@@ -172,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     import optuna
 
-    from optuna_biotune.workers import describe_storage_error, storage_error
+    from optuna_biotune.runtime.workers import describe_storage_error, storage_error
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _one_line_logs()

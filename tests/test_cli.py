@@ -22,6 +22,7 @@ from product_studies import make_study
 from tiny_cli import CLI
 
 from optuna_biotune import cli
+from optuna_biotune.biotune import cli as biotune_cli
 
 TINY = (
     *("--dataset", "digits", "--population", "3", "--elites", "1", "--epochs", "1"),
@@ -294,7 +295,7 @@ def test_search_stops_when_the_last_generation_is_complete_even_after_wipeouts(
         direction="maximize",
         sampler=BioTuneSampler(population_size=4, n_elites=1, seed=0),
     )
-    cli._run_until(
+    biotune_cli.run_search(
         study, _flat, generations=3, population=4, elites=1, n_jobs=1, generation=trial_generation
     )
     sizes = Counter(trial_generation(t) for t in study.trials)
@@ -302,10 +303,10 @@ def test_search_stops_when_the_last_generation_is_complete_even_after_wipeouts(
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     # A normal generation is 2 exploits + 3 children; a wipeout one re-draws 3 of 4.
     assert any(sizes[g] != 5 for g in (1, 2, 3)), sizes
-    done, newest, left = cli.generation_progress(study, generations=3, population=4)
+    done, newest, left = biotune_cli.generation_progress(study, generations=3, population=4)
     assert (done, newest, left) == (True, 3, 0)
     # Resuming a finished search evaluates nothing more.
-    cli._run_until(
+    biotune_cli.run_search(
         study, _flat, generations=3, population=4, elites=1, n_jobs=1, generation=trial_generation
     )
     assert len(study.trials) == sum(sizes.values())

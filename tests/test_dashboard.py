@@ -19,8 +19,7 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore
 from product_studies import BLOCKS, make_study
 
-from optuna_biotune import cli
-from optuna_biotune.biotune import report
+from optuna_biotune.biotune import attrs, report
 from optuna_biotune.biotune.genome import gene_names
 
 CLI = (sys.executable, "-m", "optuna_biotune.cli")
@@ -57,7 +56,7 @@ def served_study(storage_url: str, study_name: str, tmp_path: Path):
     study = make_study(storage_url, study_name, n_trials=10)
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    study.set_user_attr(cli.ARTIFACTS_ATTR, str(artifacts))
+    study.set_user_attr(attrs.ARTIFACTS_ATTR, str(artifacts))
     written = report.write_report(
         study, out_dir=tmp_path / "report", artifact_store=FileSystemArtifactStore(str(artifacts))
     )

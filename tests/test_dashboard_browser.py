@@ -26,8 +26,7 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore
 from product_studies import make_study
 
-from optuna_biotune import cli
-from optuna_biotune.biotune import report
+from optuna_biotune.biotune import attrs, report
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "dashboard_screenshot.sh"
@@ -87,7 +86,7 @@ def _finished_study(url: str, name: str, tmp_path: Path) -> tuple[optuna.Study, 
     study = make_study(url, name, n_trials=N_TRIALS)
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    study.set_user_attr(cli.ARTIFACTS_ATTR, str(artifacts))
+    study.set_user_attr(attrs.ARTIFACTS_ATTR, str(artifacts))
     written = report.write_report(
         study, out_dir=tmp_path / "report", artifact_store=FileSystemArtifactStore(str(artifacts))
     )

@@ -264,7 +264,7 @@ def test_planned_bits_are_stored_in_one_transaction_with_the_same_values(
     """On the CLI's storage (SQLite, PostgreSQL) the sampler's planned bits are written
     together; the study holds exactly what a plain Optuna storage holds for the same search."""
     from optuna_biotune.runtime.storage import open_storage
-    from optuna_biotune.workers import WorkerStorage
+    from optuna_biotune.runtime.workers import WorkerStorage
 
     batches = []
     real = WorkerStorage.set_trial_params

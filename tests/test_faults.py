@@ -231,8 +231,8 @@ def cluster() -> Iterator[Cluster]:
 
 def storage_worker(url: str, study_name: str, target: int, pause: float) -> int:
     """A worker on the library's run loop (the CLI's), with a cheap objective."""
+    from optuna_biotune.runtime.loop import run_until
     from optuna_biotune.runtime.storage import open_storage
-    from optuna_biotune.workers import run_until
 
     def objective(trial: optuna.Trial) -> float:
         x = [trial.suggest_float(name, 0.0, 1.0) for name in GENES]

@@ -28,16 +28,11 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_biotune import BioTuneSampler
-from optuna_biotune.cli import open_storage
 from optuna_biotune.errors import RuntimeFailure
 from optuna_biotune.evolution.generations import generation_records
-from optuna_biotune.workers import (
-    WORKER_ATTR,
-    run_generations,
-    slot_progress,
-    worker_alive,
-    worker_identity,
-)
+from optuna_biotune.runtime.loop import run_generations, slot_progress
+from optuna_biotune.runtime.storage import open_storage
+from optuna_biotune.runtime.workers import WORKER_ATTR, worker_alive, worker_identity
 
 NS = "BioTuneSampler"
 GENES = [f"importance:b{i}" for i in range(4)] + ["threshold"]
@@ -312,7 +307,7 @@ def test_worker_identity_tells_dead_from_live_processes_on_this_machine() -> Non
         probe = [
             sys.executable,
             "-c",
-            "from optuna_biotune.workers import worker_identity as w;"
+            "from optuna_biotune.runtime.workers import worker_identity as w;"
             "import json; print(json.dumps(w()))",
         ]
         other = __import__("json").loads(subprocess.check_output(probe, text=True))
@@ -341,7 +336,8 @@ def test_workers_opening_a_new_database_together_all_start(tmp_path: Path) -> No
     losers of that race ("table ... already exists") open it again instead of failing (plain
     RDBStorage fails here about every other round)."""
     code = (
-        "import sys; from optuna_biotune.workers import WorkerStorage; WorkerStorage(sys.argv[1])"
+        "import sys; from optuna_biotune.runtime.workers import WorkerStorage; "
+        "WorkerStorage(sys.argv[1])"
     )
     for round_ in range(3):
         url = f"sqlite:///{tmp_path / f'new{round_}.db'}"

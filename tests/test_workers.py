@@ -24,9 +24,9 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_biotune import BioTuneSampler
-from optuna_biotune.cli import open_storage
 from optuna_biotune.evolution import trial_generation
 from optuna_biotune.evolution.generations import generation_records
+from optuna_biotune.runtime.storage import open_storage
 
 NS = "BioTuneSampler"
 GENES = [f"importance:b{i}" for i in range(6)] + ["threshold"]

@@ -912,7 +912,7 @@ class Generations:
 
         :meth:`assign` issues the slots of the newest generation only; a slot whose trial died
         after its generation had moved on (a worker killed while its trial was pending) is left
-        behind. The run loop that ends a search (``optuna_biotune.workers.run_generations``)
+        behind. The run loop that ends a search (``optuna_biotune.runtime.loop.run_generations``)
         evaluates such slots with this: same plan as :meth:`assign` gives (a deferred slot is
         planned from its generation's completed slots), same claim protocol (write, read, step
         back on a conflict). Its result does not join the population: the generations after it

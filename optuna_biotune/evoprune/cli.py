@@ -241,14 +241,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _search(study: Any, objective: EvoPruneObjective, *, target: int, n_jobs: int) -> None:
     """Evaluate until ``target`` trials are complete (earlier runs count), with a progress bar.
 
-    The loop is the package's one worker loop (:func:`optuna_biotune.workers.run_until`):
+    The loop is the package's one worker loop (:func:`optuna_biotune.runtime.loop.run_until`):
     storage outages retried, this worker's open trials failed on Ctrl-C, out-of-memory failing
     only the trial.
     """
     from optuna.trial import TrialState
 
     from optuna_biotune.evolution import trial_generation
-    from optuna_biotune.workers import progress_bar, run_with_progress
+    from optuna_biotune.runtime.loop import progress_bar, run_with_progress
 
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     bar = progress_bar(desc="EvoPrune", total=max(target, done), initial=done)

@@ -70,8 +70,8 @@ def neuron_param(layer: int, index: int, *, hidden: int = 512) -> str:
 def write_planned_bits(trial: optuna.Trial, names: Sequence[str]) -> int:
     """Store the sampler's planned bits of ``trial`` in one transaction; return how many.
 
-    With a :class:`~optuna_biotune.workers.WorkerStorage` (every storage the CLI opens) and a
-    sampler that plans the bits (``sample_relative``, as ``EvoPruneSampler`` does from the
+    With a :class:`~optuna_biotune.runtime.workers.WorkerStorage` (every storage the CLI opens)
+    and a sampler that plans the bits (``sample_relative``, as ``EvoPruneSampler`` does from the
     first generation on), the bits are written together and put in the trial's own record,
     so the ``suggest_int`` calls that follow find them there and write nothing. Anything else
     (another storage or sampler, a first-generation trial) writes nothing here and the
@@ -80,7 +80,7 @@ def write_planned_bits(trial: optuna.Trial, names: Sequence[str]) -> int:
     """
     from optuna.distributions import IntDistribution
 
-    from optuna_biotune.workers import WorkerStorage
+    from optuna_biotune.runtime.workers import WorkerStorage
 
     backend = getattr(trial.storage, "_backend", trial.storage)
     frozen = getattr(trial, "_cached_frozen_trial", None)

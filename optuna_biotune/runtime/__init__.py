@@ -1,5 +1,5 @@
-"""Many workers on one study: opening storages (:mod:`~optuna_biotune.runtime.storage`).
-
-Phase 2 of issue 13 moves the worker storage, the run loop and its progress, signal and
-out-of-memory handling here from :mod:`optuna_biotune.workers`. Nothing is imported here.
+"""Many workers on one study: opening storages (:mod:`~optuna_biotune.runtime.storage`), the
+worker storage with its identity and recovery (:mod:`~optuna_biotune.runtime.workers`), and the
+run loop with its progress and out-of-memory handling (:mod:`~optuna_biotune.runtime.loop`).
+No torch here. Nothing is imported here: import the module you need.
 """

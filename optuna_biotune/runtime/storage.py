@@ -1,7 +1,8 @@
 """Opening storages: one function for every command and method (``open_storage``).
 
 An RDB URL (SQLite, PostgreSQL, MySQL) opens as a
-:class:`~optuna_biotune.workers.WorkerStorage` with a heartbeat, so a worker that dies has its
+:class:`~optuna_biotune.runtime.workers.WorkerStorage` with a
+heartbeat, so a worker that dies has its
 running trial failed (and its slot issued again) by the next worker on the study; a journal
 ``.log`` path opens as a journal storage. Bad URLs, unreachable servers and missing databases
 raise one-line :class:`~optuna_biotune.errors.UsageError` / ``RuntimeFailure`` messages that
@@ -45,7 +46,7 @@ def open_storage(
     RDB storages get a heartbeat (every ``heartbeat_interval`` seconds), so a trial left
     RUNNING by a killed process on another machine is marked FAIL after ``grace_period``
     seconds of silence (and its slot issued again) by the next process on the study; one on
-    this machine is marked FAIL at once (:mod:`optuna_biotune.workers`).
+    this machine is marked FAIL at once (:mod:`optuna_biotune.runtime.workers`).
 
     Every problem is one line naming the URL (password hidden) and the fix.
 
@@ -86,7 +87,7 @@ def open_storage(
         _make_folder(sqlite.parent, shown)
     import warnings
 
-    from optuna_biotune.workers import WorkerStorage
+    from optuna_biotune.runtime.workers import WorkerStorage
 
     try:
         with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna
@@ -186,7 +187,7 @@ def _open_journal(url: str, *, must_exist: bool) -> optuna.storages.BaseStorage:
     _make_folder(path.parent, url)
     from optuna.storages.journal import JournalFileBackend
 
-    from optuna_biotune.workers import WorkerJournalStorage
+    from optuna_biotune.runtime.workers import WorkerJournalStorage
 
     try:
         if path.is_file():  # every line of a journal is a JSON operation: check the first
