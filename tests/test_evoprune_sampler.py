@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from optuna_biotune import EvoPruneSampler
 from optuna_biotune.errors import UsageError
 from optuna_biotune.evolution import trial_generation
-from optuna_biotune.evolution.generations import generation_records
+from optuna_biotune.evolution.records import generation_records
 from optuna_biotune.evoprune import operators as ops
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -301,17 +301,17 @@ def test_a_worker_sees_a_generation_rewritten_by_the_same_opener_trial() -> None
     study_b = optuna.create_study(
         study_name=study.study_name, storage=study._storage, load_if_exists=True, sampler=b
     )
-    head = b.generations._head(study_b)
+    head = b.generations.head(study_b)
     assert head["generation"] == 1
-    record = b.generations._record(study_b, head)  # worker b caches step 1's record
+    record = b.generations.record_of(study_b, head)  # worker b caches step 1's record
     opener = study._storage.get_trial(head["trial"])
     assert opener.number == running.number
     trials = study.get_trials(deepcopy=False)
-    view = a.generations._scan(trials, record, opener.number)
-    a.generations._open(study, opener, trials, head=head, record=record, view=view)
-    head = b.generations._head(study_b)
+    view = a.generations.scan(trials, record, opener.number)
+    a.generations.open_next(study, opener, trials, head=head, record=record, view=view)
+    head = b.generations.head(study_b)
     assert head == {"generation": 2, "trial": opener._trial_id}
-    assert b.generations._record(study_b, head)["generation"] == 2
+    assert b.generations.record_of(study_b, head)["generation"] == 2
     study_b.optimize(matches_small, n_trials=2, timeout=60)  # worker b goes on (no livelock)
     claims = [t.system_attrs[f"{NS}:slot"] for t in study_b.trials[-2:]]
     assert [c["generation"] for c in claims] == [2, 2]

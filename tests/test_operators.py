@@ -10,12 +10,8 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from optuna_biotune.biotune import operators as ops
-from optuna_biotune.evolution.generations import (
-    denormalize,
-    normalize,
-    read_chunked,
-    write_chunked,
-)
+from optuna_biotune.evolution.records import read_chunked, write_chunked
+from optuna_biotune.evolution.space import denormalize, normalize
 
 
 def test_uniform_population_is_in_unit_cube() -> None:

@@ -24,12 +24,13 @@ parents), all but the best are re-initialised (the next generation draws
 generation as the whole current population (elites included), breeds the children one after
 another from it, removes each parent that its child beats, and makes the next child a fresh
 random individual once the pool is empty; nothing of the pool outlives the generation. Here
-a child's slot is *deferred* (:class:`~.generations.SlotPlan`): it is bred when a trial claims
-it (:meth:`MemeticStrategy.plan_slot`), from the generation's population less the parents
-beaten by the children completed by then. A sequential run therefore breeds exactly as BioIK
-does (the slots are issued in order, exploitation first, and every earlier child is scored
-before the next is bred); with parallel workers a child still running when its sibling is
-bred has not removed its parents yet. The claim records the parents each child was bred from.
+a child's slot is *deferred* (:class:`~optuna_biotune.evolution.strategy.SlotPlan`): it is bred
+when a trial claims it (:meth:`MemeticStrategy.plan_slot`), from the generation's population
+less the parents beaten by the children completed by then. A sequential run therefore breeds
+exactly as BioIK does (the slots are issued in order, exploitation first, and every earlier
+child is scored before the next is bred); with parallel workers a child still running when its
+sibling is bred has not removed its parents yet. The claim records the parents each child was
+bred from.
 
 **Invalid individuals are never proposed** when the study evolves the freezing threshold
 (``threshold_param``): an individual with no gene above the threshold trains nothing (paper
@@ -73,7 +74,7 @@ import numpy as np
 
 from optuna_biotune.biotune import operators as ops
 from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX
-from optuna_biotune.evolution.generations import (
+from optuna_biotune.evolution.strategy import (
     ROLE_INITIAL,
     GenerationStrategy,
     Individual,

@@ -2,7 +2,7 @@
 
 One class serves every evolutionary sampler here (BioTune's memetic evolution, EvoPrune's
 steady-state GA): a subclass validates its own arguments, builds its
-:class:`~optuna_biotune.evolution.generations.GenerationStrategy` and may restrict which
+:class:`~optuna_biotune.evolution.strategy.GenerationStrategy` and may restrict which
 parameters it evolves (:meth:`GenerationalSampler._check_param`); claiming slots, sampling the
 planned genes and forgetting finished trials are the same for all. No torch here.
 """
@@ -15,6 +15,7 @@ from optuna.samplers import BaseSampler
 
 from optuna_biotune.errors import UsageError, check_int
 from optuna_biotune.evolution.generations import Generations
+from optuna_biotune.evolution.space import evolvable, normalize
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import FrozenTrial, TrialState
 
-    from optuna_biotune.evolution.generations import GenerationStrategy
+    from optuna_biotune.evolution.strategy import GenerationStrategy
 
 __all__ = ["MIN_POPULATION", "GenerationalSampler", "check_population"]
 
@@ -106,10 +107,15 @@ class GenerationalSampler(BaseSampler):
         """Claim the trial's slot and return its planned genes for ``search_space``."""
         self._check_study(study)
         self._generations.assign(study, trial)
-        return {
-            name: self._generations.sample(trial, name, dist)
-            for name, dist in search_space.items()
-        }
+        # Genes are drawn in the space's order (sorted names: BioTune's importance genes before
+        # its threshold), each seeing those drawn before it, as one-by-one suggestions would.
+        values: dict[str, Any] = {}
+        drawn: dict[str, float] = {}
+        for name, dist in search_space.items():
+            values[name] = self._generations.sample(trial, name, dist, drawn=drawn)
+            if evolvable(dist):
+                drawn[name] = normalize(values[name], dist)
+        return values
 
     def sample_independent(
         self,

@@ -36,8 +36,6 @@ paper's generations exactly; parallel workers never idle.
 
 from __future__ import annotations
 
-import abc
-import base64
 import json
 import math
 import random
@@ -45,8 +43,8 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,8 +52,6 @@ import optuna
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
     distribution_to_json,
     json_to_distribution,
 )
@@ -66,26 +62,17 @@ from optuna_biotune.errors import RuntimeFailure
 if TYPE_CHECKING:
     from optuna.study import Study
 
-__all__ = [
-    "ROLE_INITIAL",
-    "Assignment",
-    "GenerationStrategy",
-    "Generations",
-    "Individual",
-    "Opening",
-    "SlotPlan",
-    "denormalize",
-    "generation_records",
-    "normalize",
-    "read_chunked",
-    "write_chunked",
-]
+from optuna_biotune.evolution.records import read_chunked, write_chunked
+from optuna_biotune.evolution.space import denormalize, evolvable, normalize
+from optuna_biotune.evolution.strategy import (
+    Assignment,
+    GenerationStrategy,
+    Individual,
+    SlotPlan,
+)
 
-#: Role of a slot whose genes are all drawn by :meth:`GenerationStrategy.initial_x`.
-ROLE_INITIAL = "initial"
-#: Longest attr value written in one piece (the RDB column limit of older Optuna schemas).
-CHUNK = 2045
-_CHUNK_MARK = "__chunks__"
+__all__ = ["Generations", "SlotView"]
+
 _LIVE = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
 _DEAD = (TrialState.FAIL, TrialState.PRUNED)
 # Stream tags of the seed sequences (distinct from any generation number).
@@ -104,253 +91,15 @@ _PENDING_GENERATIONS = 3
 _DIGITS = 10
 
 
-@dataclass(frozen=True)
-class Individual:
-    """A completed evaluation as the strategy sees it.
-
-    Attributes:
-        number: The trial number.
-        x: Genes in ``[0, 1]``, in the order of the generation's ``names``.
-        fitness: The value, *minimised* (negated for ``maximize`` studies).
-        generation: The generation whose slot the trial filled.
-        slot: That slot.
-        role: The slot's role (``initial``, ``exploit``, ``child``, ...).
-        parents: Trial numbers of the parents the slot was made from.
-    """
-
-    number: int
-    x: np.ndarray
-    fitness: float
-    generation: int
-    slot: int
-    role: str
-    parents: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class SlotPlan:
-    """What one slot proposes: a role, parents and genes (``None``: all drawn at claim time).
-
-    ``deferred=True`` marks a slot whose plan is only decided when a trial claims it, by
-    :meth:`GenerationStrategy.plan_slot`, from the results of the generation's slots completed
-    by then (BioTune's children: a parent leaves the mating pool once a child beats it).
-    """
-
-    role: str
-    parents: tuple[int, ...] = ()
-    x: tuple[float, ...] | None = None
-    deferred: bool = False
-
-
-@dataclass(frozen=True)
-class Opening:
-    """A strategy's decision when a generation opens: its population state and its slots."""
-
-    state: dict[str, Any]
-    slots: list[SlotPlan]
-
-
-class GenerationStrategy(abc.ABC):
-    """Decides the slots of each generation (BioTune's memetic scheme, EvoPrune's steady state).
-
-    Implementations are deterministic functions of their arguments: all randomness comes from
-    ``rng(slot)`` (or ``rng(-1)`` for generation-level choices), so any process computes the
-    same opening from the same storage.
-    """
-
-    @abc.abstractmethod
-    def open(
-        self,
-        *,
-        generation: int,
-        names: Sequence[str],
-        state: Mapping[str, Any] | None,
-        results: Sequence[Individual],
-        rng: Callable[[int], np.random.Generator],
-    ) -> Opening:
-        """Open ``generation``.
-
-        Args:
-            generation: The number of the generation being opened (0 for the first).
-            names: The evolved parameters, the order of every ``x``; empty while no trial has
-                completed (then every slot must be ``initial``).
-            state: The previous generation's ``Opening.state`` (``None`` for generation 0).
-            results: Completed evaluations not seen before: the previous generation's slots
-                and late results of older generations.
-            rng: ``rng(slot)`` gives the random generator of a slot, ``rng(-1)`` the
-                generation's own.
-
-        Returns:
-            The new population state (JSON-serialisable) and the slots.
-        """
-
-    def initial_x(self, slot_rng: np.random.Generator, gene_rng: np.random.Generator) -> float:
-        """A gene of an ``initial`` slot (or an unplanned parameter) in ``[0, 1]``: ``U[0, 1]``.
-
-        ``slot_rng`` is the same for every gene of the slot (e.g. a per-individual fill ratio);
-        ``gene_rng`` is specific to the gene.
-        """
-        return float(gene_rng.random())
-
-    def draw_gene(
-        self,
-        name: str,
-        drawn: Mapping[str, float],
-        slot_rng: np.random.Generator,
-        gene_rng: np.random.Generator,
-    ) -> float:
-        """An unplanned gene ``name`` in ``[0, 1]``, knowing the genes the trial ``drawn`` so far.
-
-        Called for each float/int parameter that the slot does not plan, in the order the
-        objective asks for them; ``drawn`` maps the trial's earlier parameters to ``[0, 1]``.
-        The default ignores them: :meth:`initial_x`. A strategy overrides it to keep a rule
-        that ties genes together (BioTune redraws the threshold of an invalid individual).
-        """
-        return self.initial_x(slot_rng, gene_rng)
-
-    def plan_slot(
-        self,
-        *,
-        generation: int,
-        slot: int,
-        names: Sequence[str],
-        state: Mapping[str, Any] | None,
-        plan: SlotPlan,
-        siblings: Sequence[Individual],
-        rng: np.random.Generator,
-    ) -> SlotPlan:
-        """Decide a ``deferred`` slot's plan when a trial claims it (default: ``plan`` as is).
-
-        Args:
-            generation: The slot's generation.
-            slot: The slot.
-            names: The evolved parameters (the order of every ``x``).
-            state: The generation's ``Opening.state``.
-            plan: The slot as :meth:`open` planned it.
-            siblings: The generation's completed evaluations so far, by trial number. In a
-                sequential run these are exactly the slots before this one; with parallel
-                workers, siblings still running are not among them.
-            rng: The slot's random generator (the same as ``rng(slot)`` in :meth:`open`).
-
-        Returns:
-            The slot's plan (not deferred); its role and parents go into the trial's claim.
-        """
-        return plan
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """The slot a trial fills and its planned genes (by parameter name, in ``[0, 1]``)."""
-
-    generation: int
-    slot: int
-    role: str
-    parents: tuple[int, ...]
-    x: dict[str, float] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- storage helpers
-
-
-def write_chunked(set_attr: Callable[[str, Any], None], key: str, value: Any) -> None:
-    """Write ``value`` under ``key``; over 2045 stored characters, as ``key:<i>`` pieces.
-
-    A value whose JSON fits in 2045 characters is stored as is. A longer one is compressed
-    (zlib, then base64, so no character needs escaping) and split into pieces of at most 2045
-    stored characters, written first; the header ``{"__chunks__": n}`` is written last, so a
-    reader never sees half a record.
-    """
-    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    if len(text) <= CHUNK:
-        set_attr(key, value)
-        return
-    packed = base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
-    size = CHUNK - 2  # the stored JSON string adds two quotes
-    pieces = [packed[i : i + size] for i in range(0, len(packed), size)]
-    for i, piece in enumerate(pieces):
-        set_attr(f"{key}:{i}", piece)
-    set_attr(key, {_CHUNK_MARK: len(pieces)})
-
-
-def read_chunked(attrs: Mapping[str, Any], key: str) -> Any:
-    """Read a value written by :func:`write_chunked` from an attrs mapping (``None`` if absent)."""
-    value = attrs.get(key)
-    if isinstance(value, dict) and _CHUNK_MARK in value:
-        packed = "".join(attrs[f"{key}:{i}"] for i in range(int(value[_CHUNK_MARK])))
-        return json.loads(zlib.decompress(base64.b64decode(packed)).decode("utf-8"))
-    return value
-
-
-# --------------------------------------------------------------------------- [0, 1] <-> values
-
-
-def normalize(value: float, distribution: BaseDistribution) -> float:
-    """Map a float/int parameter value to ``[0, 1]`` (in log space for ``log=True``)."""
-    if not isinstance(distribution, FloatDistribution | IntDistribution):
-        raise ValueError(f"only float and int distributions are evolved, got {distribution}.")
-    low, high, v = float(distribution.low), float(distribution.high), float(value)
-    if distribution.log:
-        low, high, v = math.log(low), math.log(high), math.log(v)
-    if high <= low:
-        return 0.5
-    return min(1.0, max(0.0, (v - low) / (high - low)))
-
-
-def denormalize(x: float, distribution: BaseDistribution) -> float | int:
-    """Map ``x`` in ``[0, 1]`` to a valid value of a float/int distribution (step and log too)."""
-    x = min(1.0, max(0.0, float(x)))
-    if isinstance(distribution, FloatDistribution):
-        low, high = distribution.low, distribution.high
-        if distribution.log:
-            v = math.exp(math.log(low) + x * (math.log(high) - math.log(low)))
-        elif distribution.step is not None:
-            n = round(x * (high - low) / distribution.step)
-            v = low + n * distribution.step
-        else:
-            v = low + x * (high - low)
-        return float(min(high, max(low, v)))
-    if isinstance(distribution, IntDistribution):
-        low, high = distribution.low, distribution.high
-        if distribution.log:
-            v = math.exp(math.log(low) + x * (math.log(high) - math.log(low)))
-            iv = round(v)
-        else:
-            iv = low + round(x * (high - low) / distribution.step) * distribution.step
-        return int(min(high, max(low, iv)))
-    raise ValueError(f"only float and int distributions are evolved, got {distribution}.")
-
-
-def _numeric(distribution: BaseDistribution) -> bool:
-    return isinstance(distribution, FloatDistribution | IntDistribution)
-
-
 def _gene_tag(name: str) -> int:
     return zlib.crc32(name.encode("utf-8"))
-
-
-def generation_records(study: Study, namespace: str) -> list[dict[str, Any]]:
-    """All generation records of ``namespace`` in ``study``, oldest first (for reports).
-
-    Scans the whole study (a report-time helper; the samplers never call it).
-    """
-    prefix = f"{namespace}:record:"
-    records: dict[int, dict[str, Any]] = {}
-    for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
-        for key in t.system_attrs:
-            tail = key[len(prefix) :] if key.startswith(prefix) else ""
-            if not tail.isdigit():  # "<g>" is a record, "<g>:<i>" one of its chunks
-                continue
-            rec = read_chunked(t.system_attrs, key)
-            # Of concurrent openings of a generation, the lowest trial number's is the one.
-            records.setdefault(int(tail), rec)
-    return [records[g] for g in sorted(records)]
 
 
 # --------------------------------------------------------------------------- the bookkeeping
 
 
 @dataclass
-class _View:
+class SlotView:
     """What the window of trials says about the newest generation."""
 
     live: dict[int, list[FrozenTrial]]
@@ -434,7 +183,8 @@ class Generations:
 
     # ---- reading the storage
 
-    def _head(self, study: Study) -> dict[str, Any] | None:
+    def head(self, study: Study) -> dict[str, Any] | None:
+        """The study's head ``{"generation", "trial"}`` (``None`` before generation 0 opens)."""
         return study._storage.get_study_system_attrs(study._study_id).get(self.head_key)
 
     def record_key_of(self, generation: int) -> str:
@@ -445,12 +195,14 @@ class Generations:
         """
         return f"{self.record_key}:{int(generation)}"
 
-    def _record(
+    def record_of(
         self,
         study: Study,
         head: Mapping[str, Any],
         trials: Sequence[FrozenTrial] | None = None,
     ) -> dict[str, Any]:
+        """The record of the generation ``head`` names (cached; read from ``trials`` when its
+        opener is among them, else from the storage)."""
         trial_id, generation = int(head["trial"]), int(head["generation"])
         with self._lock:
             cached = self._records.get((trial_id, generation))
@@ -476,7 +228,7 @@ class Generations:
 
     def search_space(self, study: Study) -> dict[str, BaseDistribution]:
         """Distributions of the evolved parameters of the newest generation (``{}`` at first)."""
-        head = self._head(study)
+        head = self.head(study)
         with self._lock:  # Optuna calls assign() next, in this thread: it starts from this read
             self._head_read[threading.get_ident()] = (study._study_id, head)
         if head is None:
@@ -485,7 +237,7 @@ class Generations:
         with self._lock:
             space = self._spaces.get(key)
         if space is None:
-            record = self._record(study, head)
+            record = self.record_of(study, head)
             space = {n: json_to_distribution(d) for n, d in record["space"].items()}
             with self._lock:
                 self._spaces[key] = space
@@ -500,7 +252,7 @@ class Generations:
         its record and sets the head); the opening of the lowest trial number is the
         generation's, so every process converges on the same record as soon as it sees both.
         """
-        record = self._record(study, head, trials)
+        record = self.record_of(study, head, trials)
         generation, best = int(record["generation"]), int(record["opened_by"])
         found = None
         key = self.record_key_of(generation)
@@ -522,9 +274,10 @@ class Generations:
             return claim
         return None
 
-    def _scan(self, trials: Sequence[FrozenTrial], record: Mapping[str, Any], me: int) -> _View:
+    def scan(self, trials: Sequence[FrozenTrial], record: Mapping[str, Any], me: int) -> SlotView:
+        """Which slots of ``record``'s generation are live or dead (trial ``me`` left out)."""
         generation = int(record["generation"])
-        view = _View(live={}, dead={}, running_numbers=[], earlier_unclaimed=0)
+        view = SlotView(live={}, dead={}, running_numbers=[], earlier_unclaimed=0)
         for t in reversed(trials):
             if t.number < int(record["window"]):
                 break
@@ -547,7 +300,7 @@ class Generations:
         return view
 
     @staticmethod
-    def _unconfirmed(view: _View) -> bool:
+    def _unconfirmed(view: SlotView) -> bool:
         """Whether a taken slot's claims are all still without any parameter (maybe a claim
         stepping back after a conflict)."""
         return any(
@@ -555,7 +308,7 @@ class Generations:
             for ts in view.live.values()
         )
 
-    def _free_slots(self, record: Mapping[str, Any], view: _View) -> list[int]:
+    def _free_slots(self, record: Mapping[str, Any], view: SlotView) -> list[int]:
         return [
             s
             for s in range(len(record["slots"]))
@@ -583,21 +336,21 @@ class Generations:
             if just_read is not None and just_read[0] == study_id:
                 head, just_read = just_read[1], None
             else:
-                head = self._head(study)
+                head = self.head(study)
             trials = storage.get_all_trials(study_id, deepcopy=False)
             if head is None:
-                self._open(study, trial, trials, head=None, record=None, view=None)
+                self.open_next(study, trial, trials, head=None, record=None, view=None)
                 continue
             head = self._first_opening(study, head, trials)
-            record = self._record(study, head, trials)
-            view = self._scan(trials, record, trial.number)
+            record = self.record_of(study, head, trials)
+            view = self.scan(trials, record, trial.number)
             free = self._free_slots(record, view)
             if not free:
                 if waits < _CONFIRM_WAITS and self._unconfirmed(view):
                     waits += 1
                     time.sleep(_CONFIRM_DELAY)
                     continue
-                self._open(study, trial, trials, head=head, record=record, view=view)
+                self.open_next(study, trial, trials, head=head, record=record, view=view)
                 continue
             slot = free[view.earlier_unclaimed % len(free)] if conflicts == 0 else free[0]
             while True:  # after a conflict, the other slots this read found free, then read again
@@ -648,7 +401,7 @@ class Generations:
         record: Mapping[str, Any],
         slot: int,
         plan: Mapping[str, Any],
-        view: _View,
+        view: SlotView,
     ) -> dict[str, Any]:
         """The plan of a deferred slot, from the generation's slots completed so far."""
         generation, names = int(record["generation"]), list(record["names"])
@@ -698,7 +451,7 @@ class Generations:
         live_claims = getattr(backend, "live_claims", None)
         if live_claims is None:
             fresh = study._storage.get_all_trials(study._study_id, deepcopy=False)
-            return set(self._scan(fresh, record, me).live)
+            return set(self.scan(fresh, record, me).live)
         generation = int(record["generation"])
         return {
             int(claim.get("slot", -1))
@@ -719,13 +472,17 @@ class Generations:
         trial: FrozenTrial,
         name: str,
         distribution: BaseDistribution,
+        *,
+        drawn: Mapping[str, float] | None = None,
     ) -> Any:
         """The value of ``name`` for ``trial``: its slot's planned gene, else a seeded draw.
 
         Planned genes are mapped through the distribution the objective asks with (so dynamic
         ranges stay valid); unplanned float/int genes come from
         :meth:`GenerationStrategy.initial_x`, categorical ones uniformly, all from generators
-        derived from ``(seed, generation, slot, name)``.
+        derived from ``(seed, generation, slot, name)``. ``drawn`` adds genes (in ``[0, 1]``)
+        already drawn for the trial but not yet in ``trial.params`` (relative sampling draws
+        them all before any is stored), so :meth:`GenerationStrategy.draw_gene` sees them.
         """
         a = self.assignment(trial._trial_id)
         if a is not None and name in a.x and not isinstance(distribution, CategoricalDistribution):
@@ -740,11 +497,12 @@ class Generations:
             return distribution.choices[int(gene_rng.integers(0, len(distribution.choices)))]
         if a is not None and name in a.x:
             return denormalize(a.x[name], distribution)
-        drawn = {
+        known = {
             n: normalize(v, d)
             for n, v in trial.params.items()
-            if n != name and (d := trial.distributions.get(n)) is not None and _numeric(d)
+            if n != name and (d := trial.distributions.get(n)) is not None and evolvable(d)
         }
+        drawn = {**known, **{n: v for n, v in (drawn or {}).items() if n != name}}
         return denormalize(self.strategy.draw_gene(name, drawn, slot_rng, gene_rng), distribution)
 
     # ---- opening a generation
@@ -764,7 +522,7 @@ class Generations:
         x = []
         for n in names:
             d = t.distributions.get(n)
-            if d is None or not _numeric(d):
+            if d is None or not evolvable(d):
                 return None
             x.append(normalize(t.params[n], d))
         return Individual(
@@ -777,7 +535,7 @@ class Generations:
             parents=tuple(int(p) for p in claim["parents"]),
         )
 
-    def _open(
+    def open_next(
         self,
         study: Study,
         trial: FrozenTrial,
@@ -785,8 +543,11 @@ class Generations:
         *,
         head: Mapping[str, Any] | None,
         record: Mapping[str, Any] | None,
-        view: _View | None,
+        view: SlotView | None,
     ) -> None:
+        """Open the generation after ``record``'s (generation 0 when ``record`` is ``None``)
+        from the completed results, with ``trial`` as its opener; called by :meth:`assign`
+        when every slot is taken (public for tests that stage a race between two openers)."""
         storage, study_id = study._storage, study._study_id
         minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
 
@@ -860,7 +621,7 @@ class Generations:
         # Everyone uses the record as read back from JSON, so a resumed process (which reads
         # it from the storage) computes with bit-identical numbers.
         new_record = json.loads(json.dumps(new_record))
-        current = self._head(study)
+        current = self.head(study)
         current_gen = -1 if current is None else int(current["generation"])
         if current_gen >= generation:  # another worker opened it meanwhile: theirs is used
             return
@@ -882,7 +643,7 @@ class Generations:
         for t in finished:
             if t.state != TrialState.COMPLETE or self._claim_of(t) is None:
                 continue
-            numeric = {n: d for n, d in t.distributions.items() if _numeric(d)}
+            numeric = {n: d for n, d in t.distributions.items() if evolvable(d)}
             if common is None:
                 common = numeric
             else:
@@ -894,7 +655,9 @@ class Generations:
 
     # ---- slots left behind (their trial died after the generation had moved on)
 
-    def _record_of(self, trials: Sequence[FrozenTrial], generation: int) -> dict[str, Any] | None:
+    def _scanned_record(
+        self, trials: Sequence[FrozenTrial], generation: int
+    ) -> dict[str, Any] | None:
         """``generation``'s record, found by scanning ``trials`` (of concurrent openings, the
         lowest trial number's); ``None`` when no trial holds it."""
         key, best = self.record_key_of(generation), None
@@ -927,10 +690,10 @@ class Generations:
         self.use_study_seed(study)
         storage, study_id = study._storage, study._study_id
         trials = storage.get_all_trials(study_id, deepcopy=False)
-        record = self._record_of(trials, int(generation))
+        record = self._scanned_record(trials, int(generation))
         if record is None or not 0 <= slot < len(record["slots"]):
             return None
-        view = self._scan(trials, record, trial.number)
+        view = self.scan(trials, record, trial.number)
         if slot in view.live or view.dead.get(slot, 0) >= self.slot_attempts:
             return None
         plan = record["slots"][slot]

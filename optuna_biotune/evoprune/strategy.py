@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from optuna_biotune.evolution.generations import (
+from optuna_biotune.evolution.strategy import (
     ROLE_INITIAL,
     GenerationStrategy,
     Individual,

@@ -280,7 +280,7 @@ def slot_progress(
 ) -> SlotProgress:
     """Read the generation records and slot claims of ``namespace`` (scans the whole study:
     once per generation or per wait, not per trial)."""
-    from optuna_biotune.evolution.generations import generation_records
+    from optuna_biotune.evolution.records import generation_records
 
     records = generation_records(study, namespace)
     complete: set[tuple[int, int]] = set()

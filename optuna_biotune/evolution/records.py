@@ -1,0 +1,70 @@
+"""Values in the storage's attrs: chunked JSON records over the RDB column limit, and the
+generation records of a study (for reports). No torch."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+
+
+__all__ = ["CHUNK", "generation_records", "read_chunked", "write_chunked"]
+
+#: Longest attr value written in one piece (the RDB column limit of older Optuna schemas).
+CHUNK = 2045
+_CHUNK_MARK = "__chunks__"
+
+
+# --------------------------------------------------------------------------- storage helpers
+
+
+def write_chunked(set_attr: Callable[[str, Any], None], key: str, value: Any) -> None:
+    """Write ``value`` under ``key``; over 2045 stored characters, as ``key:<i>`` pieces.
+
+    A value whose JSON fits in 2045 characters is stored as is. A longer one is compressed
+    (zlib, then base64, so no character needs escaping) and split into pieces of at most 2045
+    stored characters, written first; the header ``{"__chunks__": n}`` is written last, so a
+    reader never sees half a record.
+    """
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    if len(text) <= CHUNK:
+        set_attr(key, value)
+        return
+    packed = base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
+    size = CHUNK - 2  # the stored JSON string adds two quotes
+    pieces = [packed[i : i + size] for i in range(0, len(packed), size)]
+    for i, piece in enumerate(pieces):
+        set_attr(f"{key}:{i}", piece)
+    set_attr(key, {_CHUNK_MARK: len(pieces)})
+
+
+def read_chunked(attrs: Mapping[str, Any], key: str) -> Any:
+    """Read a value written by :func:`write_chunked` from an attrs mapping (``None`` if absent)."""
+    value = attrs.get(key)
+    if isinstance(value, dict) and _CHUNK_MARK in value:
+        packed = "".join(attrs[f"{key}:{i}"] for i in range(int(value[_CHUNK_MARK])))
+        return json.loads(zlib.decompress(base64.b64decode(packed)).decode("utf-8"))
+    return value
+
+
+def generation_records(study: Study, namespace: str) -> list[dict[str, Any]]:
+    """All generation records of ``namespace`` in ``study``, oldest first (for reports).
+
+    Scans the whole study (a report-time helper; the samplers never call it).
+    """
+    prefix = f"{namespace}:record:"
+    records: dict[int, dict[str, Any]] = {}
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+        for key in t.system_attrs:
+            tail = key[len(prefix) :] if key.startswith(prefix) else ""
+            if not tail.isdigit():  # "<g>" is a record, "<g>:<i>" one of its chunks
+                continue
+            rec = read_chunked(t.system_attrs, key)
+            # Of concurrent openings of a generation, the lowest trial number's is the one.
+            records.setdefault(int(tail), rec)
+    return [records[g] for g in sorted(records)]
