@@ -15,12 +15,15 @@ FINAL_ATTR = "biotune:final"
 FINAL_CACHE_PREFIX = "biotune:final:"
 #: Artifact ids of the latest report (name -> id), replaced each time.
 REPORT_ARTIFACTS_ATTR = "biotune:report_artifacts"
+#: The protocol the study is searched with (``exact_protocol``, bool), written by the objective.
+PROTOCOL_ATTR = "biotune:exact_protocol"
 
 __all__ = [
     "ARTIFACTS_ATTR",
     "FINAL_ATTR",
     "FINAL_CACHE_PREFIX",
     "OBJECTIVE_SPEC_ATTR",
+    "PROTOCOL_ATTR",
     "REPORT_ARTIFACTS_ATTR",
     "STUDY_ATTR",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -129,6 +130,13 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--metric", help="accuracy or macro (mean per-class recall)")
     o.add_argument("--device", help="auto, cpu or cuda")
     o.add_argument("--image-size", type=_positive_int, help="input side in pixels")
+    o.add_argument(
+        "--exact-protocol",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train every evaluation in full with every seed (the paper's protocol; default: "
+        "cut evaluations that cannot change the search, see README 'Search cost')",
+    )
     s = p.add_argument_group("search (paper: population 10, 3 elites, 10 generations)")
     s.add_argument("--population", type=_positive_int, help="population size")
     s.add_argument("--elites", type=_positive_int, help="elites per generation")
@@ -186,10 +194,19 @@ def _spec_for(args: argparse.Namespace) -> StudySpec:
     return spec.replace(study=args.study, storage=args.storage, artifacts=args.artifacts)
 
 
+def _with_protocol(data: dict[str, Any], table: str | None) -> dict[str, Any]:
+    """A stored spec without ``exact_protocol`` predates the option: its study was exact."""
+    data = json.loads(json.dumps(data))
+    inner = data.setdefault(table, {}) if table else data
+    inner.setdefault("exact_protocol", True)
+    return data
+
+
 def _stored_spec(study: optuna.Study, fallback: StudySpec) -> StudySpec:
     data = study.user_attrs.get(STUDY_ATTR)
     if not isinstance(data, dict):
         return fallback
+    data = _with_protocol(data, "objective")
     spec = spec_from_dict(data, base_dir=fallback.base_dir, source=f"study {study.study_name!r}")
     return spec.replace(
         storage=fallback.storage, artifacts=study.user_attrs.get(ARTIFACTS_ATTR) or None
@@ -222,7 +239,10 @@ def _check_resume(study: optuna.Study, spec: StudySpec, objective_spec: dict[str
     """Refuse to continue a study with settings that would change what its trials mean."""
     stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
     if isinstance(stored, dict):
+        stored = _with_protocol(stored, None)
         new = jsonable(objective_spec)
+        if stored["exact_protocol"] != new.get("exact_protocol"):
+            _refuse_mixed_protocols(study, bool(stored["exact_protocol"]))
         diff = sorted(
             k
             for k in set(stored) | set(new)
@@ -236,17 +256,28 @@ def _check_resume(study: optuna.Study, spec: StudySpec, objective_spec: dict[str
             )
     data = study.user_attrs.get(STUDY_ATTR)
     if isinstance(data, dict):
+        data = _with_protocol(data, "objective")
         old = spec_from_dict(data, base_dir=spec.base_dir, source="stored spec")
         # Every setting but the resumable ones: the gene layout (model, partition), the
         # objective, the population; a bare `search --study NAME --model X` lands here too.
         fields = [f.name for f in dataclasses.fields(spec) if f.name not in _FIXED_EXEMPT]
         diff = [f for f in fields if getattr(old, f) != getattr(spec, f)]
+        if "exact_protocol" in diff:
+            _refuse_mixed_protocols(study, old.exact_protocol)
         if diff:
             detail = ", ".join(f"{f}: {getattr(old, f)!r} -> {getattr(spec, f)!r}" for f in diff)
             raise UsageError(
                 f"study {study.study_name!r} was searched with other settings ({detail}); "
                 "use the same settings or another --study."
             )
+
+
+def _refuse_mixed_protocols(study: optuna.Study, stored: bool) -> None:
+    flag = "--exact-protocol" if stored else "--no-exact-protocol"
+    raise UsageError(
+        f"study {study.study_name!r} was searched with exact_protocol={str(stored).lower()}; "
+        f"resume it with {flag} (a search cannot mix the two protocols) or use another --study."
+    )
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

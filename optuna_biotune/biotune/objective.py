@@ -16,6 +16,10 @@ Decisions the paper leaves open:
   what was trained; ``head_forced`` says when the head's gene was at or below the threshold.
 - **Invalid individuals** (no block above the threshold, head included) are not trained: they
   get the worst fitness, accuracy ``0.0``, and the user attr ``invalid=True``.
+- **Racing** (default; ``exact_protocol=True`` turns it off): an evaluation that can no
+  longer beat what it is compared with in the population is cut short, and a configuration
+  already evaluated on the same fold is reused (:mod:`optuna_biotune.biotune.racing`); the user
+  attrs ``raced`` and ``memoised`` say so.
 - **A NaN training loss** fails the trial: the reason is stored in the user attr
   ``fail_reason`` and the objective returns NaN, which Optuna records as a failed trial while
   the search goes on.
@@ -30,7 +34,8 @@ from typing import Any
 import numpy as np
 import optuna
 
-from optuna_biotune.biotune import genome
+from optuna_biotune.biotune import genome, racing
+from optuna_biotune.biotune.attrs import PROTOCOL_ATTR
 from optuna_biotune.engine.finetune import DEFAULT_CACHE_BYTES, FineTuner
 from optuna_biotune.engine.seeds import AUTHOR_SEEDS, resolve_seeds
 from optuna_biotune.errors import RuntimeFailure, UsageError
@@ -55,6 +60,7 @@ SPEC_KEYS = (
     "use_cache",
     "compile",
     "prune",
+    "exact_protocol",
 )
 
 
@@ -88,6 +94,13 @@ class BioTuneObjective(FineTuner):
             half of a small search's evaluations. Epochs are reported either way, so the
             dashboard shows the curves. To prune, pass ``prune=True`` and choose the pruner
             in ``optuna.create_study(pruner=...)``.
+        exact_protocol: Train every evaluation with every seed to its early stop (the paper's
+            protocol, for reproductions). Off by default: an evaluation that can no longer
+            beat what it is compared with in the population is cut short, and a configuration
+            already evaluated on the same fold is not trained again
+            (:mod:`~optuna_biotune.biotune.racing`; ``benchmarks/results/search_cost.md``
+            measures it). Stored in the study at the first evaluation; a study searched with
+            the other protocol is refused.
 
     Example:
         >>> import optuna
@@ -117,6 +130,7 @@ class BioTuneObjective(FineTuner):
         use_cache: bool = True,
         compile: bool = False,
         prune: bool = False,
+        exact_protocol: bool = False,
     ) -> None:
         self.seeds = resolve_seeds(seeds)
         super().__init__(
@@ -137,6 +151,10 @@ class BioTuneObjective(FineTuner):
             compile=compile,
         )
         self.prune = bool(prune)
+        if not isinstance(exact_protocol, bool):
+            raise UsageError(f"`exact_protocol` must be true or false, got {exact_protocol!r}.")
+        self.exact_protocol = exact_protocol
+        self._protocol_checked: set[tuple[int, int]] = set()  # (storage, study) ids checked
 
     # ------------------------------------------------------------------ spec round trip
 
@@ -174,11 +192,16 @@ class BioTuneObjective(FineTuner):
             "use_cache": self.use_cache,
             "compile": self.compile,
             "prune": self.prune,
+            "exact_protocol": self.exact_protocol,
         }
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> BioTuneObjective:
-        """Rebuild the objective from :meth:`spec` (unknown keys are a usage error)."""
+        """Rebuild the objective from :meth:`spec` (unknown keys are a usage error).
+
+        A spec without ``exact_protocol`` predates the option: its study was searched with the
+        paper's exact protocol, so it is rebuilt with ``exact_protocol=True``.
+        """
         if not isinstance(spec, Mapping):
             raise UsageError(f"`spec` must be a dict from BioTuneObjective.spec(), got {spec!r}.")
         unknown = sorted(set(spec) - set(SPEC_KEYS))
@@ -186,7 +209,7 @@ class BioTuneObjective(FineTuner):
             raise UsageError(
                 f"`spec` has unknown keys {unknown}; it must come from BioTuneObjective.spec()."
             )
-        return cls(**dict(spec))
+        return cls(**{"exact_protocol": True, **dict(spec)})
 
     @property
     def param_names(self) -> list[str]:
@@ -196,6 +219,7 @@ class BioTuneObjective(FineTuner):
     def __call__(self, trial: optuna.Trial) -> float:
         """Suggest the genes, fine-tune per seed on the generation's fold, return the fitness."""
         started = time.perf_counter()
+        self._check_protocol(trial.study)
         names = self.param_names
         params = {name: trial.suggest_float(name, 0.0, 1.0) for name in names}
         genes_mask, genes_weights = genome.decode_params(params, self.blocks)
@@ -226,16 +250,37 @@ class BioTuneObjective(FineTuner):
         trial.set_user_attr("trainable_params", trainable)
         trial.set_user_attr("total_params", int(self.total_params))
         trial.set_user_attr("trainable_share", trainable / self.total_params)
+        race = None
+        if not self.exact_protocol:
+            same = racing.find_same(
+                trial.study, mask=mask, weights=weights, fold=fold, n_seeds=len(self.seeds)
+            )
+            if same is not None:  # the same computation again: reuse its result
+                trial.set_user_attr(racing.MEMO_ATTR, same.number)
+                trial.set_user_attr("seed_accuracies", same.user_attrs["seed_accuracies"])
+                trial.set_user_attr("epochs", same.user_attrs.get("epochs", []))
+                trial.set_user_attr("seconds", time.perf_counter() - started)
+                return float(np.mean(same.user_attrs["seed_accuracies"]))
+            race = racing.Race.for_trial(
+                trial, n_seeds=len(self.seeds), max_epochs=self.max_epochs
+            )
         train, val = self.fold("train", fold), self.fold("val", fold)
         accs: list[float] = []
         epochs: list[int] = []
         for k, seed in enumerate(self.seeds):
+            best = [float("-inf"), 0]  # the running seed's best so far, epochs run
 
-            def report(epoch: int, value: float, k: int = k) -> None:
+            def report(epoch: int, value: float, k: int = k, best: list = best) -> None:
                 trial.report(value, k * self.max_epochs + epoch)
+                best[0], best[1] = max(best[0], value), epoch
+                last = k == len(self.seeds) - 1 and epoch == self.max_epochs
+                if race is not None and not last and race.cut(accs, best[0], epoch):
+                    raise racing.Cut  # (the very last epoch has nothing left to save)
                 if self.prune and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at seed {k + 1}, epoch {epoch}")
 
+            if race is not None and k > 0 and race.cut(accs):
+                return self._cut(trial, race, accs, epochs, seed=k + 1, epoch=0, t0=started)
             try:
                 with self._lock:
                     result = self.train_config(
@@ -251,11 +296,68 @@ class BioTuneObjective(FineTuner):
                 trial.set_user_attr("fail_reason", str(exc))
                 trial.set_user_attr("seconds", time.perf_counter() - started)
                 return float("nan")
+            except racing.Cut:
+                accs.append(float(best[0]))
+                epochs.append(int(best[1]))
+                return self._cut(trial, race, accs, epochs, seed=k + 1, epoch=best[1], t0=started)
             accs.append(float(result.best_val_metric))
             epochs.append(int(result.epochs_run))
             trial.set_user_attr("seed_accuracies", accs)
             trial.set_user_attr("epochs", epochs)
         trial.set_user_attr("seconds", time.perf_counter() - started)
+        return float(np.mean(accs))
+
+    def _check_protocol(self, study: optuna.Study) -> None:
+        """Store ``exact_protocol`` in the study on first use; refuse the other one after.
+
+        A study evaluated before the option existed (BioTune trials, no stored protocol) was
+        searched exactly.
+        """
+        key = (id(study._storage), study._study_id)
+        if key in self._protocol_checked:
+            return
+        stored = study.user_attrs.get(PROTOCOL_ATTR)
+        if stored is None:
+            done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if any("seed_accuracies" in t.user_attrs for t in done):
+                stored = True
+            else:
+                study.set_user_attr(PROTOCOL_ATTR, self.exact_protocol)
+                stored = self.exact_protocol
+        if bool(stored) != self.exact_protocol:
+            raise UsageError(
+                f"study {study.study_name!r} was searched with exact_protocol="
+                f"{str(bool(stored)).lower()}; continue it with "
+                f"BioTuneObjective(exact_protocol={bool(stored)}) (a search cannot mix the two "
+                "protocols) or use another study."
+            )
+        self._protocol_checked.add(key)
+
+    @staticmethod
+    def _cut(
+        trial: optuna.Trial,
+        race: racing.Race,
+        accs: list[float],
+        epochs: list[int],
+        *,
+        seed: int,
+        epoch: int,
+        t0: float,
+    ) -> float:
+        """Complete a raced evaluation with the mean of what it measured (below its bar)."""
+        trial.set_user_attr(
+            racing.RACED_ATTR,
+            {
+                "seed": seed,
+                "epoch": epoch,
+                "bar": race.bar.value,
+                "against": race.bar.against,
+                "bound": race.bound,
+            },
+        )
+        trial.set_user_attr("seed_accuracies", accs)
+        trial.set_user_attr("epochs", epochs)
+        trial.set_user_attr("seconds", time.perf_counter() - t0)
         return float(np.mean(accs))
 
 

@@ -118,3 +118,8 @@ class BioTuneSampler(GenerationalSampler):
             slot_attempts=slot_attempts,
             seed=seed,
         )
+
+    @property
+    def n_elites(self) -> int:
+        """Elites exploited per generation (read-only; :mod:`.racing` sets its bars with it)."""
+        return self._strategy.n_elites

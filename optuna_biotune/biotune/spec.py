@@ -5,7 +5,8 @@ A spec has five tables; every key is optional and falls back to the embedded def
 
     [study]       name, storage, artifacts
     [objective]   dataset, model, partition, seeds, data_fraction, epochs, patience,
-                  batch_size, base_lr, optimizer, metric, device, image_size
+                  batch_size, base_lr, optimizer, metric, device, image_size,
+                  exact_protocol
     [search]      population, elites, generations, exploit_step, n_jobs, seed
     [final]       after_search, top_k, seeds
     [report]      out
@@ -57,6 +58,9 @@ optimizer = "adam"
 metric = "accuracy"
 device = "cpu"
 image_size = 32
+# true: every evaluation trained in full with every seed (the paper's protocol, for
+# reproductions); false: racing and memoisation cut what cannot change the search.
+exact_protocol = false
 
 [search]
 population = 6
@@ -99,6 +103,7 @@ class StudySpec:
     metric: str = "accuracy"
     device: str = "auto"
     image_size: int | None = None
+    exact_protocol: bool = False
     # [search]
     population: int = 10
     elites: int = 3
@@ -189,6 +194,7 @@ class StudySpec:
             "metric": self.metric,
             "device": self.device,
             "image_size": self.image_size,
+            "exact_protocol": self.exact_protocol,
         }
         return kwargs
 
@@ -242,6 +248,7 @@ SECTIONS: dict[tuple[str, str], str] = {
             "metric",
             "device",
             "image_size",
+            "exact_protocol",
         )
     },
     **{
@@ -307,6 +314,10 @@ def _validate(spec: StudySpec) -> None:
             raise UsageError(
                 f"`{name}` must be one of {list(choices)}, got {getattr(spec, name)!r}."
             )
+    if not isinstance(spec.exact_protocol, bool):
+        raise UsageError(
+            f"`exact_protocol` must be true or false, got {spec.exact_protocol!r}; fix the spec."
+        )
     if not isinstance(spec.device, str) or not _DEVICE.match(spec.device):
         raise UsageError(f"`device` must be auto, cpu, cuda, cuda:N or mps, got {spec.device!r}.")
     for name in ("study", "dataset", "model"):
