@@ -141,7 +141,9 @@ def _kill_when(
 
 def _killed_and_rerun(url: str, name: str, completed: int, uninterrupted: dict) -> None:
     reader = open_storage(url)
-    proc = subprocess.Popen(_cmd(url, name, 0.4), stderr=subprocess.PIPE, text=True)
+    # 1 s per evaluation: the poll below must see the moment between two evaluations even on a
+    # loaded machine (at 0.4 s it missed the last evaluation once in a shared run).
+    proc = subprocess.Popen(_cmd(url, name, 1.0), stderr=subprocess.PIPE, text=True)
     try:
         killed = _kill_when(
             proc, lambda: optuna.load_study(study_name=name, storage=reader), completed
@@ -183,7 +185,7 @@ def test_three_workers_one_killed_and_restarted_fill_every_planned_slot_once(
 ) -> None:
     population = 6
     optuna.create_study(study_name=study_name, storage=storage_url)
-    cmd = _cmd(storage_url, study_name, 0.3, population)
+    cmd = _cmd(storage_url, study_name, 0.8, population)  # slow enough to catch the moment
     logs = [tmp_path / f"err.{i}" for i in range(3)]
     procs = [subprocess.Popen(cmd, stderr=logs[i].open("w")) for i in range(3)]
     try:
