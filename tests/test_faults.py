@@ -127,7 +127,9 @@ def test_search_killed_and_rerun_at_once_ends_like_an_uninterrupted_search(
     same command at once (well within the heartbeat's 30 s grace): the rerun fails the killed
     trial at once (its process is gone from this machine), evaluates its slot again and ends
     with exactly the evaluations and parameters of an uninterrupted search."""
-    budget = [*SEARCH, "--generations", "1", "--seed", "4"]  # 3 + (2 + 2) = 7 evaluations
+    # 3 + (2 + 2) = 7 evaluations; the exact protocol trains every evaluation to its early stop
+    # (racing would cut generation 1's evaluations too short to catch one training).
+    budget = [*SEARCH, "--generations", "1", "--seed", "4", "--exact-protocol"]
 
     def run(name: str) -> subprocess.CompletedProcess:
         url = f"sqlite:///{tmp_path / name}.db"
@@ -158,7 +160,7 @@ def test_search_killed_and_rerun_at_once_ends_like_an_uninterrupted_search(
                 continue
             done = [t for t in trials if t.state == TrialState.COMPLETE]
             busy = [t for t in trials if t.state == TrialState.RUNNING and "mask" in t.user_attrs]
-            if len(done) == 3 and busy:  # the first evaluation of generation 1 is training
+            if 3 <= len(done) <= 5 and busy:  # an evaluation of generation 1 is training
                 os.kill(proc.pid, signal.SIGKILL)
                 killed = busy[0]
         assert killed is not None, "never caught the search in its fourth evaluation"
