@@ -129,7 +129,7 @@ def test_search_killed_and_rerun_at_once_ends_like_an_uninterrupted_search(
     with exactly the evaluations and parameters of an uninterrupted search."""
     # 3 + (2 + 2) = 7 evaluations; the exact protocol trains every evaluation to its early stop
     # (racing would cut generation 1's evaluations too short to catch one training).
-    budget = [*SEARCH, "--generations", "1", "--seed", "4", "--exact-protocol"]
+    budget = [*SEARCH, "--generations", "1", "--seed", "4", "--exact-protocol", "--epochs", "6"]
 
     def run(name: str) -> subprocess.CompletedProcess:
         url = f"sqlite:///{tmp_path / name}.db"
@@ -162,7 +162,11 @@ def test_search_killed_and_rerun_at_once_ends_like_an_uninterrupted_search(
             busy = [t for t in trials if t.state == TrialState.RUNNING and "mask" in t.user_attrs]
             if 3 <= len(done) <= 5 and busy:  # an evaluation of generation 1 is training
                 os.kill(proc.pid, signal.SIGKILL)
-                killed = busy[0]
+                proc.wait()
+                # What the process held when it died (the read above may be a moment old).
+                after = optuna.load_study(study_name="killed", storage=url).get_trials()
+                running = [t for t in after if t.state == TrialState.RUNNING]
+                killed = running[0] if running else busy[0]
         assert killed is not None, "never caught the search in its fourth evaluation"
     finally:
         if proc.poll() is None:
