@@ -74,6 +74,7 @@ import numpy as np
 
 from optuna_biotune.biotune import operators as ops
 from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX
+from optuna_biotune.evolution.ledger import DIGITS
 from optuna_biotune.evolution.strategy import (
     ROLE_INITIAL,
     GenerationStrategy,
@@ -95,9 +96,8 @@ ROLE_CHILD = "child"
 #: A child's slot filled by a fresh random individual (the mating pool was exhausted).
 ROLE_RANDOM = "random"
 # Redraws of an invalid child or exploitation move before the fallback (a fresh individual,
-# a move narrowed to the gene's margin). Genes are compared as stored: to 10 decimals.
+# a move narrowed to the gene's margin). Genes are compared as stored: to `DIGITS` decimals.
 _ATTEMPTS = 64
-_DIGITS = 10
 
 
 class _Ind:
@@ -165,7 +165,7 @@ class MemeticStrategy(GenerationStrategy):
         if rule is None:
             return True
         t, imp = rule
-        y = np.round(np.asarray(x, dtype=float), _DIGITS)
+        y = np.round(np.asarray(x, dtype=float), DIGITS)
         return bool(imp.size) and bool(np.any(y[imp] > y[t]))
 
     def _random_valid(
@@ -207,7 +207,7 @@ class MemeticStrategy(GenerationStrategy):
         rule = self._rule(names)
         assert rule is not None
         top = max((drawn[names[j]] for j in rule[1]), default=None)
-        if top is None or top <= 0.0 or round(value, _DIGITS) < round(top, _DIGITS):
+        if top is None or top <= 0.0 or round(value, DIGITS) < round(top, DIGITS):
             return value
         return top * float(gene_rng.random())
 
@@ -225,9 +225,7 @@ class MemeticStrategy(GenerationStrategy):
     @staticmethod
     def _dump(members: list[_Ind], wiped: bool) -> dict[str, Any]:
         return {
-            "ind": {
-                str(i.number): [i.f, [round(float(v), _DIGITS) for v in i.x]] for i in members
-            },
+            "ind": {str(i.number): [i.f, [round(float(v), DIGITS) for v in i.x]] for i in members},
             "members": [i.number for i in members],
             "wiped": wiped,
         }

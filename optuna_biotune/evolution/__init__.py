@@ -1,9 +1,10 @@
 """GA machinery both samplers share (no torch): the base sampler and the storage bookkeeping.
 
 :mod:`~optuna_biotune.evolution.base` holds ``GenerationalSampler`` (the one Optuna sampler
-class both samplers subclass) and :mod:`~optuna_biotune.evolution.generations` the generational
-bookkeeping in the storage (slots, reissue, generations). A method's own operators and
-strategy live in its folder (:mod:`optuna_biotune.biotune.memetic`,
+class both samplers subclass), :mod:`~optuna_biotune.evolution.ledger` the generation records
+in the storage (reading, the scan of recent trials, opening a generation) and
+:mod:`~optuna_biotune.evolution.generations` the claims on them (slots, reissue, sampling). A
+method's own operators and strategy live in its folder (:mod:`optuna_biotune.biotune.memetic`,
 :mod:`optuna_biotune.evoprune.strategy`).
 """
 

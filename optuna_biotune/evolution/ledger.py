@@ -1,0 +1,402 @@
+"""The generation ledger in the Optuna storage: where each generation's record lives, what
+the window of recent trials says about its slots, and how the next generation opens.
+
+:class:`GenerationLedger` is the base of :class:`~optuna_biotune.evolution.generations.
+Generations` (which claims slots, reissues them and samples values). No torch, no in-memory
+state that cannot be rebuilt from the storage.
+
+Storage layout (``ns`` is the sampler's class name, e.g. ``BioTuneSampler``):
+
+* study system attr ``{ns}:seed``: the seed of all randomness, stored on first use;
+* study system attr ``{ns}:head``: ``{"generation": g, "trial": id}``, the newest generation and
+  the trial whose system attrs hold its record (one small row: reading it costs the same at any
+  study size);
+* trial system attr ``{ns}:record:<g>`` (on the trial that opened generation ``g``; chunked
+  above 2045 characters as ``{ns}:record:<g>:<i>``): ``generation``, ``names`` (evolved
+  parameters), ``space`` (their distributions), ``state`` (the strategy's population),
+  ``slots`` (the proposals), ``pending`` (trials of older generations still running, merged
+  when they finish) and ``window`` (the lowest trial number that can still matter);
+* trial system attr ``{ns}:slot`` = ``{"generation", "slot", "role", "parents"}``: the claim,
+  the only write per trial (``slot`` is ``-1`` for a claim withdrawn after a conflict); read
+  by :func:`~optuna_biotune.evolution.trial_generation`.
+
+Randomness is derived from ``(seed, generation, slot)`` (and the parameter name), never from
+process history, so a sequential run resumed in a new process proposes exactly what an
+uninterrupted run proposes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, distribution_to_json
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_biotune.errors import RuntimeFailure
+from optuna_biotune.evolution.records import read_chunked, write_chunked
+from optuna_biotune.evolution.space import evolvable, normalize
+from optuna_biotune.evolution.strategy import GenerationStrategy, Individual
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+
+__all__ = ["DIGITS", "GenerationLedger", "SlotView"]
+
+_LIVE = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
+_DEAD = (TrialState.FAIL, TrialState.PRUNED)
+# Trial numbers can become visible slightly out of order under concurrent creation.
+_WINDOW_MARGIN = 8
+# How many generations a running straggler's result is still waited for.
+_PENDING_GENERATIONS = 3
+#: Genes are kept to 10 decimals in records (shorter rows; everyone reads the same JSON).
+DIGITS = 10
+
+
+@dataclass
+class SlotView:
+    """What the window of trials says about the newest generation."""
+
+    live: dict[int, list[FrozenTrial]]
+    dead: dict[int, int]
+    running_numbers: list[int]  # running or waiting trials without a claim yet
+    earlier_unclaimed: int
+
+
+class GenerationLedger:
+    """The generation records of one sampler (one namespace): reading, scanning, opening.
+
+    Args:
+        namespace: Prefix of every attr, the sampler's class name.
+        strategy: Decides each generation's slots.
+        seed: Base seed of all randomness; ``None``: the seed stored in the study (study system
+            attr ``{ns}:seed``), or, in a study without one, a drawn seed that is stored there
+            on first use, so a resumed process continues with the same randomness.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        strategy: GenerationStrategy,
+        seed: int | None,
+    ) -> None:
+        if not namespace or ":" in namespace:
+            raise ValueError(
+                f"`namespace` must be a non-empty name without ':', got {namespace!r}."
+            )
+        self.namespace = namespace
+        self.strategy = strategy
+        self.fixed_seed = seed is not None
+        self.seed = secrets.randbits(63) if seed is None else int(seed)
+        self._seeded_study: int | None = None  # the study whose stored seed self.seed is
+        self.head_key = f"{namespace}:head"
+        self.seed_key = f"{namespace}:seed"
+        self.record_key = f"{namespace}:record"
+        self.slot_key = f"{namespace}:slot"
+        self._lock = threading.Lock()
+        # (opener trial id, generation) -> record; records never change once written.
+        self._records: dict[tuple[int, int], dict[str, Any]] = {}
+
+    # ---- randomness
+
+    def rng(self, generation: int, slot: int, *more: int) -> np.random.Generator:
+        """The generator of ``(seed, generation, slot, ...)``; ``slot=-1``: the generation's."""
+        key = [self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF]
+        key += [(int(k) + 2**31) & 0xFFFFFFFF for k in (generation, slot, *more)]
+        return np.random.default_rng(np.random.SeedSequence(key))
+
+    def use_study_seed(self, study: Study) -> int:
+        """Store the seed in ``study`` if it has none; without a fixed seed, adopt the stored one.
+
+        Called before the first claim in each study. Two processes that draw seeds for a new
+        study at once both write and read back; both go on with what they read, which is the
+        same value unless their writes interleave between the other's write and read (then a
+        generation-0 trial may come from the other seed; every later draw uses the stored one).
+        """
+        if self._seeded_study == study._study_id:
+            return self.seed
+        storage, study_id = study._storage, study._study_id
+        stored = storage.get_study_system_attrs(study_id).get(self.seed_key)
+        if stored is None:
+            storage.set_study_system_attr(study_id, self.seed_key, int(self.seed))
+            stored = storage.get_study_system_attrs(study_id).get(self.seed_key, self.seed)
+        if not self.fixed_seed:
+            self.seed = int(stored)
+        self._seeded_study = study_id
+        return self.seed
+
+    # ---- reading the storage
+
+    def head(self, study: Study) -> dict[str, Any] | None:
+        """The study's head ``{"generation", "trial"}`` (``None`` before generation 0 opens)."""
+        return study._storage.get_study_system_attrs(study._study_id).get(self.head_key)
+
+    def record_key_of(self, generation: int) -> str:
+        """The trial system attr holding ``generation``'s record: ``{ns}:record:<g>``.
+
+        One key per generation, so a trial that opens a generation, finds its slots already
+        taken and opens the next one too keeps both records.
+        """
+        return f"{self.record_key}:{int(generation)}"
+
+    def record_of(
+        self,
+        study: Study,
+        head: Mapping[str, Any],
+        trials: Sequence[FrozenTrial] | None = None,
+    ) -> dict[str, Any]:
+        """The record of the generation ``head`` names (cached; read from ``trials`` when its
+        opener is among them, else from the storage)."""
+        trial_id, generation = int(head["trial"]), int(head["generation"])
+        with self._lock:
+            cached = self._records.get((trial_id, generation))
+        if cached is not None:
+            return cached
+        # `trials`, read after the head, hold the record (written before the head names it):
+        # no storage round trip when the opener is among them (it is recent).
+        opener = next((t for t in reversed(trials or ()) if t._trial_id == trial_id), None)
+        key = self.record_key_of(generation)
+        if opener is not None and key in opener.system_attrs:
+            attrs = opener.system_attrs
+        else:
+            attrs = study._storage.get_trial_system_attrs(trial_id)
+        record = read_chunked(attrs, key)
+        if record is None:
+            raise RuntimeFailure(
+                f"the {self.namespace} record of trial id {trial_id} is missing from the "
+                "storage; resume with the storage the study was created in."
+            )
+        with self._lock:
+            self._records[(trial_id, generation)] = record
+        return record
+
+    def first_opening(
+        self, study: Study, head: Mapping[str, Any], trials: Sequence[FrozenTrial]
+    ) -> Mapping[str, Any]:
+        """The head, or the record of the same generation opened by a lower trial number.
+
+        Two workers may open a generation at the same moment (each finds no free slot, writes
+        its record and sets the head); the opening of the lowest trial number is the
+        generation's, so every process converges on the same record as soon as it sees both.
+        """
+        record = self.record_of(study, head, trials)
+        generation, best = int(record["generation"]), int(record["opened_by"])
+        found = None
+        key = self.record_key_of(generation)
+        for t in reversed(trials):
+            if t.number < int(record["window"]):
+                break
+            if t.number >= best or key not in t.system_attrs:
+                continue
+            rival = read_chunked(t.system_attrs, key)
+            if isinstance(rival, dict) and int(rival.get("generation", -1)) == generation:
+                best, found = t.number, t._trial_id
+        if found is None:
+            return head
+        return {"generation": generation, "trial": found}
+
+    def claim_of(self, trial: FrozenTrial) -> dict[str, Any] | None:
+        """``trial``'s live slot claim (``None``: none, or one withdrawn after a conflict)."""
+        claim = trial.system_attrs.get(self.slot_key)
+        if isinstance(claim, dict) and int(claim.get("slot", -1)) >= 0:
+            return claim
+        return None
+
+    def scan(self, trials: Sequence[FrozenTrial], record: Mapping[str, Any], me: int) -> SlotView:
+        """Which slots of ``record``'s generation are live or dead (trial ``me`` left out)."""
+        generation = int(record["generation"])
+        view = SlotView(live={}, dead={}, running_numbers=[], earlier_unclaimed=0)
+        for t in reversed(trials):
+            if t.number < int(record["window"]):
+                break
+            if t.number == me:
+                continue
+            claim = self.claim_of(t)
+            if claim is None:
+                if t.state in (TrialState.RUNNING, TrialState.WAITING):
+                    view.running_numbers.append(t.number)  # may still claim a slot
+                    if t.number < me:
+                        view.earlier_unclaimed += 1
+                continue
+            if int(claim["generation"]) != generation:
+                continue
+            slot = int(claim["slot"])
+            if t.state in _LIVE:
+                view.live.setdefault(slot, []).append(t)
+            elif t.state in _DEAD:
+                view.dead[slot] = view.dead.get(slot, 0) + 1
+        return view
+
+    # ---- opening a generation
+
+    def individual(
+        self,
+        t: FrozenTrial,
+        names: Sequence[str],
+        minimize: bool,
+    ) -> Individual | None:
+        """``t`` as the strategy sees it (``names`` order); ``None`` unless a COMPLETE claim
+        with a finite value and every evolved parameter."""
+        claim = self.claim_of(t)
+        if claim is None or t.state != TrialState.COMPLETE or t.values is None:
+            return None
+        value = float(t.values[0])
+        if not math.isfinite(value):
+            return None
+        x = []
+        for n in names:
+            d = t.distributions.get(n)
+            if d is None or not evolvable(d):
+                return None
+            x.append(normalize(t.params[n], d))
+        return Individual(
+            number=t.number,
+            x=np.asarray(x, dtype=float),
+            fitness=value if minimize else -value,
+            generation=int(claim["generation"]),
+            slot=int(claim["slot"]),
+            role=str(claim["role"]),
+            parents=tuple(int(p) for p in claim["parents"]),
+        )
+
+    def open_next(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        trials: Sequence[FrozenTrial],
+        *,
+        head: Mapping[str, Any] | None,
+        record: Mapping[str, Any] | None,
+        view: SlotView | None,
+    ) -> None:
+        """Open the generation after ``record``'s (generation 0 when ``record`` is ``None``)
+        from the completed results, with ``trial`` as its opener; called by
+        :meth:`Generations.assign` when every slot is taken (public for tests that stage a race
+        between two openers)."""
+        storage, study_id = study._storage, study._study_id
+        minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+
+        def by_number(number: int) -> FrozenTrial | None:
+            if 0 <= number < len(trials) and trials[number].number == number:
+                return trials[number]
+            return next((t for t in trials if t.number == number), None)
+
+        if record is None or view is None:
+            generation, names, state, space = 0, [], None, {}
+            finished: list[FrozenTrial] = []
+            pending: list[int] = []
+            window = max(0, trial.number - _WINDOW_MARGIN)
+        else:
+            generation = int(record["generation"]) + 1
+            names, state, space = list(record["names"]), record["state"], dict(record["space"])
+            finished, running = [], []
+            for number in record["pending"]:
+                t = by_number(int(number))
+                if t is None or t.state in _DEAD:
+                    continue
+                (finished if t.state == TrialState.COMPLETE else running).append(t)
+            for slot_trials in view.live.values():
+                for t in slot_trials:
+                    (finished if t.state == TrialState.COMPLETE else running).append(t)
+            # A straggler is waited for at most _PENDING_GENERATIONS generations (a worker that
+            # died without a heartbeat leaves its trial RUNNING forever; it must not pin the
+            # window, which bounds the scan).
+            pending = [
+                t.number
+                for t in running
+                if (claim := self.claim_of(t)) is not None  # it may have stepped back since
+                and generation - int(claim["generation"]) <= _PENDING_GENERATIONS
+            ]
+            if not names:
+                names, space = self._names(finished)
+            window = max(0, min([trial.number, *pending, *view.running_numbers]) - _WINDOW_MARGIN)
+        results = [
+            ind for t in finished if (ind := self.individual(t, names, minimize)) is not None
+        ]
+        results.sort(key=lambda ind: ind.number)
+        opening = self.strategy.open(
+            generation=generation,
+            names=names,
+            state=state,
+            results=results,
+            rng=lambda slot: self.rng(generation, slot),
+        )
+        if not opening.slots:
+            raise RuntimeFailure(
+                f"{type(self.strategy).__name__}.open() returned no slots; return at least one."
+            )
+        new_record = {
+            "generation": generation,
+            "names": names,
+            "space": space,
+            "state": opening.state,
+            "slots": [
+                {
+                    "role": p.role,
+                    "parents": [int(q) for q in p.parents],
+                    "x": None if p.x is None else [round(float(v), DIGITS) for v in p.x],
+                    **({"deferred": True} if p.deferred else {}),
+                }
+                for p in opening.slots
+            ],
+            "pending": sorted(int(n) for n in pending),
+            "window": window,
+            "opened_by": trial.number,
+        }
+        # Everyone uses the record as read back from JSON, so a resumed process (which reads
+        # it from the storage) computes with bit-identical numbers.
+        new_record = json.loads(json.dumps(new_record))
+        current = self.head(study)
+        current_gen = -1 if current is None else int(current["generation"])
+        if current_gen >= generation:  # another worker opened it meanwhile: theirs is used
+            return
+        write_chunked(
+            lambda k, v: storage.set_trial_system_attr(trial._trial_id, k, v),
+            self.record_key_of(generation),
+            new_record,
+        )
+        with self._lock:
+            self._records[(trial._trial_id, generation)] = new_record
+        if current_gen == generation - 1:  # nobody had opened it before the write
+            storage.set_study_system_attr(
+                study_id, self.head_key, {"generation": generation, "trial": trial._trial_id}
+            )
+
+    def _names(self, finished: Sequence[FrozenTrial]) -> tuple[list[str], dict[str, Any]]:
+        """The evolved parameters: float/int parameters every completed claim shares."""
+        common: dict[str, BaseDistribution] | None = None
+        for t in finished:
+            if t.state != TrialState.COMPLETE or self.claim_of(t) is None:
+                continue
+            numeric = {n: d for n, d in t.distributions.items() if evolvable(d)}
+            if common is None:
+                common = numeric
+            else:
+                common = {n: d for n, d in common.items() if numeric.get(n) == d}
+        if not common:
+            return [], {}
+        names = sorted(common)
+        return names, {n: distribution_to_json(common[n]) for n in names}
+
+    # ---- slots left behind (their trial died after the generation had moved on)
+
+    def scanned_record(
+        self, trials: Sequence[FrozenTrial], generation: int
+    ) -> dict[str, Any] | None:
+        """``generation``'s record, found by scanning ``trials`` (of concurrent openings, the
+        lowest trial number's); ``None`` when no trial holds it."""
+        key, best = self.record_key_of(generation), None
+        for t in trials:
+            if key in t.system_attrs and (best is None or t.number < best[0]):
+                record = read_chunked(t.system_attrs, key)
+                if isinstance(record, dict) and int(record.get("generation", -1)) == generation:
+                    best = (t.number, record)
+        return None if best is None else best[1]
