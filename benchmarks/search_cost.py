@@ -166,6 +166,8 @@ def _summarise(study: optuna.Study, args: argparse.Namespace) -> dict[str, Any]:
         "top1_test_accuracy": final.get("biotune_test_accuracy"),
         "top1_test_accuracy_stderr": final.get("biotune_test_accuracy_stderr"),
         "top1_trial": (final.get("top1") or {}).get("trial"),
+        "top1_trainable_share": (final.get("top1") or {}).get("trainable_share"),
+        "top1_mask": (final.get("configurations") or [{}])[0].get("mask"),
         "ft_test_accuracy": final.get("ft_test_accuracy"),
         "ft_test_accuracy_stderr": final.get("ft_test_accuracy_stderr"),
         "final_seconds": final.get("seconds"),
@@ -318,6 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--minutes", type=float, default=55.0, help="stop after this chunk")
     parser.add_argument("--workdir", default=str(Path(__file__).resolve().parent / "runs"))
     parser.add_argument("--name", default=None, help="results name (default from the args)")
+    parser.add_argument("--out-dir", default=str(RESULTS), help="where the results are written")
     parser.add_argument(
         "--replay", action="store_true", help="replay racing on the stored exact run only"
     )
@@ -407,9 +410,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log=lambda line: print(line, file=sys.stderr, flush=True),
         )
     result = _summarise(study, args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(_markdown(result, command))
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(_markdown(result, command))
     print(json.dumps({k: v for k, v in result.items() if k not in ("chunks", "values")}))
     return result
 
