@@ -1,0 +1,386 @@
+"""BioTune's ``search`` command: create or resume a study and run the evolutionary search.
+
+Also what the other commands of :mod:`optuna_biotune.biotune.cli` share with it: the spec
+stored in a study (:func:`stored_spec`, read by ``final``/``report``/``dashboard`` and checked
+on resume), the objective rebuilt from it (:func:`make_objective`), the final retraining
+(:func:`run_final`, after a search when the spec asks, and the ``final`` command), the
+artifact store and progress lines on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optuna_biotune.biotune.attrs import ARTIFACTS_ATTR, OBJECTIVE_SPEC_ATTR, STUDY_ATTR
+from optuna_biotune.biotune.memetic import evaluations_per_generation
+from optuna_biotune.biotune.spec import (
+    SECTIONS,
+    StudySpec,
+    default_spec,
+    load_spec,
+    spec_from_dict,
+)
+from optuna_biotune.errors import UsageError
+from optuna_biotune.runtime.storage import jsonable, open_storage
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "artifact_store",
+    "cmd_search",
+    "existing_study",
+    "generation_progress",
+    "info",
+    "make_objective",
+    "run_final",
+    "run_search",
+    "stored_spec",
+]
+
+
+#: Objective-spec keys that may change between runs of one study (hardware only).
+_RESUMABLE_KEYS = {"device"}
+#: Study-spec fields that may change between runs of one study.
+_RESUMABLE_FIELDS = {
+    "generations",
+    "n_jobs",
+    "device",
+    "final",
+    "top_k",
+    "final_seeds",
+    "out",
+    "storage",
+    "artifacts",
+}
+
+#: Study-spec fields never compared on resume (names and places, not settings).
+_FIXED_EXEMPT = _RESUMABLE_FIELDS | {"study", "base_dir"}
+
+# -- the stored spec ----------------------------------------------------------------------
+
+
+def _with_protocol(data: dict[str, Any], table: str | None) -> dict[str, Any]:
+    """A stored spec without ``exact_protocol`` predates the option: its study was exact."""
+    data = json.loads(json.dumps(data))
+    inner = data.setdefault(table, {}) if table else data
+    inner.setdefault("exact_protocol", True)
+    return data
+
+
+def stored_spec(study: optuna.Study, fallback: StudySpec) -> StudySpec:
+    """The spec ``study`` was searched with (``fallback`` when it has none), with the
+    fallback's storage and the study's artifact folder."""
+    data = study.user_attrs.get(STUDY_ATTR)
+    if not isinstance(data, dict):
+        return fallback
+    data = _with_protocol(data, "objective")
+    spec = spec_from_dict(data, base_dir=fallback.base_dir, source=f"study {study.study_name!r}")
+    return spec.replace(
+        storage=fallback.storage, artifacts=study.user_attrs.get(ARTIFACTS_ATTR) or None
+    )
+
+
+def artifact_store(directory: str) -> optuna.artifacts.FileSystemArtifactStore:
+    """A file-system artifact store in ``directory`` (created)."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(Path(directory).resolve()))
+
+
+# -- search -------------------------------------------------------------------------------
+
+# Every spec field a `search` option overrides as is (`partition` is parsed below; `out` is
+# `report`'s): one list of options, the spec's.
+_OVERRIDES = tuple(field for field in SECTIONS.values() if field not in ("partition", "out"))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out = {k: getattr(args, k, None) for k in _OVERRIDES}
+    partition = getattr(args, "partition", None)
+    if partition is not None:
+        out["partition"] = [x.strip() for x in partition.split(",") if x.strip()]
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _check_resume(study: optuna.Study, spec: StudySpec, objective_spec: dict[str, Any]) -> None:
+    """Refuse to continue a study with settings that would change what its trials mean."""
+    stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
+    if isinstance(stored, dict):
+        stored = _with_protocol(stored, None)
+        new = jsonable(objective_spec)
+        if stored["exact_protocol"] != new.get("exact_protocol"):
+            _refuse_mixed_protocols(study, bool(stored["exact_protocol"]))
+        diff = sorted(
+            k
+            for k in set(stored) | set(new)
+            if k not in _RESUMABLE_KEYS and stored.get(k) != new.get(k)
+        )
+        if diff:
+            detail = ", ".join(f"{k}: {stored.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
+            raise UsageError(
+                f"study {study.study_name!r} was made with other objective settings ({detail}); "
+                "use the same settings or another --study."
+            )
+    data = study.user_attrs.get(STUDY_ATTR)
+    if isinstance(data, dict):
+        data = _with_protocol(data, "objective")
+        old = spec_from_dict(data, base_dir=spec.base_dir, source="stored spec")
+        # Every setting but the resumable ones: the gene layout (model, partition), the
+        # objective, the population; a bare `search --study NAME --model X` lands here too.
+        fields = [f.name for f in dataclasses.fields(spec) if f.name not in _FIXED_EXEMPT]
+        diff = [f for f in fields if getattr(old, f) != getattr(spec, f)]
+        if "exact_protocol" in diff:
+            _refuse_mixed_protocols(study, old.exact_protocol)
+        if diff:
+            detail = ", ".join(f"{f}: {getattr(old, f)!r} -> {getattr(spec, f)!r}" for f in diff)
+            raise UsageError(
+                f"study {study.study_name!r} was searched with other settings ({detail}); "
+                "use the same settings or another --study."
+            )
+
+
+def _refuse_mixed_protocols(study: optuna.Study, stored: bool) -> None:
+    flag = "--exact-protocol" if stored else "--no-exact-protocol"
+    raise UsageError(
+        f"study {study.study_name!r} was searched with exact_protocol={str(stored).lower()}; "
+        f"resume it with {flag} (a search cannot mix the two protocols) or use another --study."
+    )
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    from optuna.trial import TrialState
+
+    # Only COMPLETE trials fill a generation's slot; the sampler reissues failed or pruned ones.
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def make_objective(spec: StudySpec, stored: dict[str, Any] | None) -> Any:
+    """The objective a study's stored ``biotune:spec`` describes (with ``spec.device``), else
+    the one ``spec`` describes."""
+    from optuna_biotune import BioTuneObjective
+
+    if stored is not None:
+        spec_dict = dict(stored)
+        if spec.device:
+            spec_dict["device"] = spec.device
+        return BioTuneObjective.from_spec(spec_dict)
+    return BioTuneObjective(**spec.objective_kwargs())
+
+
+def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    """Create or resume the study and run it until the planned generations are complete."""
+    import optuna
+
+    from optuna_biotune import BioTuneSampler
+    from optuna_biotune.evolution import trial_generation
+
+    overrides = _overrides(args)
+    spec = (load_spec(args.spec) if args.spec else default_spec()).replace(**overrides)
+    storage = open_storage(spec.storage_url)
+
+    existing = existing_study(spec.study, storage)
+    if existing is not None and not args.spec:
+        # A bare `search --study NAME` continues the stored spec (workers join this way).
+        spec = stored_spec(existing, spec).replace(**overrides)
+    stored_objective = existing.user_attrs.get(OBJECTIVE_SPEC_ATTR) if existing else None
+    objective = make_objective(spec, stored_objective if not args.spec else None)
+    objective_spec = objective.spec()
+    if existing is not None:
+        _check_resume(existing, spec, objective_spec)
+
+    sampler = BioTuneSampler(**spec.sampler_kwargs(), threshold_param="threshold")
+    _prepare(objective)
+    study = optuna.create_study(
+        study_name=spec.study,
+        storage=storage,
+        sampler=sampler,
+        # The paper trains every individual to its early stop; Optuna's default MedianPruner
+        # would cut them short (and the sampler would reissue the pruned slots).
+        pruner=optuna.pruners.NopPruner(),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    if OBJECTIVE_SPEC_ATTR not in study.user_attrs:
+        import warnings
+
+        study.set_user_attr(OBJECTIVE_SPEC_ATTR, jsonable(objective_spec))
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["validation accuracy"])
+    study.set_user_attr(STUDY_ATTR, jsonable(_storable(spec)))
+    artifact_dir = str(Path(spec.artifact_dir).resolve())
+    study.set_user_attr(ARTIFACTS_ATTR, artifact_dir)
+
+    target = spec.evaluations
+    started = time.perf_counter()
+    done_before = len(_finished(study))
+    info(
+        args,
+        f"study {spec.study!r} in {spec.storage_url}: {done_before}/{target} evaluations done "
+        f"(population {spec.population}, {spec.elites} elites, {spec.generations} generations"
+        f" after the first, {spec.seeds} seed(s), {spec.epochs} epochs)",
+    )
+    run_search(
+        study,
+        objective,
+        generations=spec.generations,
+        population=spec.population,
+        elites=spec.elites,
+        n_jobs=spec.n_jobs,
+        generation=trial_generation,
+    )
+    seconds = time.perf_counter() - started
+
+    from optuna_biotune.biotune import report
+
+    result: dict[str, Any] = {
+        "command": "search",
+        "study": spec.study,
+        "storage": spec.storage_url,
+        "evaluations": len(_finished(study)),
+        "planned_evaluations": target,  # without wipeouts (a wipeout generation is smaller)
+        "generations": spec.generations,
+        "trials": len(study.trials),
+        "seconds": round(seconds, 1),
+    }
+    result.update(report.best_summary(study))
+    if spec.final:
+        result["final"] = run_final(args, study, spec, objective)
+    result["report"] = report.write_report(
+        study, out_dir=spec.report_dir, artifact_store=artifact_store(artifact_dir)
+    )
+    return result
+
+
+def _prepare(objective: Any) -> None:
+    """Load the data and build the model now: bad input fails before the study is touched."""
+    from optuna_biotune.engine.data import fold_indices
+
+    _ = objective.param_names  # loads the dataset, builds the model and its blocks
+    for split in (objective.splits.train, objective.splits.val):
+        fold_indices(split.y, data_fraction=objective.data_fraction, fold=0)
+
+
+def _storable(spec: StudySpec) -> dict[str, Any]:
+    data = spec.to_toml_dict()
+    data.get("study", {}).pop("storage", None)
+    data.get("study", {}).pop("artifacts", None)
+    data.get("report", {}).pop("out", None)
+    return data
+
+
+def existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
+    """The study ``name`` in ``storage``, or ``None`` when there is none."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+#: Namespace of BioTuneSampler's system attrs (``BioTuneSampler:slot``, records).
+_SAMPLER_NS = "BioTuneSampler"
+
+
+def generation_progress(
+    study: optuna.Study, *, generations: int, population: int, attempts: int = 3
+) -> tuple[bool, int, int]:
+    """Where the search stands: (generations ``0..generations`` complete, newest, slots left).
+
+    A generation is complete when each of its slots has a COMPLETE trial or has used up its
+    ``attempts`` (the sampler's ``slot_attempts``). Generations differ in size (a wipeout
+    re-initialises all but the best), so this reads the sampler's generation records instead of
+    counting trials (:func:`optuna_biotune.runtime.loop.slot_progress`, which also lists the slots
+    still running elsewhere and those left behind). Scans the study once.
+
+    Returns:
+        ``(done, newest, left)``: whether every planned generation is complete, the newest
+        opened generation (-1 before any), and the unfinished slots of the newest one
+        (``population`` before any generation opened).
+    """
+    from optuna_biotune.runtime.loop import slot_progress
+
+    p = slot_progress(study, namespace=_SAMPLER_NS, last=generations, attempts=attempts)
+    return p.done, p.newest, (p.left if p.newest >= 0 else population)
+
+
+def run_search(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    generations: int,
+    population: int,
+    elites: int,
+    n_jobs: int,
+    generation: Callable[[optuna.trial.FrozenTrial], int],
+) -> None:
+    """Optimise until generations ``0..generations`` are complete, counting earlier runs.
+
+    :func:`optuna_biotune.runtime.loop.run_generations` with a progress bar (its total assumes no
+    wipeout and is corrected as generations open): rounds of the worker loop (storage outages
+    retried, open trials failed on Ctrl-C), then the slots left behind by dead workers, then a
+    bounded wait for other workers' running trials.
+    """
+    from optuna_biotune.runtime.loop import progress_bar, run_generations
+
+    done = len(_finished(study))
+    bar = progress_bar(desc="BioTune", total=done, initial=done)
+    try:
+        run_generations(
+            study,
+            objective,
+            last=generations,
+            n_jobs=n_jobs,
+            bar=bar,
+            per_generation=evaluations_per_generation(population, elites),
+            generation=generation,
+        )
+        bar.total = bar.n
+        bar.refresh()
+    finally:
+        bar.close()
+
+
+# -- shared with the other commands -------------------------------------------------------
+
+
+def run_final(
+    args: argparse.Namespace,
+    study: optuna.Study,
+    spec: StudySpec,
+    objective: Any,
+    *,
+    seeds: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Retrain the top-k configurations and FT (:func:`optuna_biotune.biotune.final.run_final`)
+    with ``seeds`` (default: the spec's final seeds), logging to stderr."""
+    from optuna_biotune.biotune import final
+
+    seeds = list(seeds or spec.final_seed_list)
+    info(
+        args,
+        f"final: retraining the top {spec.top_k} configuration(s) and FT on the full training "
+        f"set with seed(s) {', '.join(str(s) for s in seeds)}, scoring the test set",
+    )
+    return final.run_final(
+        study,
+        objective=objective,
+        top_k=spec.top_k,
+        seeds=seeds,
+        log=lambda line: info(args, line),
+    )
+
+
+def info(args: argparse.Namespace, line: str) -> None:
+    """Progress lines go to stderr, so stdout stays the summary (and the JSON line)."""
+    print(line, file=sys.stderr, flush=True)
