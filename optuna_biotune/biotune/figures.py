@@ -15,6 +15,28 @@ SNOWFLAKE = "\u2744"
 WEIGHT_MIN, WEIGHT_MAX = 0.1, 10.0
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, ax: Any, path: str | Path, title: str) -> Path:
+    """Title ``ax``, write ``fig`` as a PNG to ``path`` (folders made) and close it."""
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    _pyplot().close(fig)
+    return out
+
+
 def fig2_grid(configurations: Sequence[dict[str, Any]]) -> np.ndarray:
     """The Fig. 2 matrix: blocks x configurations of LR weights in [0.1, 10], NaN = frozen.
 
@@ -48,10 +70,9 @@ def plot_fig2(
         The path written.
     """
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
 
     grid = fig2_grid(configurations)
     blocks = configurations[0]["blocks"]
@@ -93,27 +114,15 @@ def plot_fig2(
     bar = fig.colorbar(image, ax=ax, ticks=[0.1, 0.3, 1, 3, 10])
     bar.ax.set_yticklabels(["0.1", "0.3", "1", "3", "10"])
     bar.set_label(f"learning-rate weight ({SNOWFLAKE} frozen)")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, ax, path, title)
 
 
 def plot_generations(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
     """Best, mean and best-so-far fitness per generation (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not rows:
         raise ValueError("`rows` must hold at least one generation to plot.")
     gens = [r["generation"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=120)
+    fig, ax = _pyplot().subplots(figsize=(5.5, 3.4), dpi=120)
     ax.plot(gens, [r["mean"] for r in rows], "o-", label="mean", color="#999999")
     ax.plot(gens, [r["best"] for r in rows], "s-", label="best of generation", color="#3a6ea5")
     ax.plot(gens, [r["best_so_far"] for r in rows], "--", label="best so far", color="#c0392b")
@@ -122,14 +131,7 @@ def plot_generations(rows: Sequence[dict[str, Any]], path: str | Path, *, title:
     ax.set_xticks(gens)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, ax, path, title)
 
 
 # -- the report ---------------------------------------------------------------------------
