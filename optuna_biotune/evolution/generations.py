@@ -36,7 +36,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_biotune.errors import RuntimeFailure
+from optuna_biotune.errors import RuntimeFailure, check_int
 from optuna_biotune.evolution.ledger import DIGITS, GenerationLedger, SlotView
 from optuna_biotune.evolution.space import denormalize, evolvable, normalize
 from optuna_biotune.evolution.strategy import (
@@ -85,28 +85,33 @@ class Generations(GenerationLedger):
         slot_attempts: int = 3,
     ) -> None:
         super().__init__(namespace=namespace, strategy=strategy, seed=seed)
-        if not isinstance(slot_attempts, int) or slot_attempts < 1:
-            raise ValueError(f"`slot_attempts` must be an int >= 1, got {slot_attempts!r}.")
+        check_int("slot_attempts", slot_attempts, 1)
         self.slot_attempts = slot_attempts
         self._spaces: dict[tuple[int, int], dict[str, BaseDistribution]] = {}
         self._assignments: dict[int, Assignment] = {}  # trial id -> assignment
-        # thread -> (study id, head) read by search_space for the assign() that follows it
-        self._head_read: dict[int, tuple[int, Any]] = {}
+        # thread -> (study id, head, trials or None) read by search_space for the assign()
+        # that follows it
+        self._head_read: dict[int, tuple[int, Any, Any]] = {}
 
     # ---- the search space (read by Optuna just before assign)
 
     def search_space(self, study: Study) -> dict[str, BaseDistribution]:
         """Distributions of the evolved parameters of the newest generation (``{}`` at first)."""
         head = self.head(study)
+        trials = None
+        if head is not None and self.cached_record(head) is None:
+            # The record is on a recent trial: read the trials (as assign() would next) rather
+            # than that trial alone, and hand both reads to assign().
+            trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
         with self._lock:  # Optuna calls assign() next, in this thread: it starts from this read
-            self._head_read[threading.get_ident()] = (study._study_id, head)
+            self._head_read[threading.get_ident()] = (study._study_id, head, trials)
         if head is None:
             return {}
         key = (int(head["trial"]), int(head["generation"]))
         with self._lock:
             space = self._spaces.get(key)
         if space is None:
-            record = self.record_of(study, head)
+            record = self.record_of(study, head, trials)
             space = {n: json_to_distribution(d) for n, d in record["space"].items()}
             with self._lock:
                 self._spaces[key] = space
@@ -114,12 +119,16 @@ class Generations(GenerationLedger):
 
     # ---- claiming slots
 
-    @staticmethod
-    def _unconfirmed(view: SlotView) -> bool:
+    def _unconfirmed(self, view: SlotView) -> bool:
         """Whether a taken slot's claims are all still without any parameter (maybe a claim
-        stepping back after a conflict)."""
+        stepping back after a conflict; an atomic claim never does)."""
         return any(
-            all(t.state == TrialState.RUNNING and not t.params for t in ts)
+            all(
+                t.state == TrialState.RUNNING
+                and not t.params
+                and not t.system_attrs[self.slot_key].get("atomic")
+                for t in ts
+            )
             for ts in view.live.values()
         )
 
@@ -144,17 +153,24 @@ class Generations(GenerationLedger):
             return known
         self.use_study_seed(study)
         storage, study_id = study._storage, study._study_id
+        backend = getattr(storage, "_backend", storage)
+        atomic = bool(getattr(backend, "atomic_claims", False))
         conflicts = waits = 0
         with self._lock:
             just_read = self._head_read.pop(threading.get_ident(), None)
+        trials = None
         while True:
             if just_read is not None and just_read[0] == study_id:
-                head, just_read = just_read[1], None
+                head, trials, just_read = just_read[1], just_read[2], None
             else:
-                head = self.head(study)
-            trials = storage.get_all_trials(study_id, deepcopy=False)
+                head, trials = self.head(study), None
+            if trials is None:
+                trials = storage.get_all_trials(study_id, deepcopy=False)
             if head is None:
-                self.open_next(study, trial, trials, head=None, record=None, view=None)
+                opened = self.open_next(study, trial, trials, head=None, record=None, view=None)
+                # Opened in one transaction (the head names this trial's record): claim from
+                # the trials just read; the storage's claim sees any claim made since.
+                just_read = None if opened is None else (study_id, opened, trials)
                 continue
             head = self.first_opening(study, head, trials)
             record = self.record_of(study, head, trials)
@@ -165,8 +181,14 @@ class Generations(GenerationLedger):
                     waits += 1
                     time.sleep(_CONFIRM_DELAY)
                     continue
-                self.open_next(study, trial, trials, head=head, record=record, view=view)
+                opened = self.open_next(study, trial, trials, head=head, record=record, view=view)
+                just_read = None if opened is None else (study_id, opened, trials)
                 continue
+            if atomic:
+                claimed = self._claim_atomically(study, trial, record, view, free)
+                if claimed is None:  # every slot this read found free is held by now
+                    continue
+                return claimed
             slot = free[view.earlier_unclaimed % len(free)] if conflicts == 0 else free[0]
             while True:  # after a conflict, the other slots this read found free, then read again
                 if conflicts > 0:
@@ -209,6 +231,60 @@ class Generations(GenerationLedger):
             with self._lock:
                 self._assignments[trial._trial_id] = result
             return result
+
+    def _claim_atomically(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        record: Mapping[str, Any],
+        view: SlotView,
+        free: list[int],
+        *,
+        first: int | None = None,
+    ) -> Assignment | None:
+        """Claim one of ``free`` through the storage's ``claim_slot`` (one transaction, never
+        withdrawn): the slot this read suggests first (``first``, else the one after the free
+        slots that trials numbered below this one may take), then the others in order.
+        ``None`` when every one of them is held by now."""
+        k = view.earlier_unclaimed % len(free) if first is None else free.index(first)
+        plans: dict[int, dict[str, Any]] = {}
+
+        def claim_for(slot: int) -> dict[str, Any]:
+            plan = record["slots"][slot]
+            if plan.get("deferred"):
+                plan = self._plan_deferred(study, record, slot, plan, view)
+            plans[slot] = plan
+            return {
+                "generation": int(record["generation"]),
+                "slot": int(slot),
+                "role": plan["role"],
+                "parents": list(plan["parents"]),
+                "atomic": True,
+            }
+
+        backend = getattr(study._storage, "_backend", study._storage)
+        slot = backend.claim_slot(
+            study._study_id,
+            trial._trial_id,
+            self.slot_key,
+            min_number=int(record["window"]),
+            generation=int(record["generation"]),
+            candidates=free[k:] + free[:k],
+            claim_for=claim_for,
+        )
+        if slot is None:
+            return None
+        plan, names = plans[slot], record["names"]
+        result = Assignment(
+            generation=int(record["generation"]),
+            slot=int(slot),
+            role=str(plan["role"]),
+            parents=tuple(int(p) for p in plan["parents"]),
+            x={} if plan["x"] is None else dict(zip(names, plan["x"], strict=True)),
+        )
+        with self._lock:
+            self._assignments[trial._trial_id] = result
+        return result
 
     def _plan_deferred(
         self,
@@ -350,6 +426,8 @@ class Generations(GenerationLedger):
         view = self.scan(trials, record, trial.number)
         if slot in view.live or view.dead.get(slot, 0) >= self.slot_attempts:
             return None
+        if getattr(getattr(storage, "_backend", storage), "atomic_claims", False):
+            return self._claim_atomically(study, trial, record, view, [slot], first=slot)
         plan = record["slots"][slot]
         if plan.get("deferred"):
             plan = self._plan_deferred(study, record, slot, plan, view)

@@ -147,6 +147,11 @@ class GenerationLedger:
         """
         return f"{self.record_key}:{int(generation)}"
 
+    def cached_record(self, head: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The record of the generation ``head`` names if this process has read it (no I/O)."""
+        with self._lock:
+            return self._records.get((int(head["trial"]), int(head["generation"])))
+
     def record_of(
         self,
         study: Study,
@@ -276,11 +281,21 @@ class GenerationLedger:
         head: Mapping[str, Any] | None,
         record: Mapping[str, Any] | None,
         view: SlotView | None,
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """Open the generation after ``record``'s (generation 0 when ``record`` is ``None``)
         from the completed results, with ``trial`` as its opener; called by
         :meth:`Generations.assign` when every slot is taken (public for tests that stage a race
-        between two openers)."""
+        between two openers).
+
+        A storage that offers ``open_generation`` (the CLI's ``WorkerStorage``) writes the
+        record and the head in one transaction, serialised with every other opening, so a
+        generation is opened once; any other gets the record, then the head, and concurrent
+        openings are settled by :meth:`first_opening`.
+
+        Returns:
+            The new head (``{"generation", "trial"}``) when the storage opened it atomically
+            with ``trial``'s record, else ``None`` (read the head again).
+        """
         storage, study_id = study._storage, study._study_id
         minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
 
@@ -354,10 +369,26 @@ class GenerationLedger:
         # Everyone uses the record as read back from JSON, so a resumed process (which reads
         # it from the storage) computes with bit-identical numbers.
         new_record = json.loads(json.dumps(new_record))
+        new_head = {"generation": generation, "trial": trial._trial_id}
+        backend = getattr(storage, "_backend", storage)
+        if getattr(backend, "atomic_claims", False):
+            attrs: dict[str, Any] = {}
+            write_chunked(attrs.__setitem__, self.record_key_of(generation), new_record)
+            if not backend.open_generation(
+                study_id,
+                trial._trial_id,
+                head_key=self.head_key,
+                generation=generation,
+                attrs=attrs,
+            ):
+                return None  # another worker opened it first: theirs is used
+            with self._lock:
+                self._records[(trial._trial_id, generation)] = new_record
+            return new_head
         current = self.head(study)
         current_gen = -1 if current is None else int(current["generation"])
         if current_gen >= generation:  # another worker opened it meanwhile: theirs is used
-            return
+            return None
         write_chunked(
             lambda k, v: storage.set_trial_system_attr(trial._trial_id, k, v),
             self.record_key_of(generation),
@@ -366,9 +397,8 @@ class GenerationLedger:
         with self._lock:
             self._records[(trial._trial_id, generation)] = new_record
         if current_gen == generation - 1:  # nobody had opened it before the write
-            storage.set_study_system_attr(
-                study_id, self.head_key, {"generation": generation, "trial": trial._trial_id}
-            )
+            storage.set_study_system_attr(study_id, self.head_key, new_head)
+        return None
 
     def _names(self, finished: Sequence[FrozenTrial]) -> tuple[list[str], dict[str, Any]]:
         """The evolved parameters: float/int parameters every completed claim shares."""

@@ -44,7 +44,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,8 @@ RETRY_DELAY = 2.0
 SILENT_FACTOR = 5
 #: Attempts at opening an RDB storage whose tables another worker is creating at that moment.
 _SCHEMA_ATTEMPTS = 5
+#: First key of PostgreSQL's advisory locks taken here (the second is the study id).
+_LOCK_SPACE = 0x42696F54  # "BioT"
 
 
 def storage_error(exc: BaseException) -> bool:
@@ -407,6 +409,144 @@ class WorkerStorage(_WorkerTrials, RDBStorage):
                 .all()
             )
         return [(int(number), json.loads(value)) for number, value in rows]
+
+    @property
+    def atomic_claims(self) -> bool:
+        """Whether :meth:`claim_slot` and :meth:`open_generation` are offered (PostgreSQL and
+        SQLite: the dialects whose serialisation they rely on)."""
+        return self.engine.dialect.name in ("postgresql", "sqlite")
+
+    def _lock_study(self, session: Any, study_id: int) -> None:
+        """Serialise this transaction with every other that locks ``study_id``, until it ends.
+
+        PostgreSQL: a transaction-level advisory lock. SQLite holds one write lock for the
+        whole database from a transaction's first write to its end, so its callers write
+        before they read and need nothing more.
+        """
+        if self.engine.dialect.name == "postgresql":
+            import sqlalchemy
+
+            session.execute(
+                sqlalchemy.text(
+                    "SELECT pg_advisory_xact_lock(CAST(:space AS int), CAST(:study AS int))"
+                ),
+                {"space": _LOCK_SPACE, "study": int(study_id)},
+            )
+
+    def _held_claims(
+        self, session: Any, study_id: int, trial_id: int, key: str, min_number: int
+    ) -> list[Any]:
+        """The values of the trial system attr ``key`` on the study's live trials (RUNNING,
+        WAITING, COMPLETE) numbered ``min_number`` or more, trial ``trial_id`` left out."""
+        import json
+
+        from optuna.storages._rdb import models
+
+        attr = models.TrialSystemAttributeModel
+        live = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
+        rows = (
+            session.query(attr.value_json)
+            .join(models.TrialModel, attr.trial_id == models.TrialModel.trial_id)
+            .filter(models.TrialModel.study_id == study_id)
+            .filter(models.TrialModel.number >= min_number)
+            .filter(models.TrialModel.trial_id != trial_id)
+            .filter(models.TrialModel.state.in_(live))
+            .filter(attr.key == key)
+            .all()
+        )
+        return [json.loads(value) for (value,) in rows]
+
+    def claim_slot(
+        self,
+        study_id: int,
+        trial_id: int,
+        key: str,
+        *,
+        min_number: int,
+        generation: int,
+        candidates: Sequence[int],
+        claim_for: Callable[[int], dict[str, Any]],
+    ) -> int | None:
+        """Claim for trial ``trial_id`` the first of ``candidates`` (slots of ``generation``)
+        that no other live trial numbered ``min_number`` or more holds: one transaction,
+        serialised with every claim and opening on the study, so a claim written here is never
+        withdrawn (the sampler's write-then-read, ``Generations.assign``, in one round trip).
+
+        ``claim_for(slot)`` gives the value written under the trial system attr ``key`` (a
+        dict with ``"generation"`` and ``"slot"``). Returns the slot claimed, or ``None`` when
+        every candidate is held (nothing is written).
+        """
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        if not candidates:
+            return None
+        attr = models.TrialSystemAttributeModel
+        with _create_scoped_session(self.scoped_session) as session:
+            self._lock_study(session, study_id)
+            slot = int(candidates[0])
+            # Written first: on SQLite this write takes the lock the read below relies on.
+            self._set_trial_attr_without_commit(session, attr, trial_id, key, claim_for(slot))
+            held = {
+                int(c.get("slot", -1))
+                for c in self._held_claims(session, study_id, trial_id, key, min_number)
+                if isinstance(c, dict) and int(c.get("generation", -1)) == int(generation)
+            }
+            if slot in held:
+                free = [int(s) for s in candidates if int(s) not in held]
+                if not free:
+                    session.rollback()
+                    return None
+                slot = free[0]
+                self._set_trial_attr_without_commit(session, attr, trial_id, key, claim_for(slot))
+        return slot
+
+    def open_generation(
+        self,
+        study_id: int,
+        trial_id: int,
+        *,
+        head_key: str,
+        generation: int,
+        attrs: Mapping[str, Any],
+    ) -> bool:
+        """Write ``attrs`` (the generation's record) on trial ``trial_id`` and name it the
+        study's head (study system attr ``head_key`` = ``{"generation", "trial"}``) in one
+        transaction, serialised with every claim and opening on the study; only while the
+        head names the generation before (or, for generation 0, nothing): otherwise nothing is
+        written and the answer is ``False`` (another worker opened it first; its record is
+        the generation's).
+        """
+        import json
+
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        model = models.StudySystemAttributeModel
+        with _create_scoped_session(self.scoped_session) as session:
+            self._lock_study(session, study_id)
+            # Written first: on SQLite these writes take the lock the read below relies on.
+            for k, v in attrs.items():
+                self._set_trial_attr_without_commit(
+                    session, models.TrialSystemAttributeModel, trial_id, k, v
+                )
+            row = (
+                session.query(model)
+                .filter(model.study_id == study_id)
+                .filter(model.key == head_key)
+                .one_or_none()
+            )
+            current = None if row is None else json.loads(row.value_json)
+            current_gen = -1 if not isinstance(current, dict) else int(current["generation"])
+            if current_gen != generation - 1:
+                session.rollback()
+                return False
+            value = json.dumps({"generation": int(generation), "trial": int(trial_id)})
+            if row is None:
+                session.add(model(study_id=study_id, key=head_key, value_json=value))
+            else:
+                row.value_json = value
+        return True
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
         """The study's system attrs in one query (Optuna's takes two: the study, its attrs)."""
