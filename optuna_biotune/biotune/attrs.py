@@ -15,14 +15,42 @@ FINAL_ATTR = "biotune:final"
 FINAL_CACHE_PREFIX = "biotune:final:"
 #: Artifact ids of the latest report (name -> id), replaced each time.
 REPORT_ARTIFACTS_ATTR = "biotune:report_artifacts"
+#: Keys of ``biotune:spec``, in order: the arguments of
+#: :class:`optuna_biotune.biotune.objective.BioTuneObjective` (``SPEC_KEYS`` there); a study
+#: spec's ``[objective]`` table takes those not in :data:`API_ONLY_SPEC_KEYS` (``max_epochs``
+#: as ``epochs``).
+OBJECTIVE_SPEC_KEYS = (
+    "dataset",
+    "model",
+    "partition",
+    "seeds",
+    "data_fraction",
+    "max_epochs",
+    "patience",
+    "batch_size",
+    "base_lr",
+    "optimizer",
+    "metric",
+    "device",
+    "image_size",
+    "cache_bytes",
+    "use_cache",
+    "compile",
+    "prune",
+    "exact_protocol",
+)
+#: Objective arguments only the Python API sets (memory, compilation, pruning).
+API_ONLY_SPEC_KEYS = ("cache_bytes", "use_cache", "compile", "prune")
 #: The protocol the study is searched with (``exact_protocol``, bool), written by the objective.
 PROTOCOL_ATTR = "biotune:exact_protocol"
 
 __all__ = [
+    "API_ONLY_SPEC_KEYS",
     "ARTIFACTS_ATTR",
     "FINAL_ATTR",
     "FINAL_CACHE_PREFIX",
     "OBJECTIVE_SPEC_ATTR",
+    "OBJECTIVE_SPEC_KEYS",
     "PROTOCOL_ATTR",
     "REPORT_ARTIFACTS_ATTR",
     "STUDY_ATTR",

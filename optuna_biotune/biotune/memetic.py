@@ -74,6 +74,7 @@ import numpy as np
 
 from optuna_biotune.biotune import operators as ops
 from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX
+from optuna_biotune.errors import UsageError, check_int
 from optuna_biotune.evolution.ledger import DIGITS
 from optuna_biotune.evolution.strategy import (
     ROLE_INITIAL,
@@ -84,10 +85,13 @@ from optuna_biotune.evolution.strategy import (
 )
 
 __all__ = [
+    "MIN_ELITES",
     "ROLE_CHILD",
     "ROLE_EXPLOIT",
     "ROLE_RANDOM",
     "MemeticStrategy",
+    "check_elites",
+    "check_exploit_step",
     "evaluations_per_generation",
 ]
 
@@ -105,6 +109,38 @@ class _Ind:
 
     def __init__(self, number: int, f: float, x: np.ndarray) -> None:
         self.number, self.f, self.x = number, f, x
+
+
+#: Fewest elites of the memetic strategy (``BioTuneSampler(n_elites=0)``: children only, no
+#: exploitation of elites). A study spec asks for more (``biotune.spec``: BioTune's search
+#: refines its elites, Starke et al. 2019, Sec. IV).
+MIN_ELITES = 0
+
+
+def check_elites(
+    n_elites: Any,
+    population_size: int,
+    *,
+    low: int = MIN_ELITES,
+    name: str = "n_elites",
+    population_name: str = "population_size",
+) -> int:
+    """The elites check the sampler and the study spec share: an int >= ``low`` and smaller
+    than the population, so that children are bred."""
+    check_int(name, n_elites, low)
+    if n_elites >= population_size:
+        raise UsageError(
+            f"`{name}` ({n_elites}) must be smaller than `{population_name}` "
+            f"({population_size}) so that children are bred."
+        )
+    return n_elites
+
+
+def check_exploit_step(exploit_step: Any) -> float:
+    """The exploitation step ``d_max`` (BioIK's local refinement), a number in ``(0, 1]``."""
+    if not isinstance(exploit_step, int | float) or not 0.0 < float(exploit_step) <= 1.0:
+        raise UsageError(f"`exploit_step` must be in (0, 1], got {exploit_step!r}.")
+    return float(exploit_step)
 
 
 def evaluations_per_generation(population_size: int, n_elites: int) -> int:

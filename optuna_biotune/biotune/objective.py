@@ -35,37 +35,22 @@ import numpy as np
 import optuna
 
 from optuna_biotune.biotune import genome, racing
-from optuna_biotune.biotune.attrs import PROTOCOL_ATTR
-from optuna_biotune.engine.finetune import DEFAULT_CACHE_BYTES, FineTuner
+from optuna_biotune.biotune.attrs import OBJECTIVE_SPEC_KEYS, PROTOCOL_ATTR
+from optuna_biotune.engine.finetune import FineTuner
 from optuna_biotune.engine.seeds import AUTHOR_SEEDS, resolve_seeds
 from optuna_biotune.errors import RuntimeFailure, UsageError
 from optuna_biotune.evolution import trial_generation
 
 #: Keys of :meth:`BioTuneObjective.spec`, the constructor's arguments.
-SPEC_KEYS = (
-    "dataset",
-    "model",
-    "partition",
-    "seeds",
-    "data_fraction",
-    "max_epochs",
-    "patience",
-    "batch_size",
-    "base_lr",
-    "optimizer",
-    "metric",
-    "device",
-    "image_size",
-    "cache_bytes",
-    "use_cache",
-    "compile",
-    "prune",
-    "exact_protocol",
-)
+SPEC_KEYS = OBJECTIVE_SPEC_KEYS
 
 
 class BioTuneObjective(FineTuner):
     """Fitness of a BioTune individual: mean best validation accuracy over seeds.
+
+    The fine-tuner's settings (``partition`` and ``data_fraction`` to ``compile`` below) go to
+    :class:`~optuna_biotune.engine.finetune.FineTuner` as given, with its defaults (written
+    there only).
 
     Args:
         dataset: ``digits`` (default), ``mnist5k``, a torchvision dataset name, an ImageFolder
@@ -115,41 +100,13 @@ class BioTuneObjective(FineTuner):
         *,
         dataset: Any = "digits",
         model: str = "efficientnet_lite0",
-        partition: Any = None,
         seeds: int | Sequence[int] = AUTHOR_SEEDS,
-        data_fraction: float = 0.5,
-        max_epochs: int = 30,
-        patience: int = 3,
-        batch_size: int = 64,
-        base_lr: float = 1e-3,
-        optimizer: str = "adam",
-        metric: str = "accuracy",
-        device: str = "auto",
-        image_size: int | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        use_cache: bool = True,
-        compile: bool = False,
         prune: bool = False,
         exact_protocol: bool = False,
+        **settings: Any,
     ) -> None:
         self.seeds = resolve_seeds(seeds)
-        super().__init__(
-            dataset=dataset,
-            model=model,
-            partition=partition,
-            data_fraction=data_fraction,
-            max_epochs=max_epochs,
-            patience=patience,
-            batch_size=batch_size,
-            base_lr=base_lr,
-            optimizer=optimizer,
-            metric=metric,
-            device=device,
-            image_size=image_size,
-            cache_bytes=cache_bytes,
-            use_cache=use_cache,
-            compile=compile,
-        )
+        super().__init__(dataset=dataset, model=model, **settings)
         self.prune = bool(prune)
         if not isinstance(exact_protocol, bool):
             raise UsageError(f"`exact_protocol` must be true or false, got {exact_protocol!r}.")

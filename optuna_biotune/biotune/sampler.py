@@ -6,8 +6,8 @@ No torch here: ``import optuna_biotune; BioTuneSampler()`` stays light.
 from __future__ import annotations
 
 from optuna_biotune.biotune.genome import THRESHOLD_PARAM
-from optuna_biotune.biotune.memetic import MemeticStrategy
-from optuna_biotune.errors import UsageError, check_int
+from optuna_biotune.biotune.memetic import MemeticStrategy, check_elites, check_exploit_step
+from optuna_biotune.errors import UsageError
 from optuna_biotune.evolution.base import GenerationalSampler, check_population
 
 __all__ = ["BioTuneSampler"]
@@ -93,14 +93,8 @@ class BioTuneSampler(GenerationalSampler):
         seed: int | None = None,
     ) -> None:
         check_population(population_size)
-        check_int("n_elites", n_elites, 0)
-        if n_elites >= population_size:
-            raise UsageError(
-                f"`n_elites` must be smaller than `population_size` ({population_size}) so "
-                f"that children are bred, got {n_elites}."
-            )
-        if not isinstance(exploit_step, int | float) or not 0.0 < float(exploit_step) <= 1.0:
-            raise UsageError(f"`exploit_step` must be in (0, 1], got {exploit_step!r}.")
+        check_elites(n_elites, population_size)
+        check_exploit_step(exploit_step)
         if threshold_param is not None and (
             not isinstance(threshold_param, str) or not threshold_param
         ):

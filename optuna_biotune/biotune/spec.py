@@ -27,9 +27,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from optuna_biotune.biotune.memetic import evaluations_per_generation
-from optuna_biotune.engine.finetune import MAX_BASE_LR, MINIMUM
-from optuna_biotune.engine.seeds import final_seed_list, seed_list
+from optuna_biotune.biotune.attrs import API_ONLY_SPEC_KEYS, OBJECTIVE_SPEC_KEYS
+from optuna_biotune.biotune.memetic import (
+    check_elites,
+    check_exploit_step,
+    evaluations_per_generation,
+)
+from optuna_biotune.engine.finetune import MINIMUM, check_base_lr
+from optuna_biotune.engine.seeds import MIN_SEEDS, final_seed_list, seed_list
 from optuna_biotune.errors import UsageError, check_int
 from optuna_biotune.evolution.base import MIN_POPULATION
 
@@ -180,22 +185,8 @@ class StudySpec:
 
     def objective_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`optuna_biotune.BioTuneObjective` for this spec."""
-        kwargs: dict[str, Any] = {
-            "dataset": self.dataset,
-            "model": self.model,
-            "partition": self.partition,
-            "seeds": self.seed_list,
-            "data_fraction": self.data_fraction,
-            "max_epochs": self.epochs,
-            "patience": self.patience,
-            "batch_size": self.batch_size,
-            "base_lr": self.base_lr,
-            "optimizer": self.optimizer,
-            "metric": self.metric,
-            "device": self.device,
-            "image_size": self.image_size,
-            "exact_protocol": self.exact_protocol,
-        }
+        kwargs = {arg: getattr(self, field) for field, arg in OBJECTIVE_TABLE.items()}
+        kwargs["seeds"] = self.seed_list
         return kwargs
 
     def sampler_kwargs(self) -> dict[str, Any]:
@@ -227,30 +218,20 @@ class StudySpec:
         return out
 
 
+#: ``[objective]`` key (a StudySpec field) -> :class:`~optuna_biotune.BioTuneObjective` argument:
+#: the keys of ``biotune:spec`` but the Python API's own, ``max_epochs`` as ``epochs``.
+OBJECTIVE_TABLE = {
+    ("epochs" if arg == "max_epochs" else arg): arg
+    for arg in OBJECTIVE_SPEC_KEYS
+    if arg not in API_ONLY_SPEC_KEYS
+}
+
 #: (TOML table, key) -> StudySpec field.
 SECTIONS: dict[tuple[str, str], str] = {
     ("study", "name"): "study",
     ("study", "storage"): "storage",
     ("study", "artifacts"): "artifacts",
-    **{
-        ("objective", k): k
-        for k in (
-            "dataset",
-            "model",
-            "partition",
-            "seeds",
-            "data_fraction",
-            "epochs",
-            "patience",
-            "batch_size",
-            "base_lr",
-            "optimizer",
-            "metric",
-            "device",
-            "image_size",
-            "exact_protocol",
-        )
-    },
+    **{("objective", k): k for k in OBJECTIVE_TABLE},
     **{
         ("search", k): k
         for k in ("population", "elites", "generations", "exploit_step", "n_jobs", "seed")
@@ -261,17 +242,22 @@ SECTIONS: dict[tuple[str, str], str] = {
     ("report", "out"): "out",
 }
 
+#: Fewest elites of a study spec (and so of the CLI): BioTune's search refines its elites
+#: (BioIK, Starke et al. 2019, Sec. IV). ``BioTuneSampler`` itself also runs with none
+#: (``memetic.MIN_ELITES``); both check through ``memetic.check_elites``.
+SPEC_MIN_ELITES = 1
+
 _INT_FIELDS = {
-    "seeds": 1,
+    "seeds": MIN_SEEDS,
     "epochs": MINIMUM["max_epochs"],
     "patience": MINIMUM["patience"],
     "batch_size": MINIMUM["batch_size"],
     "population": MIN_POPULATION,
-    "elites": 1,
+    "elites": SPEC_MIN_ELITES,
     "generations": 0,
     "n_jobs": 1,
     "top_k": 1,
-    "final_seeds": 1,
+    "final_seeds": MIN_SEEDS,
 }
 _CHOICES = {
     "optimizer": ("adam", "sgd"),
@@ -289,10 +275,13 @@ def _is_prefixes(entry: Any) -> bool:
 def _validate(spec: StudySpec) -> None:
     for name, low in _INT_FIELDS.items():
         check_int(name, getattr(spec, name), low, fix="fix the spec")
-    if spec.elites >= spec.population:
-        raise UsageError(
-            f"`elites` ({spec.elites}) must be smaller than `population` ({spec.population})."
-        )
+    check_elites(
+        spec.elites,
+        spec.population,
+        low=SPEC_MIN_ELITES,
+        name="elites",
+        population_name="population",
+    )
     for name in ("data_fraction", "base_lr", "exploit_step"):
         value = getattr(spec, name)
         if (
@@ -303,12 +292,8 @@ def _validate(spec: StudySpec) -> None:
             raise UsageError(f"`{name}` must be a number, got {value!r}; fix the spec.")
     if not 0 < spec.data_fraction <= 1:
         raise UsageError(f"`data_fraction` must be in (0, 1], got {spec.data_fraction}.")
-    if not 0 < spec.base_lr <= MAX_BASE_LR:
-        raise UsageError(
-            f"`base_lr` must be in (0, {MAX_BASE_LR:g}] (paper 1e-3), got {spec.base_lr}."
-        )
-    if not 0 < spec.exploit_step <= 1:
-        raise UsageError(f"`exploit_step` must be in (0, 1], got {spec.exploit_step}.")
+    check_base_lr(spec.base_lr)
+    check_exploit_step(spec.exploit_step)
     for name, choices in _CHOICES.items():
         if getattr(spec, name) not in choices:
             raise UsageError(

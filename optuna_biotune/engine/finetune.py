@@ -33,11 +33,23 @@ from optuna_biotune.errors import UsageError, check_int
 #: Largest accepted base learning rate: block rates reach 10x it (BioTune's ``W_b <= 10``, eq. 5),
 #: and far beyond this every optimiser diverges (above ~3e37 the rates do not even fit a float32).
 MAX_BASE_LR = 10.0
-#: Lower bounds of the fine-tuner's integer arguments; the study spec checks its fields
-#: (``epochs``, ``patience``, ``batch_size``) against these same numbers.
+#: Lower bounds of the fine-tuner's integer arguments; :func:`.train.fit` and the study spec
+#: (``epochs``, ``patience``, ``batch_size``) check against these same numbers.
 MINIMUM = {"max_epochs": 1, "patience": 1, "batch_size": 1, "cache_bytes": 0, "image_size": 8}
 #: Default memory bound of the activation cache.
 DEFAULT_CACHE_BYTES = 2 * 2**30
+
+
+def check_base_lr(base_lr: Any) -> float:
+    """The base learning rate check the fine-tuner and the study spec share: a number in
+    ``(0, MAX_BASE_LR]``."""
+    if not (
+        isinstance(base_lr, (int, float)) and math.isfinite(base_lr) and 0 < base_lr <= MAX_BASE_LR
+    ):
+        raise UsageError(
+            f"`base_lr` must be in (0, {MAX_BASE_LR:g}] (paper 1e-3), got {base_lr!r}."
+        )
+    return base_lr
 
 
 class FineTuner:
@@ -100,15 +112,7 @@ class FineTuner:
             check_int(name, value, MINIMUM[name])
         if image_size is not None:
             check_int("image_size", image_size, MINIMUM["image_size"])
-        if not (
-            isinstance(base_lr, (int, float))
-            and math.isfinite(base_lr)
-            and 0 < base_lr <= MAX_BASE_LR
-        ):
-            raise UsageError(
-                f"`base_lr` must be a number in (0, {MAX_BASE_LR:g}] (paper 1e-3), "
-                f"got {base_lr!r}."
-            )
+        check_base_lr(base_lr)
         if optimizer not in OPTIMIZERS:
             raise UsageError(f"`optimizer` must be one of {list(OPTIMIZERS)}, got {optimizer!r}.")
         if metric not in METRICS:
@@ -409,4 +413,4 @@ class FineTuner:
         return scores
 
 
-__all__ = ["DEFAULT_CACHE_BYTES", "MAX_BASE_LR", "MINIMUM", "FineTuner"]
+__all__ = ["DEFAULT_CACHE_BYTES", "MAX_BASE_LR", "MINIMUM", "FineTuner", "check_base_lr"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from optuna_biotune.errors import UsageError
+from optuna_biotune.errors import UsageError, check_int
 
 #: The authors' fitness seeds, in their order.
 AUTHOR_SEEDS: tuple[int, ...] = (684, 559, 629)
@@ -18,6 +18,8 @@ AUTHOR_SEEDS: tuple[int, ...] = (684, 559, 629)
 #: test scores of ``final`` share no head initialisation or batch order with the runs that chose
 #: the configuration unless a search used over a thousand seeds.
 FINAL_SEED_START = 1001
+#: Fewest seeds of an evaluation or a final retraining (the objective, the study spec, the CLI).
+MIN_SEEDS = 1
 
 
 def resolve_seeds(seeds: int | Sequence[int]) -> list[int]:
@@ -26,8 +28,7 @@ def resolve_seeds(seeds: int | Sequence[int]) -> list[int]:
     if isinstance(seeds, bool):
         raise UsageError(f"`seeds` must be a count or a list of integers, got {seeds!r}.")
     if isinstance(seeds, int):
-        if seeds < 1:
-            raise UsageError(f"`seeds` must be >= 1, got {seeds}.")
+        check_int("seeds", seeds, MIN_SEEDS)
         extra = [i for i in range(1, seeds + 1) if i not in AUTHOR_SEEDS]
         return [*AUTHOR_SEEDS, *extra][:seeds]
     out = list(seeds)
@@ -40,15 +41,13 @@ def resolve_seeds(seeds: int | Sequence[int]) -> list[int]:
 
 def seed_list(n: int) -> tuple[int, ...]:
     """The first ``n`` fitness seeds (:func:`resolve_seeds` of a count)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UsageError(f"`seeds` must be a positive integer, got {n!r}.")
+    check_int("seeds", n, MIN_SEEDS)
     return tuple(resolve_seeds(n))
 
 
 def final_seed_list(n: int) -> tuple[int, ...]:
     """The first ``n`` seeds of the final retraining: 1001, 1002, 1003, ..."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise UsageError(f"`final_seeds` must be a positive integer, got {n!r}.")
+    check_int("final_seeds", n, MIN_SEEDS)
     return tuple(range(FINAL_SEED_START, FINAL_SEED_START + n))
 
 

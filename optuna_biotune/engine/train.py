@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from optuna_biotune.engine.data import TensorData
-from optuna_biotune.errors import RuntimeFailure, UsageError
+from optuna_biotune.engine.finetune import MINIMUM
+from optuna_biotune.errors import RuntimeFailure, UsageError, check_int
 
 Metric = Literal["accuracy", "macro"]
 METRICS = ("accuracy", "macro")
@@ -271,13 +272,12 @@ def fit(
     started = time.perf_counter()
     _check_choice("optimizer", optimizer, OPTIMIZERS)
     _check_choice("metric", metric, METRICS)
-    for name, value, low in (
-        ("max_epochs", max_epochs, 1),
-        ("patience", patience, 1),
-        ("batch_size", batch_size, 1),
+    for name, value in (
+        ("max_epochs", max_epochs),
+        ("patience", patience),
+        ("batch_size", batch_size),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UsageError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+        check_int(name, value, MINIMUM[name])
     if not lr > 0:
         raise UsageError(f"`lr` must be positive, got {lr!r}.")
     if len(train) == 0 or len(val) == 0:
