@@ -272,78 +272,61 @@ class FineTuner:
 
         Returns the ``train.FitResult``. The frozen prefix is served from the cache.
         """
-
-        self._setup()
-        with self._lock:
-            return self._train_locked(
-                mask,
-                weights,
-                seed=seed,
-                train=train,
-                val=val,
-                data_key=data_key,
-                report=report,
-                restore_best=restore_best,
-            )
-
-    def _train_locked(
-        self,
-        mask: Sequence[bool],
-        weights: Sequence[float],
-        *,
-        seed: int,
-        train: Any,
-        val: Any,
-        data_key: Any,
-        report: Any,
-        restore_best: bool,
-    ) -> Any:
         from torch import nn
 
         from optuna_biotune.engine import models
         from optuna_biotune.engine.blocks import block_param_groups, frozen_prefix_length
         from optuna_biotune.engine.train import fit
 
-        self.reset_to_pretrained()
-        self.mark_trained(i for i, m in enumerate(mask) if m)
-        models.reset_head(self.net, seed)
-        groups = block_param_groups(self.net, self._blocks, list(weights), base_lr=self.base_lr)
-        bf16 = self.device.type == "cuda"
-        target: nn.Module = self.net
-        if self.chain is not None:
-            frozen = {
-                id(p) for ps, m in zip(self._block_params, mask, strict=True) if not m for p in ps
-            }
-            cut = frozen_prefix_length(self.chain, frozen) if self.use_cache else 0
-            if cut > 0:
-                feats_train = self.cache.features(
-                    (data_key, "train"), train, self.chain, cut, bf16=bf16
-                )
-                feats_val = self.cache.features((data_key, "val"), val, self.chain, cut, bf16=bf16)
-                if feats_train is not None and feats_val is not None:
-                    train, val = feats_train, feats_val
-                else:
-                    cut = 0
-            target = nn.Sequential(*self.chain[cut:])
-        return fit(
-            target,
-            param_groups=groups,
-            train=train,
-            val=val,
-            max_epochs=self.max_epochs,
-            patience=self.patience,
-            seed=seed,
-            batch_size=self.batch_size,
-            lr=self.base_lr,
-            optimizer=self.optimizer,
-            metric=self.metric,
-            num_classes=self.splits.num_classes,
-            report=report,
-            device=self.device,
-            bf16=bf16,
-            compile=self.compile,
-            restore_best=restore_best,
-        )
+        self._setup()
+        with self._lock:  # one model per tuner: parallel callers take turns
+            self.reset_to_pretrained()
+            self.mark_trained(i for i, m in enumerate(mask) if m)
+            models.reset_head(self.net, seed)
+            groups = block_param_groups(
+                self.net, self._blocks, list(weights), base_lr=self.base_lr
+            )
+            bf16 = self.device.type == "cuda"
+            target: nn.Module = self.net
+            if self.chain is not None:
+                frozen = {
+                    id(p)
+                    for ps, m in zip(self._block_params, mask, strict=True)
+                    if not m
+                    for p in ps
+                }
+                cut = frozen_prefix_length(self.chain, frozen) if self.use_cache else 0
+                if cut > 0:
+                    feats_train = self.cache.features(
+                        (data_key, "train"), train, self.chain, cut, bf16=bf16
+                    )
+                    feats_val = self.cache.features(
+                        (data_key, "val"), val, self.chain, cut, bf16=bf16
+                    )
+                    if feats_train is not None and feats_val is not None:
+                        train, val = feats_train, feats_val
+                    else:
+                        cut = 0
+                target = nn.Sequential(*self.chain[cut:])
+            return fit(
+                target,
+                param_groups=groups,
+                train=train,
+                val=val,
+                max_epochs=self.max_epochs,
+                patience=self.patience,
+                seed=seed,
+                batch_size=self.batch_size,
+                lr=self.base_lr,
+                optimizer=self.optimizer,
+                metric=self.metric,
+                num_classes=self.splits.num_classes,
+                report=report,
+                device=self.device,
+                bf16=bf16,
+                compile=self.compile,
+                restore_best=restore_best,
+            )
 
     def reset_to_pretrained(self) -> None:
         """Restore the pretrained weights and statistics of every block trained since its
