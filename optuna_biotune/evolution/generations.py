@@ -67,11 +67,7 @@ class Generations(GenerationLedger):
     """Slot claiming, reissue and generation opening for one sampler (one namespace).
 
     Args:
-        namespace: Prefix of every attr, the sampler's class name.
-        strategy: Decides each generation's slots.
-        seed: Base seed of all randomness; ``None``: the seed stored in the study (study system
-            attr ``{ns}:seed``), or, in a study without one, a drawn seed that is stored there
-            on first use, so a resumed process continues with the same randomness.
+        namespace, strategy, seed: As :class:`~optuna_biotune.evolution.ledger.GenerationLedger`.
         slot_attempts: How many times a slot is issued in all (a slot whose trials failed or
             were pruned this often is given up).
     """
@@ -193,15 +189,8 @@ class Generations(GenerationLedger):
             while True:  # after a conflict, the other slots this read found free, then read again
                 if conflicts > 0:
                     slot = free[random.randrange(len(free))]
-                plan = record["slots"][slot]
-                if plan.get("deferred"):
-                    plan = self._plan_deferred(study, record, slot, plan, view)
-                claim = {
-                    "generation": int(record["generation"]),
-                    "slot": slot,
-                    "role": plan["role"],
-                    "parents": list(plan["parents"]),
-                }
+                plan = self._slot_plan(study, record, slot, view)
+                claim = self._claim(record, slot, plan)
                 storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
                 # Write, then read: of two trials that claimed the same slot at least one sees
                 # the other, and whoever sees another live claim steps back (so at most one
@@ -219,18 +208,7 @@ class Generations(GenerationLedger):
                     break
             if not free:
                 continue
-            names = record["names"]
-            x = {} if plan["x"] is None else dict(zip(names, plan["x"], strict=True))
-            result = Assignment(
-                generation=int(record["generation"]),
-                slot=slot,
-                role=plan["role"],
-                parents=tuple(int(p) for p in plan["parents"]),
-                x=x,
-            )
-            with self._lock:
-                self._assignments[trial._trial_id] = result
-            return result
+            return self._assigned(trial, record, slot, plan)
 
     def _claim_atomically(
         self,
@@ -250,17 +228,8 @@ class Generations(GenerationLedger):
         plans: dict[int, dict[str, Any]] = {}
 
         def claim_for(slot: int) -> dict[str, Any]:
-            plan = record["slots"][slot]
-            if plan.get("deferred"):
-                plan = self._plan_deferred(study, record, slot, plan, view)
-            plans[slot] = plan
-            return {
-                "generation": int(record["generation"]),
-                "slot": int(slot),
-                "role": plan["role"],
-                "parents": list(plan["parents"]),
-                "atomic": True,
-            }
+            plans[slot] = plan = self._slot_plan(study, record, slot, view)
+            return {**self._claim(record, slot, plan), "atomic": True}
 
         backend = getattr(study._storage, "_backend", study._storage)
         slot = backend.claim_slot(
@@ -274,7 +243,32 @@ class Generations(GenerationLedger):
         )
         if slot is None:
             return None
-        plan, names = plans[slot], record["names"]
+        return self._assigned(trial, record, slot, plans[slot])
+
+    def _slot_plan(
+        self, study: Study, record: Mapping[str, Any], slot: int, view: SlotView
+    ) -> Mapping[str, Any]:
+        """``slot``'s plan in ``record`` (a deferred slot planned now, from ``view``)."""
+        plan = record["slots"][slot]
+        if plan.get("deferred"):
+            plan = self._plan_deferred(study, record, slot, plan, view)
+        return plan
+
+    @staticmethod
+    def _claim(record: Mapping[str, Any], slot: int, plan: Mapping[str, Any]) -> dict[str, Any]:
+        """The claim ``{ns}:slot`` a trial writes for ``slot`` of ``record``'s generation."""
+        return {
+            "generation": int(record["generation"]),
+            "slot": int(slot),
+            "role": plan["role"],
+            "parents": list(plan["parents"]),
+        }
+
+    def _assigned(
+        self, trial: FrozenTrial, record: Mapping[str, Any], slot: int, plan: Mapping[str, Any]
+    ) -> Assignment:
+        """Note and return ``trial``'s assignment to ``slot`` (claimed) with ``plan``."""
+        names = record["names"]
         result = Assignment(
             generation=int(record["generation"]),
             slot=int(slot),
@@ -428,27 +422,10 @@ class Generations(GenerationLedger):
             return None
         if getattr(getattr(storage, "_backend", storage), "atomic_claims", False):
             return self._claim_atomically(study, trial, record, view, [slot], first=slot)
-        plan = record["slots"][slot]
-        if plan.get("deferred"):
-            plan = self._plan_deferred(study, record, slot, plan, view)
-        claim = {
-            "generation": int(record["generation"]),
-            "slot": int(slot),
-            "role": plan["role"],
-            "parents": list(plan["parents"]),
-        }
+        plan = self._slot_plan(study, record, slot, view)
+        claim = self._claim(record, slot, plan)
         storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
         if self._slot_held(study, record, slot, trial.number):
             storage.set_trial_system_attr(trial._trial_id, self.slot_key, {**claim, "slot": -1})
             return None
-        names = record["names"]
-        result = Assignment(
-            generation=int(record["generation"]),
-            slot=int(slot),
-            role=str(plan["role"]),
-            parents=tuple(int(p) for p in plan["parents"]),
-            x={} if plan["x"] is None else dict(zip(names, plan["x"], strict=True)),
-        )
-        with self._lock:
-            self._assignments[trial._trial_id] = result
-        return result
+        return self._assigned(trial, record, slot, plan)
