@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optuna_biotune.errors import RuntimeFailure, UsageError
+from optuna_biotune.errors import RuntimeFailure, UsageError, check_int
 
 if TYPE_CHECKING:
     import torch
@@ -156,8 +156,7 @@ def load_features(
     Returns:
         The :class:`FeatureSplits`.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"`batch_size` must be an int >= 1, got {batch_size!r}.")
+    check_int("batch_size", batch_size, 1)
     import torch
 
     from optuna_biotune.engine import models

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from optuna_biotune.errors import UsageError
+from optuna_biotune.engine.finetune import MINIMUM
+from optuna_biotune.errors import UsageError, check_int
 from optuna_biotune.evoprune import operators as ops
 
 if TYPE_CHECKING:
@@ -109,12 +110,6 @@ def write_planned_bits(trial: optuna.Trial, names: Sequence[str]) -> int:
     return len(todo)
 
 
-def _int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UsageError(f"`{name}` must be an integer >= {low}, got {value!r}.")
-    return value
-
-
 class EvoPruneObjective:
     """EvoPruneDeepTL's fitness for ``study.optimize`` (direction ``"maximize"``).
 
@@ -186,9 +181,9 @@ class EvoPruneObjective:
         if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
             raise UsageError(f"`lr` must be a positive number, got {lr!r}.")
         if image_size is not None:
-            _int("image_size", image_size, 8)
+            check_int("image_size", image_size, MINIMUM["image_size"])
         if num_threads is not None:
-            _int("num_threads", num_threads, 1)
+            check_int("num_threads", num_threads, 1)
         if not isinstance(model, str) or not model:
             raise UsageError(f"`model` must be a backbone name, got {model!r}.")
         if device not in ("cpu", "cuda", "auto") and not str(device).startswith("cuda:"):
@@ -196,14 +191,14 @@ class EvoPruneObjective:
         self.dataset = dataset
         self.model = model
         self.layers = layers
-        self.hidden = _int("hidden", hidden, 1)
+        self.hidden = check_int("hidden", hidden, 1)
         self.image_size = image_size
         self.optimizer = optimizer
         self.lr = float(lr)
-        self.batch_size = _int("batch_size", batch_size, 1)
-        self.max_epochs = _int("max_epochs", max_epochs, 1)
-        self.patience = _int("patience", patience, 1)
-        self.seed = _int("seed", seed, 0)
+        self.batch_size = check_int("batch_size", batch_size, MINIMUM["batch_size"])
+        self.max_epochs = check_int("max_epochs", max_epochs, MINIMUM["max_epochs"])
+        self.patience = check_int("patience", patience, MINIMUM["patience"])
+        self.seed = check_int("seed", seed, 0)
         self.precision = precision
         self.device = device
         self.num_threads = num_threads

@@ -12,8 +12,11 @@ Paper: https://doi.org/10.1016/j.neunet.2022.10.011
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from optuna_biotune.errors import UsageError
 
 #: Initial fill ratio range of the paper: each initial chromosome keeps a share of neurons
 #: drawn uniformly from this interval.
@@ -52,18 +55,38 @@ def random_chromosome(
     """
     if n_bits < 1:
         raise ValueError(f"`n_bits` must be >= 1, got {n_bits}.")
-    if fill is None:
-        share = 0.5
-    elif isinstance(fill, tuple):
-        low, high = fill
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"`fill` must be an interval inside [0, 1], got {fill}.")
-        share = rng.uniform(low, high)
-    else:
-        if not 0.0 <= fill <= 1.0:
-            raise ValueError(f"`fill` must be in [0, 1], got {fill}.")
-        share = float(fill)
+    share = fill_share(rng, check_fill(fill))
     return (rng.random(n_bits) < share).astype(np.int8)
+
+
+def check_fill(fill: Any) -> tuple[float, float] | float | None:
+    """``fill`` as :func:`fill_share` takes it: ``(low, high)`` with ``0 <= low <= high <= 1``,
+    a number in ``[0, 1]`` or ``None``; anything else is a :class:`UsageError`."""
+    if fill is None:
+        return None
+    if isinstance(fill, list | tuple):
+        if len(fill) != 2 or not all(isinstance(v, int | float) for v in fill):
+            raise UsageError(f"`fill` must be (low, high), a number or None, got {fill!r}.")
+        low, high = float(fill[0]), float(fill[1])
+        if not 0.0 <= low <= high <= 1.0:
+            raise UsageError(f"`fill` must satisfy 0 <= low <= high <= 1, got {fill!r}.")
+        return (low, high)
+    if isinstance(fill, bool) or not isinstance(fill, int | float) or not 0 <= fill <= 1:
+        raise UsageError(f"`fill` must be (low, high), a number in [0, 1] or None, got {fill!r}.")
+    return float(fill)
+
+
+def fill_share(rng: np.random.Generator, fill: tuple[float, float] | float | None) -> float:
+    """The share of ones of one initial chromosome (a checked ``fill``): drawn uniformly from
+    an interval (the paper's 0.3-0.7), a fixed number, or 0.5 for ``None`` (fair coin flips).
+
+    The sampler draws it once per slot (``EvoPruneStrategy.initial_x``), then each bit.
+    """
+    if fill is None:
+        return 0.5
+    if isinstance(fill, tuple):
+        return rng.uniform(*fill)
+    return float(fill)
 
 
 def rank_order(
@@ -234,6 +257,8 @@ __all__ = [
     "DEFAULT_FILL",
     "DEFAULT_MUTATION",
     "bit_flip",
+    "check_fill",
+    "fill_share",
     "hamming",
     "is_better",
     "one_point_crossover",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
@@ -96,7 +96,7 @@ class EvoPruneSampler(GenerationalSampler):
             raise UsageError(f"`mutation` must be a probability in [0, 1], got {mutation!r}.")
         if not 0.0 <= float(mutation) <= 1.0:
             raise UsageError(f"`mutation` must be a probability in [0, 1], got {mutation}.")
-        fill = _check_fill(fill)
+        fill = ops.check_fill(fill)
         super().__init__(
             strategy=SteadyStateStrategy(
                 population_size=population_size,
@@ -115,18 +115,3 @@ class EvoPruneSampler(GenerationalSampler):
                 f"EvoPruneSampler evolves 0/1 parameters only, but `{name}` is {distribution}: "
                 "use trial.suggest_int(name, 0, 1), or BioTuneSampler for numeric genes."
             )
-
-
-def _check_fill(fill: Any) -> tuple[float, float] | float | None:
-    if fill is None:
-        return None
-    if isinstance(fill, list | tuple):
-        if len(fill) != 2 or not all(isinstance(v, int | float) for v in fill):
-            raise UsageError(f"`fill` must be (low, high), a number or None, got {fill!r}.")
-        low, high = float(fill[0]), float(fill[1])
-        if not 0.0 <= low <= high <= 1.0:
-            raise UsageError(f"`fill` must satisfy 0 <= low <= high <= 1, got {fill!r}.")
-        return (low, high)
-    if isinstance(fill, bool) or not isinstance(fill, int | float) or not 0 <= fill <= 1:
-        raise UsageError(f"`fill` must be (low, high), a number in [0, 1] or None, got {fill!r}.")
-    return float(fill)

@@ -70,12 +70,7 @@ class SteadyStateStrategy(GenerationStrategy):
 
     def initial_x(self, slot_rng: np.random.Generator, gene_rng: np.random.Generator) -> float:
         """A bit of an initial chromosome: 1 with the slot's fill share (drawn once per slot)."""
-        if self.fill is None:
-            share = 0.5
-        elif isinstance(self.fill, tuple):
-            share = slot_rng.uniform(*self.fill)
-        else:
-            share = float(self.fill)
+        share = ops.fill_share(slot_rng, self.fill)
         return 1.0 if gene_rng.random() < share else 0.0
 
     def open(
