@@ -300,15 +300,15 @@ def generation_progress(
     A generation is complete when each of its slots has a COMPLETE trial or has used up its
     ``attempts`` (the sampler's ``slot_attempts``). Generations differ in size (a wipeout
     re-initialises all but the best), so this reads the sampler's generation records instead of
-    counting trials (:func:`optuna_biotune.runtime.loop.slot_progress`, which also lists the slots
-    still running elsewhere and those left behind). Scans the study once.
+    counting trials (:func:`optuna_biotune.runtime.generational.slot_progress`, which also
+    lists the slots still running elsewhere and those left behind). Scans the study once.
 
     Returns:
         ``(done, newest, left)``: whether every planned generation is complete, the newest
         opened generation (-1 before any), and the unfinished slots of the newest one
         (``population`` before any generation opened).
     """
-    from optuna_biotune.runtime.loop import slot_progress
+    from optuna_biotune.runtime.generational import slot_progress
 
     p = slot_progress(study, namespace=_SAMPLER_NS, last=generations, attempts=attempts)
     return p.done, p.newest, (p.left if p.newest >= 0 else population)
@@ -326,12 +326,13 @@ def run_search(
 ) -> None:
     """Optimise until generations ``0..generations`` are complete, counting earlier runs.
 
-    :func:`optuna_biotune.runtime.loop.run_generations` with a progress bar (its total assumes no
-    wipeout and is corrected as generations open): rounds of the worker loop (storage outages
-    retried, open trials failed on Ctrl-C), then the slots left behind by dead workers, then a
-    bounded wait for other workers' running trials.
+    :func:`optuna_biotune.runtime.generational.run_generations` with a progress bar (its total
+    assumes no wipeout and is corrected as generations open): rounds of the worker loop (storage
+    outages retried, open trials failed on Ctrl-C), then the slots left behind by dead workers,
+    then a bounded wait for other workers' running trials.
     """
-    from optuna_biotune.runtime.loop import progress_bar, run_generations
+    from optuna_biotune.runtime.generational import run_generations
+    from optuna_biotune.runtime.loop import progress_bar
 
     done = len(_finished(study))
     bar = progress_bar(desc="BioTune", total=done, initial=done)

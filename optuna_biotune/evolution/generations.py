@@ -399,11 +399,12 @@ class Generations(GenerationLedger):
 
         :meth:`assign` issues the slots of the newest generation only; a slot whose trial died
         after its generation had moved on (a worker killed while its trial was pending) is left
-        behind. The run loop that ends a search (``optuna_biotune.runtime.loop.run_generations``)
-        evaluates such slots with this: same plan as :meth:`assign` gives (a deferred slot is
-        planned from its generation's completed slots), same claim protocol (write, read, step
-        back on a conflict). Its result does not join the population: the generations after it
-        were already opened. Scans the whole study: meant for the end of a search.
+        behind. The run loop that ends a search
+        (``optuna_biotune.runtime.generational.run_generations``) evaluates such slots with this:
+        same plan as :meth:`assign` gives (a deferred slot is planned from its generation's
+        completed slots), same claim protocol (write, read, step back on a conflict). Its result
+        does not join the population: the generations after it were already opened. Scans the
+        whole study: meant for the end of a search.
 
         Returns:
             The assignment, or ``None`` when the slot is complete, held by a live trial, used
