@@ -63,24 +63,32 @@ def test_n_jobs_in_memory() -> None:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_three_processes_share_one_study(storage_url: str, study_name: str) -> None:
+@pytest.mark.parametrize("opened_by", ["optuna", "open_storage"])
+def test_three_processes_share_one_study(
+    storage_url: str, study_name: str, opened_by: str
+) -> None:
+    # Optuna's own storage: claims written, then read back (a conflict steps back); the CLI's
+    # WorkerStorage: each claim and opening in one transaction.
     per_worker = 12
     optuna.create_study(study_name=study_name, storage=storage_url)
     cmd = [sys.executable, __file__, storage_url, study_name, str(per_worker)]
-    procs = [subprocess.Popen([*cmd, str(w)]) for w in range(3)]
+    procs = [subprocess.Popen([*cmd, str(w), opened_by]) for w in range(3)]
     for p in procs:
         assert p.wait(timeout=300) == 0
     study = optuna.load_study(study_name=study_name, storage=storage_url)
     _check(study, 3 * per_worker)
 
 
-def _worker(url: str, study_name: str, n_trials: int, seed: int) -> None:
+def _worker(url: str, study_name: str, n_trials: int, seed: int, opened_by: str) -> None:
+    from optuna_biotune.runtime.storage import open_storage
+
+    storage = open_storage(url) if opened_by == "open_storage" else url
     # Each process has its own sampler instance (different seeds: the storage decides).
     study = optuna.load_study(
-        study_name=study_name, storage=url, sampler=BioTuneSampler(seed=seed)
+        study_name=study_name, storage=storage, sampler=BioTuneSampler(seed=seed)
     )
     study.optimize(objective, n_trials=n_trials)
 
 
 if __name__ == "__main__":  # a worker process of test_three_processes_share_one_study
-    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])

@@ -244,3 +244,79 @@ def test_sqlite_files_are_opened_in_write_ahead_log_mode(tmp_path: Path) -> None
         timeout=120,
     )
     assert reader.stdout.split() == [str(t.params["x"]) for t in study.trials], reader.stderr
+
+
+def test_claims_and_openings_are_atomic_on_the_worker_storage(
+    storage_url: str, study_name: str
+) -> None:
+    """``WorkerStorage.claim_slot`` and ``open_generation``, raced by threads: of claims on the
+    same slots each slot goes to one trial (the others write nothing), and of openings of the
+    same generation exactly one names the head and leaves its record."""
+    import threading
+
+    storage = open_storage(storage_url)
+    assert storage.atomic_claims
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    trials = [study.ask()._trial_id for _ in range(8)]
+    sid = study._study_id
+    start = threading.Barrier(len(trials))
+    opened: dict[int, bool] = {}
+
+    def open_zero(trial_id: int) -> None:
+        start.wait()
+        opened[trial_id] = storage.open_generation(
+            sid, trial_id, head_key="ns:head", generation=0, attrs={"ns:record:0": trial_id}
+        )
+
+    threads = [threading.Thread(target=open_zero, args=(t,)) for t in trials]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    (winner,) = [t for t, won in opened.items() if won]
+    assert storage.get_study_system_attrs(sid)["ns:head"] == {"generation": 0, "trial": winner}
+    holders = [t for t in trials if "ns:record:0" in storage.get_trial_system_attrs(t)]
+    assert holders == [winner]
+    # Only the generation after the head's opens; the head does not move back or skip.
+    assert not storage.open_generation(sid, trials[0], head_key="ns:head", generation=2, attrs={})
+    assert storage.open_generation(sid, trials[1], head_key="ns:head", generation=1, attrs={})
+    assert not storage.open_generation(sid, trials[2], head_key="ns:head", generation=1, attrs={})
+    assert storage.get_study_system_attrs(sid)["ns:head"] == {"generation": 1, "trial": trials[1]}
+
+    claimed: dict[int, int | None] = {}
+
+    def claim(trial_id: int) -> None:
+        start.wait()
+        claimed[trial_id] = storage.claim_slot(
+            sid,
+            trial_id,
+            "ns:slot",
+            min_number=0,
+            generation=1,
+            candidates=[2, 0, 1],
+            claim_for=lambda slot: {"generation": 1, "slot": slot},
+        )
+
+    threads = [threading.Thread(target=claim, args=(t,)) for t in trials]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    won = {t: s for t, s in claimed.items() if s is not None}
+    assert sorted(won.values()) == [0, 1, 2]
+    for t in trials:
+        written = storage.get_trial_system_attrs(t).get("ns:slot")
+        assert written == (None if t not in won else {"generation": 1, "slot": won[t]})
+    # A claim on another generation does not see these; a finished trial's claim still holds.
+    assert (
+        storage.claim_slot(
+            sid,
+            trials[0] if trials[0] not in won else next(t for t in trials if t not in won),
+            "ns:slot",
+            min_number=0,
+            generation=2,
+            candidates=[2],
+            claim_for=lambda slot: {"generation": 2, "slot": slot},
+        )
+        == 2
+    )

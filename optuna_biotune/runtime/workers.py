@@ -75,8 +75,6 @@ RETRY_DELAY = 2.0
 SILENT_FACTOR = 5
 #: Attempts at opening an RDB storage whose tables another worker is creating at that moment.
 _SCHEMA_ATTEMPTS = 5
-#: First key of PostgreSQL's advisory locks taken here (the second is the study id).
-_LOCK_SPACE = 0x42696F54  # "BioT"
 
 
 def storage_error(exc: BaseException) -> bool:
@@ -416,28 +414,52 @@ class WorkerStorage(_WorkerTrials, RDBStorage):
         SQLite: the dialects whose serialisation they rely on)."""
         return self.engine.dialect.name in ("postgresql", "sqlite")
 
-    def _lock_study(self, session: Any, study_id: int) -> None:
-        """Serialise this transaction with every other that locks ``study_id``, until it ends.
+    def _updatable(self, session: Any, trial_id: int) -> None:
+        from optuna.storages._rdb import models
 
-        PostgreSQL: a transaction-level advisory lock. SQLite holds one write lock for the
-        whole database from a transaction's first write to its end, so its callers write
-        before they read and need nothing more.
-        """
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        self.check_trial_is_updatable(trial_id, trial.state)
+
+    def _upsert_trial_system_attrs(
+        self, session: Any, trial_id: int, attrs: Mapping[str, Any]
+    ) -> None:
+        """Write ``attrs`` on trial ``trial_id`` in one statement (insert or update each)."""
+        import json
+
+        if not attrs:
+            return
+
+        from optuna.storages._rdb import models
+
         if self.engine.dialect.name == "postgresql":
-            import sqlalchemy
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        table = models.TrialSystemAttributeModel.__table__
+        stmt = insert(table).values(
+            [
+                {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                for k, v in attrs.items()
+            ]
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.trial_id, table.c.key],
+            set_={"value_json": stmt.excluded.value_json},
+        )
+        session.execute(stmt)
 
-            session.execute(
-                sqlalchemy.text(
-                    "SELECT pg_advisory_xact_lock(CAST(:space AS int), CAST(:study AS int))"
-                ),
-                {"space": _LOCK_SPACE, "study": int(study_id)},
-            )
-
-    def _held_claims(
-        self, session: Any, study_id: int, trial_id: int, key: str, min_number: int
-    ) -> list[Any]:
-        """The values of the trial system attr ``key`` on the study's live trials (RUNNING,
-        WAITING, COMPLETE) numbered ``min_number`` or more, trial ``trial_id`` left out."""
+    def _held_slots(
+        self,
+        session: Any,
+        study_id: int,
+        trial_id: int,
+        key: str,
+        min_number: int,
+        generation: int,
+    ) -> set[int]:
+        """The slots of ``generation`` claimed under the trial system attr ``key`` by the study's
+        live trials (RUNNING, WAITING, COMPLETE) numbered ``min_number`` or more, trial
+        ``trial_id`` left out."""
         import json
 
         from optuna.storages._rdb import models
@@ -454,7 +476,12 @@ class WorkerStorage(_WorkerTrials, RDBStorage):
             .filter(attr.key == key)
             .all()
         )
-        return [json.loads(value) for (value,) in rows]
+        held = set()
+        for (value,) in rows:
+            claim = json.loads(value)
+            if isinstance(claim, dict) and int(claim.get("generation", -1)) == int(generation):
+                held.add(int(claim.get("slot", -1)))
+        return held
 
     def claim_slot(
         self,
@@ -469,36 +496,47 @@ class WorkerStorage(_WorkerTrials, RDBStorage):
     ) -> int | None:
         """Claim for trial ``trial_id`` the first of ``candidates`` (slots of ``generation``)
         that no other live trial numbered ``min_number`` or more holds: one transaction,
-        serialised with every claim and opening on the study, so a claim written here is never
-        withdrawn (the sampler's write-then-read, ``Generations.assign``, in one round trip).
+        serialised with every other claim on that generation of the study (PostgreSQL: an
+        advisory lock on the study and generation; SQLite: the database's write lock, taken
+        by writing first), so a claim written here is never withdrawn (the sampler's
+        write-then-read, ``Generations.assign``, in one round trip and without conflicts).
 
         ``claim_for(slot)`` gives the value written under the trial system attr ``key`` (a
         dict with ``"generation"`` and ``"slot"``). Returns the slot claimed, or ``None`` when
         every candidate is held (nothing is written).
         """
-        from optuna.storages._rdb import models
+        import hashlib
+
+        import sqlalchemy
         from optuna.storages._rdb.storage import _create_scoped_session
 
         if not candidates:
             return None
-        attr = models.TrialSystemAttributeModel
         with _create_scoped_session(self.scoped_session) as session:
-            self._lock_study(session, study_id)
+            self._updatable(session, trial_id)
+            if self.engine.dialect.name == "postgresql":
+                name = f"optuna-biotune:{study_id}:{key}:{int(generation)}".encode()
+                lock = int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big")
+                session.execute(
+                    sqlalchemy.text("SELECT pg_advisory_xact_lock(:lock)"),
+                    {"lock": lock - 2**63},  # a signed bigint
+                )
+                held = self._held_slots(session, study_id, trial_id, key, min_number, generation)
+                slot = next((int(s) for s in candidates if int(s) not in held), None)
+                if slot is None:
+                    return None
+                self._upsert_trial_system_attrs(session, trial_id, {key: claim_for(slot)})
+                return slot
+            # SQLite: the first write takes the write lock the read below relies on.
             slot = int(candidates[0])
-            # Written first: on SQLite this write takes the lock the read below relies on.
-            self._set_trial_attr_without_commit(session, attr, trial_id, key, claim_for(slot))
-            held = {
-                int(c.get("slot", -1))
-                for c in self._held_claims(session, study_id, trial_id, key, min_number)
-                if isinstance(c, dict) and int(c.get("generation", -1)) == int(generation)
-            }
+            self._upsert_trial_system_attrs(session, trial_id, {key: claim_for(slot)})
+            held = self._held_slots(session, study_id, trial_id, key, min_number, generation)
             if slot in held:
-                free = [int(s) for s in candidates if int(s) not in held]
-                if not free:
+                slot = next((int(s) for s in candidates if int(s) not in held), None)
+                if slot is None:
                     session.rollback()
                     return None
-                slot = free[0]
-                self._set_trial_attr_without_commit(session, attr, trial_id, key, claim_for(slot))
+                self._upsert_trial_system_attrs(session, trial_id, {key: claim_for(slot)})
         return slot
 
     def open_generation(
@@ -512,41 +550,49 @@ class WorkerStorage(_WorkerTrials, RDBStorage):
     ) -> bool:
         """Write ``attrs`` (the generation's record) on trial ``trial_id`` and name it the
         study's head (study system attr ``head_key`` = ``{"generation", "trial"}``) in one
-        transaction, serialised with every claim and opening on the study; only while the
-        head names the generation before (or, for generation 0, nothing): otherwise nothing is
-        written and the answer is ``False`` (another worker opened it first; its record is
-        the generation's).
+        transaction, only while the head names the generation before (for generation 0: no
+        head yet): a compare-and-set on the head's row, so of workers opening the same
+        generation at once exactly one does. Otherwise nothing is written and the answer is
+        ``False`` (another worker opened it first; its record is the generation's).
         """
         import json
 
+        import sqlalchemy
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        model = models.StudySystemAttributeModel
+        table = models.StudySystemAttributeModel.__table__
+        head = json.dumps({"generation": int(generation), "trial": int(trial_id)})
         with _create_scoped_session(self.scoped_session) as session:
-            self._lock_study(session, study_id)
-            # Written first: on SQLite these writes take the lock the read below relies on.
-            for k, v in attrs.items():
-                self._set_trial_attr_without_commit(
-                    session, models.TrialSystemAttributeModel, trial_id, k, v
-                )
-            row = (
-                session.query(model)
-                .filter(model.study_id == study_id)
-                .filter(model.key == head_key)
-                .one_or_none()
-            )
-            current = None if row is None else json.loads(row.value_json)
-            current_gen = -1 if not isinstance(current, dict) else int(current["generation"])
-            if current_gen != generation - 1:
-                session.rollback()
-                return False
-            value = json.dumps({"generation": int(generation), "trial": int(trial_id)})
-            if row is None:
-                session.add(model(study_id=study_id, key=head_key, value_json=value))
+            self._updatable(session, trial_id)
+            self._upsert_trial_system_attrs(session, trial_id, attrs)
+            if generation == 0:
+                if self.engine.dialect.name == "postgresql":
+                    from sqlalchemy.dialects.postgresql import insert
+                else:
+                    from sqlalchemy.dialects.sqlite import insert
+                stmt = insert(table).values(study_id=study_id, key=head_key, value_json=head)
+                stmt = stmt.on_conflict_do_nothing()
             else:
-                row.value_json = value
-        return True
+                if self.engine.dialect.name == "postgresql":
+                    before = "CAST(CAST(value_json AS json) ->> 'generation' AS integer)"
+                else:
+                    before = "CAST(json_extract(value_json, '$.generation') AS integer)"
+                stmt = (
+                    sqlalchemy.update(table)
+                    .where(table.c.study_id == study_id, table.c.key == head_key)
+                    .where(
+                        sqlalchemy.text(f"{before} = :before").bindparams(before=generation - 1)
+                    )
+                    .values(value_json=head)
+                )
+            if self.engine.dialect.name == "postgresql":  # its driver may not count rows
+                done = session.execute(stmt.returning(table.c.study_id)).first() is not None
+            else:
+                done = session.execute(stmt).rowcount == 1
+            if not done:
+                session.rollback()
+        return done
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
         """The study's system attrs in one query (Optuna's takes two: the study, its attrs)."""
