@@ -7,6 +7,7 @@ the returned dict. Torch is imported only when the command runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -55,15 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BaselineConfig:
-    """The :class:`BaselineConfig` the options ask for."""
-    return BaselineConfig(
-        sp_alpha=args.sp_alpha,
-        sp_beta=args.sp_beta,
-        unfreeze_every=args.unfreeze_every,
-        rgn_batches=args.rgn_batches,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-    )
+    """The :class:`BaselineConfig` the options ask for (each field's option has its name; a
+    field without an option keeps its default)."""
+    names = (f.name for f in dataclasses.fields(BaselineConfig))
+    return BaselineConfig(**{n: getattr(args, n) for n in names if hasattr(args, n)})
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
