@@ -37,7 +37,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_biotune.errors import RuntimeFailure, check_int
-from optuna_biotune.evolution.ledger import DIGITS, GenerationLedger, SlotView
+from optuna_biotune.evolution.ledger import DIGITS, GenerationLedger, SlotView, atomic_storage
 from optuna_biotune.evolution.space import denormalize, evolvable, normalize
 from optuna_biotune.evolution.strategy import (
     Assignment,
@@ -85,22 +85,22 @@ class Generations(GenerationLedger):
         self.slot_attempts = slot_attempts
         self._spaces: dict[tuple[int, int], dict[str, BaseDistribution]] = {}
         self._assignments: dict[int, Assignment] = {}  # trial id -> assignment
-        # thread -> (study id, head, trials or None) read by search_space for the assign()
-        # that follows it
-        self._head_read: dict[int, tuple[int, Any, Any]] = {}
+        # thread -> (study id, head, trials or None, study system attrs or None) read by
+        # search_space for the assign() that follows it
+        self._head_read: dict[int, tuple[int, Any, Any, Any]] = {}
 
     # ---- the search space (read by Optuna just before assign)
 
     def search_space(self, study: Study) -> dict[str, BaseDistribution]:
         """Distributions of the evolved parameters of the newest generation (``{}`` at first)."""
-        head = self.head(study)
+        head, attrs = self.head_and_attrs(study)
         trials = None
         if head is not None and self.cached_record(head) is None:
             # The record is on a recent trial: read the trials (as assign() would next) rather
             # than that trial alone, and hand both reads to assign().
             trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
         with self._lock:  # Optuna calls assign() next, in this thread: it starts from this read
-            self._head_read[threading.get_ident()] = (study._study_id, head, trials)
+            self._head_read[threading.get_ident()] = (study._study_id, head, trials, attrs)
         if head is None:
             return {}
         key = (int(head["trial"]), int(head["generation"]))
@@ -147,26 +147,25 @@ class Generations(GenerationLedger):
         known = self.assignment(trial._trial_id)
         if known is not None:
             return known
-        self.use_study_seed(study)
         storage, study_id = study._storage, study._study_id
-        backend = getattr(storage, "_backend", storage)
-        atomic = bool(getattr(backend, "atomic_claims", False))
+        atomic = atomic_storage(storage)
         conflicts = waits = 0
         with self._lock:
             just_read = self._head_read.pop(threading.get_ident(), None)
         trials = None
         while True:
             if just_read is not None and just_read[0] == study_id:
-                head, trials, just_read = just_read[1], just_read[2], None
+                head, trials, attrs, just_read = just_read[1], just_read[2], just_read[3], None
             else:
-                head, trials = self.head(study), None
+                (head, attrs), trials = self.head_and_attrs(study), None
+            self.use_study_seed(study, attrs)
             if trials is None:
                 trials = storage.get_all_trials(study_id, deepcopy=False)
             if head is None:
                 opened = self.open_next(study, trial, trials, head=None, record=None, view=None)
                 # Opened in one transaction (the head names this trial's record): claim from
                 # the trials just read; the storage's claim sees any claim made since.
-                just_read = None if opened is None else (study_id, opened, trials)
+                just_read = None if opened is None else (study_id, opened, trials, None)
                 continue
             head = self.first_opening(study, head, trials)
             record = self.record_of(study, head, trials)
@@ -178,7 +177,7 @@ class Generations(GenerationLedger):
                     time.sleep(_CONFIRM_DELAY)
                     continue
                 opened = self.open_next(study, trial, trials, head=head, record=record, view=view)
-                just_read = None if opened is None else (study_id, opened, trials)
+                just_read = None if opened is None else (study_id, opened, trials, None)
                 continue
             if atomic:
                 claimed = self._claim_atomically(study, trial, record, view, free)
@@ -421,7 +420,7 @@ class Generations(GenerationLedger):
         view = self.scan(trials, record, trial.number)
         if slot in view.live or view.dead.get(slot, 0) >= self.slot_attempts:
             return None
-        if getattr(getattr(storage, "_backend", storage), "atomic_claims", False):
+        if atomic_storage(storage):
             return self._claim_atomically(study, trial, record, view, [slot], first=slot)
         plan = self._slot_plan(study, record, slot, view)
         claim = self._claim(record, slot, plan)

@@ -48,7 +48,7 @@ from optuna_biotune.evolution.strategy import GenerationStrategy, Individual
 if TYPE_CHECKING:
     from optuna.study import Study
 
-__all__ = ["DIGITS", "GenerationLedger", "SlotView"]
+__all__ = ["DIGITS", "GenerationLedger", "SlotView", "atomic_storage"]
 
 _LIVE = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
 _DEAD = (TrialState.FAIL, TrialState.PRUNED)
@@ -58,6 +58,12 @@ _WINDOW_MARGIN = 8
 _PENDING_GENERATIONS = 3
 #: Genes are kept to 10 decimals in records (shorter rows; everyone reads the same JSON).
 DIGITS = 10
+
+
+def atomic_storage(storage: Any) -> bool:
+    """Whether ``storage`` claims slots and opens generations in one transaction each
+    (``WorkerStorage.claim_slot`` / ``open_generation``)."""
+    return bool(getattr(getattr(storage, "_backend", storage), "atomic_claims", False))
 
 
 @dataclass
@@ -113,18 +119,26 @@ class GenerationLedger:
         key += [(int(k) + 2**31) & 0xFFFFFFFF for k in (generation, slot, *more)]
         return np.random.default_rng(np.random.SeedSequence(key))
 
-    def use_study_seed(self, study: Study) -> int:
+    def use_study_seed(self, study: Study, attrs: Mapping[str, Any] | None = None) -> int:
         """Store the seed in ``study`` if it has none; without a fixed seed, adopt the stored one.
 
-        Called before the first claim in each study. Two processes that draw seeds for a new
-        study at once both write and read back; both go on with what they read, which is the
-        same value unless their writes interleave between the other's write and read (then a
-        generation-0 trial may come from the other seed; every later draw uses the stored one).
+        Called before the first claim in each study (``attrs``: the study's system attrs just
+        read, if at hand). Two processes that draw seeds for a new study at once both write and
+        read back; both go on with what they read, which is the same value unless their writes
+        interleave between the other's write and read (then a generation-0 trial may come from
+        the other seed; every later draw uses the stored one). A storage with atomic openings
+        (``open_generation``) stores the seed with generation 0's record and head instead, in
+        one transaction: every worker adopts it before its first claim, and nobody writes it
+        before (no write while the study has no head).
         """
         if self._seeded_study == study._study_id:
             return self.seed
         storage, study_id = study._storage, study._study_id
-        stored = storage.get_study_system_attrs(study_id).get(self.seed_key)
+        if attrs is None:
+            attrs = storage.get_study_system_attrs(study_id)
+        stored = attrs.get(self.seed_key)
+        if stored is None and attrs.get(self.head_key) is None and atomic_storage(storage):
+            return self.seed  # stored when generation 0 opens (open_next)
         if stored is None:
             storage.set_study_system_attr(study_id, self.seed_key, int(self.seed))
             stored = storage.get_study_system_attrs(study_id).get(self.seed_key, self.seed)
@@ -137,7 +151,12 @@ class GenerationLedger:
 
     def head(self, study: Study) -> dict[str, Any] | None:
         """The study's head ``{"generation", "trial"}`` (``None`` before generation 0 opens)."""
-        return study._storage.get_study_system_attrs(study._study_id).get(self.head_key)
+        return self.head_and_attrs(study)[0]
+
+    def head_and_attrs(self, study: Study) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """The head and the study system attrs it was read with (one read)."""
+        attrs = study._storage.get_study_system_attrs(study._study_id)
+        return attrs.get(self.head_key), attrs
 
     def record_key_of(self, generation: int) -> str:
         """The trial system attr holding ``generation``'s record: ``{ns}:record:<g>``.
@@ -370,20 +389,29 @@ class GenerationLedger:
         # it from the storage) computes with bit-identical numbers.
         new_record = json.loads(json.dumps(new_record))
         new_head = {"generation": generation, "trial": trial._trial_id}
-        backend = getattr(storage, "_backend", storage)
-        if getattr(backend, "atomic_claims", False):
+        if atomic_storage(storage):
+            # Generation 0 stores the seed it was opened with, unless this process has seen
+            # one stored (use_study_seed); a seed stored meanwhile with another value: not
+            # opened, read again.
+            seed = None
+            if generation == 0 and self._seeded_study != study_id:
+                seed = {self.seed_key: int(self.seed)}
             attrs: dict[str, Any] = {}
             write_chunked(attrs.__setitem__, self.record_key_of(generation), new_record)
+            backend = getattr(storage, "_backend", storage)
             if not backend.open_generation(
                 study_id,
                 trial._trial_id,
                 head_key=self.head_key,
                 generation=generation,
                 attrs=attrs,
+                study_attrs=seed,
             ):
-                return None  # another worker opened it first: theirs is used
+                return None  # another worker opened it first (or stored a seed): read again
             with self._lock:
                 self._records[(trial._trial_id, generation)] = new_record
+            if seed is not None:
+                self._seeded_study = study_id
             return new_head
         current = self.head(study)
         current_gen = -1 if current is None else int(current["generation"])

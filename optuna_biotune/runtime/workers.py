@@ -547,6 +547,7 @@ class WorkerStorage(_WorkerTrials, RDBStorage):
         head_key: str,
         generation: int,
         attrs: Mapping[str, Any],
+        study_attrs: Mapping[str, Any] | None = None,
     ) -> bool:
         """Write ``attrs`` (the generation's record) on trial ``trial_id`` and name it the
         study's head (study system attr ``head_key`` = ``{"generation", "trial"}``) in one
@@ -554,6 +555,10 @@ class WorkerStorage(_WorkerTrials, RDBStorage):
         head yet): a compare-and-set on the head's row, so of workers opening the same
         generation at once exactly one does. Otherwise nothing is written and the answer is
         ``False`` (another worker opened it first; its record is the generation's).
+
+        ``study_attrs``: study system attrs the opening was computed with (the sampler's seed
+        at generation 0), stored in the same transaction where absent; where one is stored with
+        another value nothing is written either (``False``: read them and open again).
         """
         import json
 
@@ -566,11 +571,24 @@ class WorkerStorage(_WorkerTrials, RDBStorage):
         with _create_scoped_session(self.scoped_session) as session:
             self._updatable(session, trial_id)
             self._upsert_trial_system_attrs(session, trial_id, attrs)
+            if self.engine.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert
+            for key, value in (study_attrs or {}).items():
+                new = insert(table).values(
+                    study_id=study_id, key=key, value_json=json.dumps(value)
+                )
+                session.execute(new.on_conflict_do_nothing())
+                stored = session.execute(
+                    sqlalchemy.select(table.c.value_json).where(
+                        table.c.study_id == study_id, table.c.key == key
+                    )
+                ).scalar_one()
+                if json.loads(stored) != value:
+                    session.rollback()
+                    return False
             if generation == 0:
-                if self.engine.dialect.name == "postgresql":
-                    from sqlalchemy.dialects.postgresql import insert
-                else:
-                    from sqlalchemy.dialects.sqlite import insert
                 stmt = insert(table).values(study_id=study_id, key=head_key, value_json=head)
                 stmt = stmt.on_conflict_do_nothing()
             else:
