@@ -23,17 +23,16 @@
   loss may roll back the last commits but never corrupts the file. While a worker runs, the
   study's recent writes live in ``<file>-wal`` beside it (copy both, or copy after the
   workers exit, when SQLite folds the log back into the file);
-- answers the sampler's two hottest reads in one query each: the live claims of a slot
-  (:meth:`WorkerStorage.live_claims`) and the study's system attrs.
+- answers the samplers in one query or one transaction each (the live claims of a slot, the
+  study's system attrs, a trial's parameters, an atomic slot claim or generation opening):
+  :class:`~optuna_biotune.runtime.queries.SamplerQueries`, mixed in.
 
 :class:`WorkerJournalStorage` is Optuna's journal-file storage with the same worker identity and
 same-machine recovery (Optuna gives it no heartbeat).
 
 :func:`storage_error` tells a lost or failing storage apart from other errors, so the CLI
-retries those and prints one line about them; :func:`run_until` is the loop every worker
-runs, and :func:`run_generations` the search's rounds of it up to the last planned generation,
-which end only when every planned slot is complete (slots left behind by dead workers are
-evaluated, other workers' running trials waited for). No torch here.
+retries those and prints one line about them (the loop every worker runs:
+:mod:`optuna_biotune.runtime.loop`). No torch here.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,8 @@ import optuna
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
+
+from optuna_biotune.runtime.queries import SamplerQueries
 
 __all__ = [
     "RETRY_DELAY",
@@ -262,7 +263,7 @@ class _WorkerTrials:
         return failed
 
 
-class WorkerStorage(_WorkerTrials, RDBStorage):
+class WorkerStorage(_WorkerTrials, SamplerQueries, RDBStorage):
     """:class:`~optuna.storages.RDBStorage` whose heartbeat outlives a short outage, which
     names the worker of each trial and fails dead workers' trials on this machine at once
     (module docstring).
@@ -322,314 +323,6 @@ class WorkerStorage(_WorkerTrials, RDBStorage):
                 raise
             # The server is away for a moment: skip this beat, the next one retries. A trial
             # is only failed as stale after `grace_period` seconds without any beat.
-
-    def set_trial_params(
-        self,
-        trial_id: int,
-        values: dict[str, float],
-        distribution: optuna.distributions.BaseDistribution,
-    ) -> None:
-        """Write many parameters of one RUNNING trial, all of ``distribution``, in one
-        transaction (``values``: name -> internal representation).
-
-        Optuna writes a trial's parameters one transaction each; for EvoPrune's 512 neuron
-        bits that is most of a trial's storage time. Same checks as Optuna's own write: the
-        trial must be updatable and each name's distribution compatible with the one it has
-        in the study; on a failed check nothing is written.
-        """
-        import sqlalchemy
-        from optuna.distributions import (
-            check_distribution_compatibility,
-            distribution_to_json,
-            json_to_distribution,
-        )
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        as_json = distribution_to_json(distribution)
-        with _create_scoped_session(self.scoped_session, False) as session:
-            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-            self.check_trial_is_updatable(trial_id, trial.state)
-            study_id = trial.study_id
-            known = self._known_distributions.setdefault(study_id, {})
-            unknown = [n for n in values if n not in known]
-            for i in range(0, len(unknown), 500):  # SQLite's bound on query variables
-                rows = (
-                    session.query(
-                        models.TrialParamModel.param_name, models.TrialParamModel.distribution_json
-                    )
-                    .join(models.TrialModel)
-                    .filter(models.TrialModel.study_id == study_id)
-                    .filter(models.TrialParamModel.param_name.in_(unknown[i : i + 500]))
-                    .distinct()
-                    .all()
-                )
-                for name, text in rows:
-                    known.setdefault(name, json_to_distribution(text))
-            for name in values:
-                if name in known:
-                    check_distribution_compatibility(known[name], distribution)
-            # One multi-row INSERT, not the ORM's object per row (10x faster for 512 rows).
-            session.execute(
-                sqlalchemy.insert(models.TrialParamModel),
-                [
-                    {
-                        "trial_id": trial_id,
-                        "param_name": name,
-                        "param_value": float(value),
-                        "distribution_json": as_json,
-                    }
-                    for name, value in values.items()
-                ],
-            )
-        for name in values:
-            known.setdefault(name, distribution)
-
-    def live_claims(self, study_id: int, key: str, min_number: int) -> list[tuple[int, Any]]:
-        """``(number, value)`` of the trial system attr ``key`` on the study's trials numbered
-        ``min_number`` or more that are RUNNING, WAITING or COMPLETE: one query (the sampler's
-        check that nobody else claimed its slot, ``Generations._slot_held``)."""
-        import json
-
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        attr = models.TrialSystemAttributeModel
-        live = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
-        with _create_scoped_session(self.scoped_session) as session:
-            rows = (
-                session.query(models.TrialModel.number, attr.value_json)
-                .join(attr, attr.trial_id == models.TrialModel.trial_id)
-                .filter(models.TrialModel.study_id == study_id)
-                .filter(models.TrialModel.number >= min_number)
-                .filter(models.TrialModel.state.in_(live))
-                .filter(attr.key == key)
-                .all()
-            )
-        return [(int(number), json.loads(value)) for number, value in rows]
-
-    @property
-    def atomic_claims(self) -> bool:
-        """Whether :meth:`claim_slot` and :meth:`open_generation` are offered (PostgreSQL and
-        SQLite: the dialects whose serialisation they rely on)."""
-        return self.engine.dialect.name in ("postgresql", "sqlite")
-
-    def _updatable(self, session: Any, trial_id: int) -> None:
-        from optuna.storages._rdb import models
-
-        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-        self.check_trial_is_updatable(trial_id, trial.state)
-
-    def _upsert_trial_system_attrs(
-        self, session: Any, trial_id: int, attrs: Mapping[str, Any]
-    ) -> None:
-        """Write ``attrs`` on trial ``trial_id`` in one statement (insert or update each)."""
-        import json
-
-        if not attrs:
-            return
-
-        from optuna.storages._rdb import models
-
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        table = models.TrialSystemAttributeModel.__table__
-        stmt = insert(table).values(
-            [
-                {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-                for k, v in attrs.items()
-            ]
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.trial_id, table.c.key],
-            set_={"value_json": stmt.excluded.value_json},
-        )
-        session.execute(stmt)
-
-    def _held_slots(
-        self,
-        session: Any,
-        study_id: int,
-        trial_id: int,
-        key: str,
-        min_number: int,
-        generation: int,
-    ) -> set[int]:
-        """The slots of ``generation`` claimed under the trial system attr ``key`` by the study's
-        live trials (RUNNING, WAITING, COMPLETE) numbered ``min_number`` or more, trial
-        ``trial_id`` left out."""
-        import json
-
-        from optuna.storages._rdb import models
-
-        attr = models.TrialSystemAttributeModel
-        live = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
-        rows = (
-            session.query(attr.value_json)
-            .join(models.TrialModel, attr.trial_id == models.TrialModel.trial_id)
-            .filter(models.TrialModel.study_id == study_id)
-            .filter(models.TrialModel.number >= min_number)
-            .filter(models.TrialModel.trial_id != trial_id)
-            .filter(models.TrialModel.state.in_(live))
-            .filter(attr.key == key)
-            .all()
-        )
-        held = set()
-        for (value,) in rows:
-            claim = json.loads(value)
-            if isinstance(claim, dict) and int(claim.get("generation", -1)) == int(generation):
-                held.add(int(claim.get("slot", -1)))
-        return held
-
-    def claim_slot(
-        self,
-        study_id: int,
-        trial_id: int,
-        key: str,
-        *,
-        min_number: int,
-        generation: int,
-        candidates: Sequence[int],
-        claim_for: Callable[[int], dict[str, Any]],
-    ) -> int | None:
-        """Claim for trial ``trial_id`` the first of ``candidates`` (slots of ``generation``)
-        that no other live trial numbered ``min_number`` or more holds: one transaction,
-        serialised with every other claim on that generation of the study (PostgreSQL: an
-        advisory lock on the study and generation; SQLite: the database's write lock, taken
-        by writing first), so a claim written here is never withdrawn (the sampler's
-        write-then-read, ``Generations.assign``, in one round trip and without conflicts).
-
-        ``claim_for(slot)`` gives the value written under the trial system attr ``key`` (a
-        dict with ``"generation"`` and ``"slot"``). Returns the slot claimed, or ``None`` when
-        every candidate is held (nothing is written).
-        """
-        import hashlib
-
-        import sqlalchemy
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        if not candidates:
-            return None
-        with _create_scoped_session(self.scoped_session) as session:
-            self._updatable(session, trial_id)
-            if self.engine.dialect.name == "postgresql":
-                name = f"optuna-biotune:{study_id}:{key}:{int(generation)}".encode()
-                lock = int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big")
-                session.execute(
-                    sqlalchemy.text("SELECT pg_advisory_xact_lock(:lock)"),
-                    {"lock": lock - 2**63},  # a signed bigint
-                )
-                held = self._held_slots(session, study_id, trial_id, key, min_number, generation)
-                slot = next((int(s) for s in candidates if int(s) not in held), None)
-                if slot is None:
-                    return None
-                self._upsert_trial_system_attrs(session, trial_id, {key: claim_for(slot)})
-                return slot
-            # SQLite: the first write takes the write lock the read below relies on.
-            slot = int(candidates[0])
-            self._upsert_trial_system_attrs(session, trial_id, {key: claim_for(slot)})
-            held = self._held_slots(session, study_id, trial_id, key, min_number, generation)
-            if slot in held:
-                slot = next((int(s) for s in candidates if int(s) not in held), None)
-                if slot is None:
-                    session.rollback()
-                    return None
-                self._upsert_trial_system_attrs(session, trial_id, {key: claim_for(slot)})
-        return slot
-
-    def open_generation(
-        self,
-        study_id: int,
-        trial_id: int,
-        *,
-        head_key: str,
-        generation: int,
-        attrs: Mapping[str, Any],
-        study_attrs: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """Write ``attrs`` (the generation's record) on trial ``trial_id`` and name it the
-        study's head (study system attr ``head_key`` = ``{"generation", "trial"}``) in one
-        transaction, only while the head names the generation before (for generation 0: no
-        head yet): a compare-and-set on the head's row, so of workers opening the same
-        generation at once exactly one does. Otherwise nothing is written and the answer is
-        ``False`` (another worker opened it first; its record is the generation's).
-
-        ``study_attrs``: study system attrs the opening was computed with (the sampler's seed
-        at generation 0), stored in the same transaction where absent; where one is stored with
-        another value nothing is written either (``False``: read them and open again).
-        """
-        import json
-
-        import sqlalchemy
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        table = models.StudySystemAttributeModel.__table__
-        head = json.dumps({"generation": int(generation), "trial": int(trial_id)})
-        with _create_scoped_session(self.scoped_session) as session:
-            self._updatable(session, trial_id)
-            self._upsert_trial_system_attrs(session, trial_id, attrs)
-            if self.engine.dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
-            for key, value in (study_attrs or {}).items():
-                new = insert(table).values(
-                    study_id=study_id, key=key, value_json=json.dumps(value)
-                )
-                session.execute(new.on_conflict_do_nothing())
-                stored = session.execute(
-                    sqlalchemy.select(table.c.value_json).where(
-                        table.c.study_id == study_id, table.c.key == key
-                    )
-                ).scalar_one()
-                if json.loads(stored) != value:
-                    session.rollback()
-                    return False
-            if generation == 0:
-                stmt = insert(table).values(study_id=study_id, key=head_key, value_json=head)
-                stmt = stmt.on_conflict_do_nothing()
-            else:
-                if self.engine.dialect.name == "postgresql":
-                    before = "CAST(CAST(value_json AS json) ->> 'generation' AS integer)"
-                else:
-                    before = "CAST(json_extract(value_json, '$.generation') AS integer)"
-                stmt = (
-                    sqlalchemy.update(table)
-                    .where(table.c.study_id == study_id, table.c.key == head_key)
-                    .where(
-                        sqlalchemy.text(f"{before} = :before").bindparams(before=generation - 1)
-                    )
-                    .values(value_json=head)
-                )
-            if self.engine.dialect.name == "postgresql":  # its driver may not count rows
-                done = session.execute(stmt.returning(table.c.study_id)).first() is not None
-            else:
-                done = session.execute(stmt).rowcount == 1
-            if not done:
-                session.rollback()
-        return done
-
-    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        """The study's system attrs in one query (Optuna's takes two: the study, its attrs)."""
-        import json
-
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        attr = models.StudySystemAttributeModel
-        with _create_scoped_session(self.scoped_session) as session:
-            rows = (
-                session.query(models.StudyModel.study_id, attr.key, attr.value_json)
-                .outerjoin(attr, attr.study_id == models.StudyModel.study_id)
-                .filter(models.StudyModel.study_id == study_id)
-                .all()
-            )
-        if not rows:
-            raise KeyError(f"No study with study_id {study_id} exists.")
-        return {key: json.loads(value) for _, key, value in rows if key is not None}
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """Optuna's stale trials (heartbeat silent for the grace period), plus RUNNING trials
