@@ -320,3 +320,31 @@ def test_claims_and_openings_are_atomic_on_the_worker_storage(
         )
         == 2
     )
+
+
+def test_a_claim_counts_the_failed_attempts_of_its_slot(sqlite_url: str) -> None:
+    """With ``attempts``, ``claim_slot`` refuses a slot whose claims ended FAIL or PRUNED that
+    often, whatever the claimer's own (possibly old) read said."""
+    storage = open_storage(sqlite_url)
+    study = optuna.create_study(study_name="attempts", storage=storage)
+    sid = study._study_id
+
+    def claim(attempts: int) -> tuple[int | None, int]:
+        trial_id = study.ask()._trial_id
+        return storage.claim_slot(
+            sid,
+            trial_id,
+            "ns:slot",
+            min_number=0,
+            generation=0,
+            candidates=[5],
+            claim_for=lambda slot: {"generation": 0, "slot": slot},
+            attempts=attempts,
+        ), trial_id
+
+    for state in (TrialState.FAIL, TrialState.PRUNED):
+        slot, trial_id = claim(3)
+        assert slot == 5
+        storage.set_trial_state_values(trial_id, state)
+    assert claim(2)[0] is None  # used up at two attempts
+    assert claim(3)[0] == 5  # a third attempt is left at three

@@ -163,9 +163,7 @@ class Generations(GenerationLedger):
                 trials = storage.get_all_trials(study_id, deepcopy=False)
             if head is None:
                 opened = self.open_next(study, trial, trials, head=None, record=None, view=None)
-                # Opened in one transaction (the head names this trial's record): claim from
-                # the trials just read; the storage's claim sees any claim made since.
-                just_read = None if opened is None else (study_id, opened, trials, None)
+                just_read = self._after_opening(study, opened, trials, 0, atomic)
                 continue
             head = self.first_opening(study, head, trials)
             record = self.record_of(study, head, trials)
@@ -177,7 +175,8 @@ class Generations(GenerationLedger):
                     time.sleep(_CONFIRM_DELAY)
                     continue
                 opened = self.open_next(study, trial, trials, head=head, record=record, view=view)
-                just_read = None if opened is None else (study_id, opened, trials, None)
+                generation = int(record["generation"]) + 1
+                just_read = self._after_opening(study, opened, trials, generation, atomic)
                 continue
             if atomic:
                 claimed = self._claim_atomically(study, trial, record, view, free)
@@ -209,6 +208,29 @@ class Generations(GenerationLedger):
                 continue
             return self._assigned(trial, record, slot, plan)
 
+    def _after_opening(
+        self,
+        study: Study,
+        opened: Mapping[str, Any] | None,
+        trials: Any,
+        generation: int,
+        atomic: bool,
+    ) -> tuple[int, Any, Any, Any] | None:
+        """What :meth:`assign` goes on from after trying to open ``generation``: ``None`` (read
+        the head and the trials again), or, on a storage with atomic openings, the new head
+        with the trials just read: this trial's (``opened``), or the one of the worker that
+        opened it first, whose record is read alone. No slot of a generation just opened is
+        known to be taken from those trials; the storage's claim sees every claim made since."""
+        if opened is not None:
+            return (study._study_id, opened, trials, None)
+        if not atomic:
+            return None
+        head, attrs = self.head_and_attrs(study)
+        if head is None or int(head["generation"]) != generation:
+            return None
+        self.record_of(study, head)  # cached for the claim
+        return (study._study_id, head, trials, attrs)
+
     def _claim_atomically(
         self,
         study: Study,
@@ -239,6 +261,7 @@ class Generations(GenerationLedger):
             generation=int(record["generation"]),
             candidates=free[k:] + free[:k],
             claim_for=claim_for,
+            attempts=self.slot_attempts,  # the storage counts them too: the read may be old
         )
         if slot is None:
             return None

@@ -191,7 +191,10 @@ class GenerationLedger:
         if opener is not None and key in opener.system_attrs:
             attrs = opener.system_attrs
         else:
-            attrs = study._storage.get_trial_system_attrs(trial_id)
+            # The storage behind Optuna's cache reads the attrs alone (the cache would read
+            # the whole unfinished trial).
+            storage = study._storage
+            attrs = getattr(storage, "_backend", storage).get_trial_system_attrs(trial_id)
         record = read_chunked(attrs, key)
         if record is None:
             raise RuntimeFailure(

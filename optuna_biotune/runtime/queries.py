@@ -162,31 +162,43 @@ class SamplerQueries:
         key: str,
         min_number: int,
         generation: int,
+        attempts: int | None = None,
     ) -> set[int]:
         """The slots of ``generation`` claimed under the trial system attr ``key`` by the study's
         live trials (RUNNING, WAITING, COMPLETE) numbered ``min_number`` or more, trial
-        ``trial_id`` left out."""
+        ``trial_id`` left out; with ``attempts``, also those whose claims ended FAIL or
+        PRUNED that often (used up)."""
         import json
 
         from optuna.storages._rdb import models
 
         attr = models.TrialSystemAttributeModel
         live = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
+        dead = (TrialState.FAIL, TrialState.PRUNED)
+        states = live if attempts is None else live + dead
         rows = (
-            session.query(attr.value_json)
+            session.query(models.TrialModel.state, attr.value_json)
             .join(models.TrialModel, attr.trial_id == models.TrialModel.trial_id)
             .filter(models.TrialModel.study_id == study_id)
             .filter(models.TrialModel.number >= min_number)
             .filter(models.TrialModel.trial_id != trial_id)
-            .filter(models.TrialModel.state.in_(live))
+            .filter(models.TrialModel.state.in_(states))
             .filter(attr.key == key)
             .all()
         )
-        held = set()
-        for (value,) in rows:
+        held: set[int] = set()
+        failed: dict[int, int] = {}
+        for state, value in rows:
             claim = json.loads(value)
-            if isinstance(claim, dict) and int(claim.get("generation", -1)) == int(generation):
-                held.add(int(claim.get("slot", -1)))
+            if not isinstance(claim, dict) or int(claim.get("generation", -1)) != int(generation):
+                continue
+            slot = int(claim.get("slot", -1))
+            if state in live:
+                held.add(slot)
+            else:
+                failed[slot] = failed.get(slot, 0) + 1
+        if attempts is not None:
+            held.update(s for s, n in failed.items() if n >= attempts)
         return held
 
     def claim_slot(
@@ -199,9 +211,11 @@ class SamplerQueries:
         generation: int,
         candidates: Sequence[int],
         claim_for: Callable[[int], dict[str, Any]],
+        attempts: int | None = None,
     ) -> int | None:
         """Claim for trial ``trial_id`` the first of ``candidates`` (slots of ``generation``)
-        that no other live trial numbered ``min_number`` or more holds: one transaction,
+        that no other live trial numbered ``min_number`` or more holds (and, with ``attempts``,
+        whose claims did not end FAIL or PRUNED that often): one transaction,
         serialised with every other claim on that generation of the study (PostgreSQL: an
         advisory lock on the study and generation; SQLite: the database's write lock, taken
         by writing first), so a claim written here is never withdrawn (the sampler's
@@ -227,7 +241,9 @@ class SamplerQueries:
                     sqlalchemy.text("SELECT pg_advisory_xact_lock(:lock)"),
                     {"lock": lock - 2**63},  # a signed bigint
                 )
-                held = self._held_slots(session, study_id, trial_id, key, min_number, generation)
+                held = self._held_slots(
+                    session, study_id, trial_id, key, min_number, generation, attempts
+                )
                 slot = next((int(s) for s in candidates if int(s) not in held), None)
                 if slot is None:
                     return None
@@ -236,7 +252,9 @@ class SamplerQueries:
             # SQLite: the first write takes the write lock the read below relies on.
             slot = int(candidates[0])
             self._upsert_trial_system_attrs(session, trial_id, {key: claim_for(slot)})
-            held = self._held_slots(session, study_id, trial_id, key, min_number, generation)
+            held = self._held_slots(
+                session, study_id, trial_id, key, min_number, generation, attempts
+            )
             if slot in held:
                 slot = next((int(s) for s in candidates if int(s) not in held), None)
                 if slot is None:
