@@ -12,6 +12,8 @@ import sys
 from typing import Any
 
 from optuna_biotune.baselines.config import METHODS, BaselineConfig, canonical_method
+from optuna_biotune.cli_options import add_budget_options, add_device_option
+from optuna_biotune.engine import budget
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,19 +27,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seeds", type=int, default=3, help="training seeds, the authors' first (default: 3)"
     )
-    parser.add_argument("--epochs", type=int, default=30, help="max epochs (default: 30)")
-    parser.add_argument("--patience", type=int, default=3, help="early stopping (default: 3)")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="base learning rate (1e-3)")
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    add_budget_options(
+        parser,
+        defaults={
+            "epochs": budget.EPOCHS,
+            "patience": budget.PATIENCE,
+            "batch_size": budget.BATCH_SIZE,
+        },
+    )
+    parser.add_argument(
+        "--lr", type=float, default=budget.BASE_LR, help=f"base learning rate ({budget.BASE_LR:g})"
+    )
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=budget.OPTIMIZER)
     parser.add_argument(
         "--metric",
         choices=("accuracy", "macro"),
-        default="accuracy",
+        default=budget.METRIC,
         help="validation metric for early stopping (test: plain accuracy)",
     )
     parser.add_argument("--image-size", type=int, default=None, help="image side (default: set's)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    add_device_option(parser, default="auto")
     parser.add_argument("--sp-alpha", type=float, default=defaults.sp_alpha, help="L1/L2-SP alpha")
     parser.add_argument("--sp-beta", type=float, default=defaults.sp_beta, help="L1/L2-SP beta")
     parser.add_argument(

@@ -19,6 +19,7 @@ import torch
 
 from optuna_biotune.baselines.config import BaselineConfig, canonical_method
 from optuna_biotune.baselines.methods import prepare_plan
+from optuna_biotune.engine import budget
 from optuna_biotune.engine.seeds import resolve_seeds
 from optuna_biotune.errors import UsageError
 
@@ -45,12 +46,12 @@ def run_baseline(
     dataset: Any = "digits",
     model: str = "efficientnet_lite0",
     seeds: int | Sequence[int] = 3,
-    epochs: int = 30,
-    patience: int = 3,
-    batch_size: int = 64,
-    base_lr: float = 1e-3,
-    optimizer: str = "adam",
-    metric: str = "accuracy",
+    epochs: int = budget.EPOCHS,
+    patience: int = budget.PATIENCE,
+    batch_size: int = budget.BATCH_SIZE,
+    base_lr: float = budget.BASE_LR,
+    optimizer: str = budget.OPTIMIZER,
+    metric: str = budget.METRIC,
     image_size: int | None = None,
     partition: Any = None,
     config: BaselineConfig | None = None,

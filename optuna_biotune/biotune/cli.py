@@ -29,6 +29,7 @@ from optuna_biotune.biotune.search import (
     stored_spec,
 )
 from optuna_biotune.biotune.spec import StudySpec, default_spec
+from optuna_biotune.cli_options import add_budget_options, add_device_option
 from optuna_biotune.errors import UsageError
 from optuna_biotune.runtime.storage import load_study, open_storage
 
@@ -113,13 +114,11 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     )
     o.add_argument("--seeds", type=_positive_int, help="seeds per fitness evaluation")
     o.add_argument("--data-fraction", type=_float, help="data fraction per generation (0, 1]")
-    o.add_argument("--epochs", type=_positive_int, help="maximum epochs per training run")
-    o.add_argument("--patience", type=_positive_int, help="early-stopping patience in epochs")
-    o.add_argument("--batch-size", type=_positive_int, help="batch size")
+    add_budget_options(o, type=_positive_int)
     o.add_argument("--base-lr", type=_float, help="base learning rate (scaled by 0.1-10)")
     o.add_argument("--optimizer", help="adam or sgd")
     o.add_argument("--metric", help="accuracy or macro (mean per-class recall)")
-    o.add_argument("--device", help="auto, cpu or cuda")
+    add_device_option(o)
     o.add_argument("--image-size", type=_positive_int, help="input side in pixels")
     o.add_argument(
         "--exact-protocol",
@@ -163,7 +162,7 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], dict[str,
         help="a count (default: the spec's, 3: seeds 1001, 1002, 1003, not the search's) or a "
         "comma-separated list, e.g. 684,559,629 for the authors' fitness seeds",
     )
-    p.add_argument("--device", help="auto, cpu or cuda (default: the study's)")
+    add_device_option(p, unset="the study's")
     _add_common(p)
 
     p = sub.add_parser("report", help="tables and the paper's Fig. 2 (PNG + HTML)")

@@ -33,6 +33,7 @@ from optuna_biotune.biotune.memetic import (
     check_exploit_step,
     evaluations_per_generation,
 )
+from optuna_biotune.engine import budget
 from optuna_biotune.engine.finetune import MINIMUM, check_base_lr
 from optuna_biotune.engine.seeds import MIN_SEEDS, final_seed_list, seed_list
 from optuna_biotune.errors import UsageError, check_int
@@ -100,12 +101,12 @@ class StudySpec:
     partition: list[str | list[str]] | None = None
     seeds: int = 3
     data_fraction: float = 0.5
-    epochs: int = 30
-    patience: int = 3
-    batch_size: int = 64
-    base_lr: float = 1e-3
-    optimizer: str = "adam"
-    metric: str = "accuracy"
+    epochs: int = budget.EPOCHS
+    patience: int = budget.PATIENCE
+    batch_size: int = budget.BATCH_SIZE
+    base_lr: float = budget.BASE_LR
+    optimizer: str = budget.OPTIMIZER
+    metric: str = budget.METRIC
     device: str = "auto"
     image_size: int | None = None
     exact_protocol: bool = False

@@ -10,6 +10,8 @@
   block mask and per-block learning-rate weights;
 - :mod:`~optuna_biotune.engine.seeds`: the authors' seeds and the spread over seeds
   (no torch).
+- :mod:`~optuna_biotune.engine.budget`: the paper's per-run training budget, the defaults of
+  every training setting (no torch).
 
 Nothing is imported here: each module loads torch only when it is imported.
 """

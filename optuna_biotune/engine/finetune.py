@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from optuna_biotune.engine import budget
 from optuna_biotune.engine.seeds import resolve_seeds
 from optuna_biotune.errors import UsageError, check_int
 
@@ -83,12 +84,12 @@ class FineTuner:
         model: str,
         partition: Any = None,
         data_fraction: float = 0.5,
-        max_epochs: int = 30,
-        patience: int = 3,
-        batch_size: int = 64,
-        base_lr: float = 1e-3,
-        optimizer: str = "adam",
-        metric: str = "accuracy",
+        max_epochs: int = budget.EPOCHS,
+        patience: int = budget.PATIENCE,
+        batch_size: int = budget.BATCH_SIZE,
+        base_lr: float = budget.BASE_LR,
+        optimizer: str = budget.OPTIMIZER,
+        metric: str = budget.METRIC,
         device: str = "auto",
         image_size: int | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from optuna_biotune.engine import budget
 from optuna_biotune.engine.data import TensorData
 from optuna_biotune.engine.finetune import MINIMUM
 from optuna_biotune.errors import RuntimeFailure, UsageError, check_int
@@ -205,16 +206,16 @@ def fit(
     param_groups: Sequence[dict[str, Any]],
     train: TensorData,
     val: TensorData,
-    max_epochs: int = 30,
-    patience: int = 3,
+    max_epochs: int = budget.EPOCHS,
+    patience: int = budget.PATIENCE,
     seed: int = 0,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    optimizer: Literal["adam", "sgd"] = "adam",
+    batch_size: int = budget.BATCH_SIZE,
+    lr: float = budget.BASE_LR,
+    optimizer: Literal["adam", "sgd"] = budget.OPTIMIZER,
     momentum: float = 0.9,
     nesterov: bool = False,
     weight_decay: float = 0.0,
-    metric: Metric = "accuracy",
+    metric: Metric = budget.METRIC,
     num_classes: int | None = None,
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     on_epoch_start: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,

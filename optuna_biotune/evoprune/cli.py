@@ -18,10 +18,14 @@ import time
 import warnings
 from typing import Any
 
+from optuna_biotune.cli_options import add_budget_options, add_device_option
+from optuna_biotune.engine import budget
 from optuna_biotune.errors import UsageError
 from optuna_biotune.evoprune.objective import (
     FINAL_ATTR,
+    HEAD_BATCH_SIZE,
     LAYERS,
+    OPTIMIZERS,
     PRECISIONS,
     SPEC_ATTR,
     EvoPruneObjective,
@@ -37,11 +41,11 @@ OBJECTIVE_DEFAULTS: dict[str, Any] = {
     "layers": "first",
     "hidden": 512,
     "image_size": None,
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "batch_size": 128,
-    "max_epochs": 30,
-    "patience": 3,
+    "optimizer": budget.OPTIMIZER,
+    "lr": budget.BASE_LR,
+    "batch_size": HEAD_BATCH_SIZE,
+    "max_epochs": budget.EPOCHS,
+    "patience": budget.PATIENCE,
     "seed": 0,
     "precision": "fp32",
 }
@@ -66,6 +70,10 @@ _OBJECTIVE_OPTIONS = {  # CLI option -> objective setting
     "train_seed": "seed",
     "precision": "precision",
 }
+#: The budget options' defaults (named in the help; unset, a stored study's settings apply).
+_BUDGET_DEFAULTS = {
+    o: OBJECTIVE_DEFAULTS[_OBJECTIVE_OPTIONS[o]] for o in ("epochs", "patience", "batch_size")
+}
 _SAMPLER_OPTIONS = {
     "population": "population_size",
     "crossover": "crossover",
@@ -85,11 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--layers", choices=LAYERS, help="prune the first hidden layer or both")
     o.add_argument("--hidden", type=int, help="width of each hidden layer (default 512)")
     o.add_argument("--image-size", type=int, help="backbone input side (default: 64 / model's)")
-    o.add_argument("--optimizer", choices=("adam", "sgd"), help="head optimiser (default adam)")
-    o.add_argument("--lr", type=float, help="head learning rate (default 1e-3)")
-    o.add_argument("--batch-size", type=int, help="head batch size (default 128)")
-    o.add_argument("--epochs", type=int, help="maximum epochs per evaluation (default 30)")
-    o.add_argument("--patience", type=int, help="early-stopping patience (default 3)")
+    o.add_argument(
+        "--optimizer", choices=OPTIMIZERS, help=f"head optimiser (default {budget.OPTIMIZER})"
+    )
+    o.add_argument("--lr", type=float, help=f"head learning rate (default {budget.BASE_LR:g})")
+    add_budget_options(o, defaults=_BUDGET_DEFAULTS, unset_is_none=True)
     o.add_argument("--train-seed", type=int, help="seed of every head's training (default 0)")
     o.add_argument(
         "--precision",
@@ -105,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, help="sampler seed (default 0)")
     s.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process")
     r = parser.add_argument_group("running")
-    r.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    add_device_option(r, default="cpu")
     r.add_argument(
         "--threads",
         type=int,

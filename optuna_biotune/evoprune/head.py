@@ -20,9 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from optuna_biotune.engine import budget
 from optuna_biotune.engine.data import TensorData
 from optuna_biotune.engine.train import evaluate, fit
 from optuna_biotune.errors import UsageError
+from optuna_biotune.evoprune.objective import HEAD_BATCH_SIZE
 
 __all__ = ["HeadResult", "build_head", "threads", "train_head"]
 
@@ -121,11 +123,11 @@ def train_head(
     train: TensorData,
     val: TensorData,
     test: TensorData | None = None,
-    optimizer: str = "adam",
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    max_epochs: int = 30,
-    patience: int = 3,
+    optimizer: str = budget.OPTIMIZER,
+    lr: float = budget.BASE_LR,
+    batch_size: int = HEAD_BATCH_SIZE,  # not budget.BATCH_SIZE (64): EvoPrune trains at 128
+    max_epochs: int = budget.EPOCHS,
+    patience: int = budget.PATIENCE,
     seed: int = 0,
     device: str = "cpu",
     bf16: bool = False,
