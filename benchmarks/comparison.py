@@ -174,7 +174,10 @@ def run_methods(args: argparse.Namespace, command: str) -> None:
 
 
 def _search_unit(dataset: str) -> dict[str, Any]:
-    """One FT run at a search's per-run budget (as ``search_cost.py`` times its unit)."""
+    """One FT run at a search's per-run budget, timed as ``search_cost.py`` times its unit."""
+    sys.path.insert(0, str(HERE))
+    import search_cost
+
     from optuna_biotune import BioTuneObjective
 
     objective = BioTuneObjective(
@@ -185,13 +188,8 @@ def _search_unit(dataset: str) -> dict[str, Any]:
         patience=BUDGET["patience"],
         device="cpu",
     )
-    n = len(objective.blocks)
-    train, val = objective.fold("train", 0), objective.fold("val", 0)
-    c0 = time.process_time()
-    r = objective.train_config(
-        [True] * n, [1.0] * n, seed=objective.seeds[0], train=train, val=val, data_key=("fold", 0)
-    )
-    return {"unit_cpu_s": round(time.process_time() - c0, 2), "epochs": r.epochs_run}
+    unit = search_cost.ft_unit(objective)
+    return {"unit_cpu_s": round(unit["cpu"], 2), "epochs": unit["epochs"]}
 
 
 # --- BioTune searches (search_cost.py under a comparison name) ----------------------------
@@ -275,17 +273,15 @@ def run_samplers(args: argparse.Namespace, command: str) -> None:
         study.tell(t.number, state=State.FAIL)  # a killed earlier command's trial
     if "biotune:spec" not in study.user_attrs:
         study.set_user_attr("biotune:spec", objective.spec())
-    c0 = time.process_time()
-    while True:
-        done = len(study.get_trials(deepcopy=False, states=(State.COMPLETE,)))
-        if done >= args.evaluations:
-            break
+    c0, ran = time.process_time(), 0
+    while len(study.get_trials(deepcopy=False, states=(State.COMPLETE,))) < args.evaluations:
         study.optimize(objective, n_trials=1)
+        ran += 1
         t = study.trials[-1]
         _log(
             f"{name}: trial {t.number} value {t.value} share {t.user_attrs.get('trainable_share')}"
         )
-    if c0 != time.process_time():
+    if ran:  # only this command's trials add to the stored search compute
         study.set_user_attr(
             "comparison:cpu_s",
             study.user_attrs.get("comparison:cpu_s", 0) + time.process_time() - c0,

@@ -48,8 +48,8 @@ import numpy as np
 import optuna
 
 from optuna_biotune import BioTuneObjective, BioTuneSampler
-from optuna_biotune.biotune.cli import generation_progress
 from optuna_biotune.biotune.final import run_final
+from optuna_biotune.biotune.search import generation_progress
 from optuna_biotune.evolution import trial_generation
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -90,7 +90,7 @@ def _objective(args: argparse.Namespace) -> BioTuneObjective:
     return BioTuneObjective(**kwargs)
 
 
-def _ft_unit(objective: BioTuneObjective) -> dict[str, Any]:
+def ft_unit(objective: BioTuneObjective) -> dict[str, Any]:
     """One FT training run at the search's per-run budget: fold 0, first seed."""
     n = len(objective.blocks)
     fold = getattr(objective, "fold", None) or objective._fold  # 1c636cf: _fold
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         study, generations=args.generations, population=args.population
     )
     if not done or "biotune:final" not in study.user_attrs:
-        ft = _ft_unit(objective)
+        ft = ft_unit(objective)
         print(f"FT unit: {ft}", file=sys.stderr, flush=True)
         c0, t0 = time.process_time(), time.perf_counter()
         trials = 0
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             done, _, _ = generation_progress(
                 study, generations=args.generations, population=args.population
             )
-        ft_end = _ft_unit(objective)  # again at the end: load that changed meanwhile cancels
+        ft_end = ft_unit(objective)  # again at the end: load that changed meanwhile cancels
         print(f"FT unit at the end: {ft_end}", file=sys.stderr, flush=True)
         ft = {k: (ft[k] + ft_end[k]) / 2 for k in ("cpu", "wall")} | {"start": ft, "end": ft_end}
         chunk = {
