@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,23 +280,38 @@ def test_server_restart_mid_run_is_retried_and_loses_nothing(cluster: Cluster) -
         text=True,
         env={**os.environ, "BIOTUNE_STORAGE_PATIENCE": "120"},
     )
+    lines: list[str] = []
+    retried = threading.Event()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "storage error" in line and "retrying" in line:
+                retried.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     try:
         deadline = time.time() + 120
         while _count(cluster.url, "restart", TrialState.COMPLETE) < 5:
-            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            assert proc.poll() is None and time.time() < deadline, "".join(lines)
             time.sleep(0.1)
         cluster.pg_ctl("stop")
         assert proc.poll() is None, "the worker finished before the server stopped"
-        time.sleep(3)  # long enough that the worker's calls fail (and are retried)
+        # The server stays down until the worker has seen a call fail and said it retries
+        # (an event, not a fixed sleep: a loaded machine may take seconds to get there).
+        assert retried.wait(timeout=60), "".join(lines)
         cluster.pg_ctl("start")
-        _, err = proc.communicate(timeout=300)
+        proc.wait(timeout=300)
+        reader.join(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    err = "".join(lines)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    assert "storage error" in err and "retrying" in err
     study = optuna.load_study(study_name="restart", storage=cluster.url)
     _assert_consistent(study, target)
 
