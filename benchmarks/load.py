@@ -54,7 +54,8 @@ def worker(name: str, url: str, study_name: str, trials: int, sleep: float, out:
     from optuna_biotune.runtime.storage import open_storage
 
     sampler = make_sampler(name, seed=11)
-    spent = instrument(sampler)
+    cpu: dict[int, float] = {}
+    spent = instrument(sampler, cpu)
     study = optuna.load_study(study_name=study_name, storage=open_storage(url), sampler=sampler)
     ask: dict[int, float] = {}
     asked = [time.perf_counter()]
@@ -73,15 +74,26 @@ def worker(name: str, url: str, study_name: str, trials: int, sleep: float, out:
         time.sleep(sleep)
         return sum((v - 0.3 - 0.05 * i) ** 2 for i, v in enumerate(x))
 
+    profile_dir = os.environ.get("BIOTUNE_LOAD_PROFILE")  # cProfile each worker, for a look
+    profiler = None
+    if profile_dir:
+        import cProfile
+
+        profiler = cProfile.Profile(time.process_time)
+        profiler.enable()
     start = time.time()
     study.optimize(objective, n_trials=trials, gc_after_trial=False)
     end = time.time()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(str(Path(profile_dir) / f"{name}-{os.getpid()}.prof"))
     Path(out).write_text(
         json.dumps(
             {
                 "start": start,
                 "end": end,
                 "sampler_s": [spent[n] for n in sorted(ask)],
+                "sampler_cpu_s": [cpu.get(n, 0.0) for n in sorted(ask)],
                 "ask_s": [ask[n] for n in sorted(ask)],
             }
         )
@@ -142,6 +154,7 @@ def run_once(name: str, url: str, workers: int, trials: int, sleep: float) -> di
     wall = max(d["end"] for d in data) - min(d["start"] for d in data)
     sampler = [s for d in data for s in d["sampler_s"]]
     ask = [s for d in data for s in d["ask_s"]]
+    cpu = [s for d in data for s in d["sampler_cpu_s"]]
     study = optuna.load_study(study_name=study_name, storage=url)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     row = {
@@ -153,6 +166,8 @@ def run_once(name: str, url: str, workers: int, trials: int, sleep: float) -> di
         "sampler_ms_p95": 1000 * statistics.quantiles(sampler, n=20)[-1],
         "ask_ms_median": 1000 * statistics.median(ask),
         "ask_ms_p95": 1000 * statistics.quantiles(ask, n=20)[-1],
+        "sampler_cpu_ms_median": 1000 * statistics.median(cpu),
+        "sampler_cpu_ms_p95": 1000 * statistics.quantiles(cpu, n=20)[-1],
     }
     if name == "BioTuneSampler":
         row["bookkeeping"] = check_bookkeeping(study, workers * trials)
@@ -178,6 +193,8 @@ def main() -> None:
         "sampler_ms_p95",
         "ask_ms_median",
         "ask_ms_p95",
+        "sampler_cpu_ms_median",
+        "sampler_cpu_ms_p95",
     )
     loads = []
     for workers in args.workers:
@@ -233,14 +250,14 @@ def markdown(result: dict) -> str:
         f"genes, {result['objective_sleep_s']} s sleep) on one PostgreSQL study "
         f"({result['storage']}), through `runtime.storage.open_storage` (heartbeat on); median of "
         f"{result['repeats']} alternated runs per sampler. Machine: {result['machine']['cpus']} "
-        f"CPUs shared with other jobs (load average at the end "
+        f"CPUs (load average at the end, the workers and any other job, "
         f"{', '.join(f'{v:.1f}' for v in result['machine']['load_average_at_end'])}), "
         f"Optuna {result['machine']['optuna']}. With more workers than CPUs the figures are "
         "dominated by waiting for a CPU; compare the samplers within a run, not across machines.",
         "",
         "| workers | sampler | throughput (trials/s) | wall (s) | sampler ms/trial median | p95 "
-        "| ask ms/trial median | p95 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ask ms/trial median | p95 | sampler CPU ms median | p95 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for load in result["loads"]:
         for name, row in load["summary_median_over_repeats"].items():
@@ -248,15 +265,17 @@ def markdown(result: dict) -> str:
                 f"| {load['workers']} | {name} | {row['throughput_trials_per_s']:.2f} "
                 f"| {row['wall_s']:.1f} | {row['sampler_ms_median']:.1f} "
                 f"| {row['sampler_ms_p95']:.1f} | {row['ask_ms_median']:.1f} "
-                f"| {row['ask_ms_p95']:.1f} |"
+                f"| {row['ask_ms_p95']:.1f} | {row['sampler_cpu_ms_median']:.1f} "
+                f"| {row['sampler_cpu_ms_p95']:.1f} |"
             )
     lines += [
         "",
         "Each run (pairs ran back to back, order alternated; the shared machine's load swings "
         "between pairs, so compare within a pair):",
         "",
-        "| workers | pair | sampler | throughput (trials/s) | sampler ms median | p95 |",
-        "|---|---|---|---|---|---|",
+        "| workers | pair | sampler | throughput (trials/s) | sampler ms median | p95 "
+        "| CPU ms median | p95 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for load in result["loads"]:
         for i in range(result["repeats"]):
@@ -265,7 +284,8 @@ def markdown(result: dict) -> str:
                 lines.append(
                     f"| {load['workers']} | {i + 1} | {name} "
                     f"| {r['throughput_trials_per_s']:.2f} "
-                    f"| {r['sampler_ms_median']:.1f} | {r['sampler_ms_p95']:.1f} |"
+                    f"| {r['sampler_ms_median']:.1f} | {r['sampler_ms_p95']:.1f} "
+                    f"| {r['sampler_cpu_ms_median']:.1f} | {r['sampler_cpu_ms_p95']:.1f} |"
                 )
     lines.append("")
     for load in result["loads"]:
@@ -286,7 +306,9 @@ def markdown(result: dict) -> str:
     lines += [
         "Sampler ms: time inside the sampler's hooks per trial (its storage reads and writes "
         "included). Ask ms: `study.ask()` up to the first parameter (trial creation and the "
-        "sampler's relative sampling).",
+        "sampler's relative sampling). Sampler CPU ms: the CPU time of the worker's thread "
+        "inside the hooks (the sampler's own work: what it costs the machine; the rest of the "
+        "sampler ms is waiting for the storage and, with more workers than CPUs, for a CPU).",
         "",
     ]
     return "\n".join(lines)

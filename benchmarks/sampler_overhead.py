@@ -63,18 +63,25 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise SystemExit(f"unknown sampler {name!r}")
 
 
-def instrument(sampler: optuna.samplers.BaseSampler) -> dict[int, float]:
-    """Wrap the sampler's hooks; return the dict trial number -> seconds spent inside them."""
+def instrument(
+    sampler: optuna.samplers.BaseSampler, cpu: dict[int, float] | None = None
+) -> dict[int, float]:
+    """Wrap the sampler's hooks; return the dict trial number -> seconds spent inside them.
+
+    With ``cpu``, also fill it with the CPU seconds of the calling thread inside them (the
+    sampler's own work, without the waits for the storage and for a CPU)."""
     spent: dict[int, float] = defaultdict(float)
     for hook in HOOKS:
         original = getattr(sampler, hook)
 
         def timed(study, trial, *args, _original=original, **kwargs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 return _original(study, trial, *args, **kwargs)
             finally:
                 spent[trial.number] += time.perf_counter() - t0
+                if cpu is not None:
+                    cpu[trial.number] = cpu.get(trial.number, 0.0) + time.thread_time() - c0
 
         setattr(sampler, hook, timed)
     return spent

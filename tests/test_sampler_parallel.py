@@ -92,3 +92,67 @@ def _worker(url: str, study_name: str, n_trials: int, seed: int, opened_by: str)
 
 if __name__ == "__main__":  # a worker process of test_three_processes_share_one_study
     _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+
+
+def test_a_claim_that_finds_the_generation_full_opens_the_next_without_a_new_read(
+    sqlite_url: str,
+) -> None:
+    """A worker whose read is old finds every slot it saw free held by a trial it never read:
+    it opens the next generation from that read, with that trial pending, and reads the
+    study's trials no second time (the claim's transaction told it who holds the slots)."""
+    from optuna_biotune.runtime.storage import open_storage
+
+    def sampler() -> BioTuneSampler:
+        return BioTuneSampler(population_size=4, n_elites=1, seed=5)
+
+    study = optuna.create_study(
+        study_name="full", storage=open_storage(sqlite_url), sampler=sampler()
+    )
+    study.optimize(objective, n_trials=3)  # generation 0 has one slot left
+    other = optuna.load_study(
+        study_name="full", storage=open_storage(sqlite_url), sampler=sampler()
+    )
+    gens = study.sampler.generations
+    claim = gens._claim_atomically
+    late: list[optuna.Trial] = []
+
+    def claim_after_another(*args, **kwargs):
+        if not late:  # between this worker's read and its claim, another takes the last slot
+            late.append(other.ask())
+            late[0].suggest_float("x0", -5.0, 5.0)
+        return claim(*args, **kwargs)
+
+    reads = []
+    get_all_trials = study._storage.get_all_trials
+
+    def counted(*args, **kwargs):
+        if kwargs.get("states") is None:  # not Optuna's own look for WAITING trials in ask()
+            reads.append(1)
+        return get_all_trials(*args, **kwargs)
+
+    gens._claim_atomically = claim_after_another  # type: ignore[method-assign]
+    study._storage.get_all_trials = counted  # type: ignore[method-assign]
+    trial = study.ask()
+    trial.suggest_float("x0", -5.0, 5.0)
+    study._storage.get_all_trials = get_all_trials  # type: ignore[method-assign]
+    gens._claim_atomically = claim  # type: ignore[method-assign]
+
+    (b,) = late
+    mine = study._storage.get_trial_system_attrs(trial._trial_id)[f"{NS}:slot"]
+    theirs = other._storage.get_trial_system_attrs(b._trial_id)[f"{NS}:slot"]
+    assert theirs["generation"] == 0 and mine["generation"] == 1
+    records = {r["generation"]: r for r in generation_records(study, NS)}
+    assert records[1]["opened_by"] == trial.number
+    assert b.number in records[1]["pending"]
+    assert len(reads) == 1  # the search space's read; no second one after the failed claim
+
+    # The late trial's result reaches the evolution: the study goes on consistently.
+    other.tell(b, objective(optuna.trial.FixedTrial(b.params | {"x1": 0.0, "x2": 0.0})))
+    study.tell(trial, 1.0)
+    study.optimize(objective, n_trials=12)
+    claims = [
+        (t.system_attrs[f"{NS}:slot"]["generation"], t.system_attrs[f"{NS}:slot"]["slot"])
+        for t in study.trials
+        if t.state == TrialState.COMPLETE
+    ]
+    assert len(set(claims)) == len(claims)

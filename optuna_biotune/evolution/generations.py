@@ -179,10 +179,29 @@ class Generations(GenerationLedger):
                 just_read = self._after_opening(study, opened, trials, generation, atomic)
                 continue
             if atomic:
-                claimed = self._claim_atomically(study, trial, record, view, free)
-                if claimed is None:  # every slot this read found free is held by now
-                    continue
-                return claimed
+                holders: dict[int, int] = {}
+                claimed = self._claim_atomically(study, trial, record, view, free, holders)
+                if claimed is not None:
+                    return claimed
+                # Every slot this read found free is held by now. When the claim's transaction
+                # saw every slot held, the generation is full: open the next one from this read,
+                # the holders it did not know waited for as pending (as a running trial is),
+                # without reading the study again (at 16 workers that read was the tail).
+                used = {s for s, n in view.dead.items() if n >= self.slot_attempts}
+                if set(holders) | used >= set(range(len(record["slots"]))):
+                    known = {t.number for ts in view.live.values() for t in ts}
+                    opened = self.open_next(
+                        study,
+                        trial,
+                        trials,
+                        head=head,
+                        record=record,
+                        view=view,
+                        also_pending=[n for n in holders.values() if n not in known],
+                    )
+                    generation = int(record["generation"]) + 1
+                    just_read = self._after_opening(study, opened, trials, generation, atomic)
+                continue
             slot = free[view.earlier_unclaimed % len(free)] if conflicts == 0 else free[0]
             while True:  # after a conflict, the other slots this read found free, then read again
                 if conflicts > 0:
@@ -238,13 +257,15 @@ class Generations(GenerationLedger):
         record: Mapping[str, Any],
         view: SlotView,
         free: list[int],
+        holders: dict[int, int] | None = None,
         *,
         first: int | None = None,
     ) -> Assignment | None:
         """Claim one of ``free`` through the storage's ``claim_slot`` (one transaction, never
         withdrawn): the slot this read suggests first (``first``, else the one after the free
         slots that trials numbered below this one may take), then the others in order.
-        ``None`` when every one of them is held by now."""
+        ``None`` when every one of them is held by now. ``holders``: filled as
+        ``claim_slot`` fills it."""
         k = view.earlier_unclaimed % len(free) if first is None else free.index(first)
         plans: dict[int, dict[str, Any]] = {}
 
@@ -262,6 +283,7 @@ class Generations(GenerationLedger):
             candidates=free[k:] + free[:k],
             claim_for=claim_for,
             attempts=self.slot_attempts,  # the storage counts them too: the read may be old
+            holders=holders,
         )
         if slot is None:
             return None

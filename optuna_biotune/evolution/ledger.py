@@ -303,11 +303,16 @@ class GenerationLedger:
         head: Mapping[str, Any] | None,
         record: Mapping[str, Any] | None,
         view: SlotView | None,
+        also_pending: Sequence[int] = (),
     ) -> dict[str, Any] | None:
         """Open the generation after ``record``'s (generation 0 when ``record`` is ``None``)
         from the completed results, with ``trial`` as its opener; called by
         :meth:`Generations.assign` when every slot is taken (public for tests that stage a race
         between two openers).
+
+        ``also_pending``: numbers of trials holding slots of ``record``'s generation that
+        ``trials`` does not hold (created after that read); they are pending, as running
+        trials are, and the next opening reads their results.
 
         A storage that offers ``open_generation`` (the CLI's ``WorkerStorage``) writes the
         record and the head in one transaction, serialised with every other opening, so a
@@ -351,7 +356,7 @@ class GenerationLedger:
                 for t in running
                 if (claim := self.claim_of(t)) is not None  # it may have stepped back since
                 and generation - int(claim["generation"]) <= _PENDING_GENERATIONS
-            ]
+            ] + [int(n) for n in also_pending]
             if not names:
                 names, space = self._names(finished)
             window = max(0, min([trial.number, *pending, *view.running_numbers]) - _WINDOW_MARGIN)

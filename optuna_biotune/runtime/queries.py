@@ -163,11 +163,13 @@ class SamplerQueries:
         min_number: int,
         generation: int,
         attempts: int | None = None,
+        holders: dict[int, int] | None = None,
     ) -> set[int]:
         """The slots of ``generation`` claimed under the trial system attr ``key`` by the study's
         live trials (RUNNING, WAITING, COMPLETE) numbered ``min_number`` or more, trial
         ``trial_id`` left out; with ``attempts``, also those whose claims ended FAIL or
-        PRUNED that often (used up)."""
+        PRUNED that often (used up). ``holders``, when given, is filled with each live claim's
+        slot and trial number."""
         import json
 
         from optuna.storages._rdb import models
@@ -177,7 +179,7 @@ class SamplerQueries:
         dead = (TrialState.FAIL, TrialState.PRUNED)
         states = live if attempts is None else live + dead
         rows = (
-            session.query(models.TrialModel.state, attr.value_json)
+            session.query(models.TrialModel.state, models.TrialModel.number, attr.value_json)
             .join(models.TrialModel, attr.trial_id == models.TrialModel.trial_id)
             .filter(models.TrialModel.study_id == study_id)
             .filter(models.TrialModel.number >= min_number)
@@ -188,13 +190,15 @@ class SamplerQueries:
         )
         held: set[int] = set()
         failed: dict[int, int] = {}
-        for state, value in rows:
+        for state, number, value in rows:
             claim = json.loads(value)
             if not isinstance(claim, dict) or int(claim.get("generation", -1)) != int(generation):
                 continue
             slot = int(claim.get("slot", -1))
             if state in live:
                 held.add(slot)
+                if holders is not None and slot >= 0:
+                    holders[slot] = int(number)
             else:
                 failed[slot] = failed.get(slot, 0) + 1
         if attempts is not None:
@@ -212,6 +216,7 @@ class SamplerQueries:
         candidates: Sequence[int],
         claim_for: Callable[[int], dict[str, Any]],
         attempts: int | None = None,
+        holders: dict[int, int] | None = None,
     ) -> int | None:
         """Claim for trial ``trial_id`` the first of ``candidates`` (slots of ``generation``)
         that no other live trial numbered ``min_number`` or more holds (and, with ``attempts``,
@@ -223,7 +228,10 @@ class SamplerQueries:
 
         ``claim_for(slot)`` gives the value written under the trial system attr ``key`` (a
         dict with ``"generation"`` and ``"slot"``). Returns the slot claimed, or ``None`` when
-        every candidate is held (nothing is written).
+        every candidate is held (nothing is written). ``holders``, when given, is filled with
+        the slot and trial number of every other live claim on the generation the transaction
+        saw (so a caller whose claim failed knows who holds the slots without reading the
+        study again).
         """
         import hashlib
 
@@ -242,7 +250,7 @@ class SamplerQueries:
                     {"lock": lock - 2**63},  # a signed bigint
                 )
                 held = self._held_slots(
-                    session, study_id, trial_id, key, min_number, generation, attempts
+                    session, study_id, trial_id, key, min_number, generation, attempts, holders
                 )
                 slot = next((int(s) for s in candidates if int(s) not in held), None)
                 if slot is None:
@@ -253,7 +261,7 @@ class SamplerQueries:
             slot = int(candidates[0])
             self._upsert_trial_system_attrs(session, trial_id, {key: claim_for(slot)})
             held = self._held_slots(
-                session, study_id, trial_id, key, min_number, generation, attempts
+                session, study_id, trial_id, key, min_number, generation, attempts, holders
             )
             if slot in held:
                 slot = next((int(s) for s in candidates if int(s) not in held), None)
