@@ -186,6 +186,64 @@ def _figure(runs: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def _unit(doc: dict[str, Any] | None) -> float | None:
+    """CPU seconds of one FT run (lr 1e-3, full training split) in a ``methods`` run."""
+    if doc is None or "FT@0.001" not in doc["cells"]:
+        return None
+    return doc["cells"]["FT@0.001"]["cpu_s"] / len(doc["settings"]["seeds"])
+
+
+def _cost_section(
+    methods: dict[str, dict[str, Any]],
+    searches: list[dict[str, Any]],
+    fractions: list[dict[str, Any]],
+    samplers: list[dict[str, Any]],
+) -> list[str]:
+    """What running each part cost (CPU minutes, 1 torch thread, so about the wall minutes of
+    a part with a core to itself) and the total: issue 15 asks each part to fit 90 minutes."""
+    rows: list[tuple[str, float]] = []
+    for dataset, doc in sorted(methods.items()):
+        cpu = sum(c.get("cpu_s", 0.0) for c in doc["cells"].values())
+        rows.append((f"methods --dataset {dataset}", cpu))
+    for s in searches:
+        final = float(s.get("final_seconds") or 0.0)
+        part = f"biotune --dataset {s['dataset']} --search-seed {s['budget']['sampler_seed']}"
+        rows.append((part, s["search_cpu_s"] + final))
+    for s in fractions:
+        final = float(s.get("final_seconds") or 0.0)
+        part = f"fraction --dataset {s['dataset']} --fraction {s['budget']['data_fraction']:g}"
+        rows.append((part, s["search_cpu_s"] + final))
+    for s in samplers:
+        unit = _unit(methods.get(s["dataset"]))
+        final = 0.0 if unit is None else 3 * unit  # the top-1's retraining, 3 FT runs at most
+        rows.append(
+            (
+                f"samplers --dataset {s['dataset']} --sampler {s['sampler']} --seed {s['seed']}",
+                s["search_cpu_s"] + final,
+            )
+        )
+    if not rows:
+        return []
+    lines = [
+        "## What running it costs",
+        "",
+        "CPU minutes of each part that has run (1 torch thread: a part with a core to itself "
+        "takes about as many wall minutes; two parts run side by side on 2 cores). A "
+        "`methods` part sums its cells; a search adds its `final` retraining; a sampler "
+        "search adds 3 FT runs for its retraining (an upper bound). Parts are resumable, and "
+        "a search stops at `--minutes` (85) and continues when its command is run again.",
+        "",
+        "| part | CPU minutes |",
+        "|---|---|",
+        *[f"| `{part}` | {cpu / 60:.0f} |" for part, cpu in rows],
+        "",
+        f"Total of the parts above: {sum(c for _, c in rows) / 3600:.1f} CPU hours over "
+        f"{len(rows)} parts; the longest part {max(c for _, c in rows) / 60:.0f} CPU minutes.",
+        "",
+    ]
+    return lines
+
+
 def write_report(folder: Path, results: Path) -> Path:
     """Write ``comparison.md`` (and the sampler figure) from the parts' results."""
     methods = {d["dataset"]: d for d in _read(folder, "methods-*.json")}
@@ -251,9 +309,11 @@ def write_report(folder: Path, results: Path) -> Path:
     lines += [
         "## Table III: data fraction (digits, sampler seed 0, same search budget)",
         "",
-        "| data fraction | top-1 test % | search in FT runs | evaluations (raced) |",
-        "|---|---|---|---|",
+        "| data fraction | top-1 test % | search in FT runs (its own unit) | search CPU s | "
+        "search in full-data FT runs | evaluations (raced) |",
+        "|---|---|---|---|---|---|",
     ]
+    digits_unit = _unit(methods.get("digits"))
     by_fraction = {f["budget"]["data_fraction"]: f for f in fractions if f.get("complete")}
     for s in searches:
         if s["dataset"] == "digits" and s["budget"]["sampler_seed"] == 0 and s.get("complete"):
@@ -261,17 +321,21 @@ def write_report(folder: Path, results: Path) -> Path:
     for frac in (0.1, 0.25, 0.5, 1.0):
         s = by_fraction.get(frac)
         if s is None:
-            lines.append(f"| {100 * frac:g} % | not run | | |")
+            lines.append(f"| {100 * frac:g} % | not run | | | | |")
             continue
+        full = "n/a" if digits_unit is None else f"{s['search_cpu_s'] / digits_unit:.1f}"
         lines.append(
             f"| {100 * frac:g} % | "
             f"{_pct(s['top1_test_accuracy'], s['top1_test_accuracy_stderr'])} | "
-            f"{s['search_ft_runs_cpu']} | {s['evaluations']} ({s['raced']}) |"
+            f"{s['search_ft_runs_cpu']} | {s['search_cpu_s']:.0f} | {full} | "
+            f"{s['evaluations']} ({s['raced']}) |"
         )
     lines += [
         "",
-        "Search compute here is in each search's own FT unit (one FT run at the search's "
-        "per-run budget: fold 0 of the fraction of the training data), timed in its command.",
+        "Search compute in its own FT unit: one FT run at the search's per-run budget (fold 0 "
+        "of the fraction of the training data), timed in its command. In full-data FT runs: "
+        "the search's CPU seconds over the digits `methods` run's FT unit (one FT run on the "
+        "full training split), the same yardstick for every fraction.",
         "",
         "## BioTuneSampler against Optuna's samplers on BioTune's problem",
         "",
@@ -280,6 +344,7 @@ def write_report(folder: Path, results: Path) -> Path:
         lines += [f"### {dataset}", "", *_sampler_section(samplers, dataset), ""]
     if _figure(samplers, results / "comparison_samplers.png"):
         lines += ["![best validation so far](comparison_samplers.png)", ""]
+    lines += _cost_section(methods, searches, fractions, samplers)
     if commands:
         lines += ["## Commands", "", "```bash", *sorted(set(commands)), "```", ""]
     out = results / "comparison.md"
