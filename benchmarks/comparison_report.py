@@ -106,9 +106,14 @@ def _methods_rows(doc: dict[str, Any], searches: list[dict[str, Any]]) -> list[s
         costs = [s["search_ft_runs_cpu"] * scale + 3 for s in done]
         share = f"{100 * sum(shares) / len(shares):.2f}" if shares else "n/a"
         per = ", ".join(f"{100 * a:.2f}" for a in accs)
+        spread = (
+            f"**{_pct(mean, sem)}** (s.e. across searches)"
+            if len(done) > 1
+            else f"**{100 * mean:.2f}** (one search: no s.e. across searches yet)"
+        )
         lines.append(
-            f"| **BioTune, top-1 by validation** ({len(done)} searches: {per}) | "
-            f"**{_pct(mean, sem)}** (s.e. across searches) | "
+            f"| **BioTune, top-1 by validation** ({len(done)} search"
+            f"{'es' if len(done) > 1 else ''}: {per}) | {spread} | "
             f"{100 * sum(s['best_validation'] for s in done) / len(done):.2f} (search fold) | "
             f"{share} | {sum(costs) / len(costs):.1f} | | |"
         )
