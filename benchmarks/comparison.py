@@ -246,6 +246,7 @@ def run_samplers(args: argparse.Namespace, command: str) -> None:
     from optuna_biotune import BioTuneObjective
     from optuna_biotune.biotune.report import top_configurations
     from optuna_biotune.engine.seeds import mean_sem
+    from optuna_biotune.runtime.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = f"samplers-{args.dataset}-{args.sampler}-s{args.seed}"
@@ -262,7 +263,7 @@ def run_samplers(args: argparse.Namespace, command: str) -> None:
     )
     study = optuna.create_study(
         study_name=name,
-        storage=f"sqlite:///{RUNS / name}.db",
+        storage=open_storage(f"sqlite:///{RUNS / name}.db"),  # the CLI's: a killed run recovers
         sampler=_sampler(args.sampler, args.seed),
         pruner=optuna.pruners.NopPruner(),
         direction="maximize",

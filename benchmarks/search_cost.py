@@ -51,6 +51,7 @@ from optuna_biotune import BioTuneObjective, BioTuneSampler
 from optuna_biotune.biotune.final import run_final
 from optuna_biotune.biotune.search import generation_progress
 from optuna_biotune.evolution import trial_generation
+from optuna_biotune.runtime.storage import open_storage
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ATTR = "search_cost:"
@@ -335,7 +336,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = args.name or f"search_cost-{args.dataset}-{args.protocol}"
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{Path(args.workdir).resolve() / name}.db"
+    # The CLI's storage: a rerun after a kill fails the dead process's trial at once and its
+    # slot is issued again (a plain URL would leave it RUNNING and the search would go on
+    # without it).
+    storage = open_storage(f"sqlite:///{Path(args.workdir).resolve() / name}.db")
     if args.replay:
         study = optuna.load_study(
             study_name=name,
