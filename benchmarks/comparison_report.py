@@ -236,7 +236,9 @@ def _cost_section(
         "takes about as many wall minutes; two parts run side by side on 2 cores). A "
         "`methods` part sums its cells; a search adds its `final` retraining; a sampler "
         "search adds 3 FT runs for its retraining (an upper bound). Parts are resumable, and "
-        "a search stops at `--minutes` (85) and continues when its command is run again.",
+        "a search stops at `--minutes` (85) and continues when its command is run again. Not "
+        "counted: the 3 FT runs a `biotune`/`fraction` part trains for its own FT line (about "
+        "1 CPU minute on digits, 4 on mnist5k).",
         "",
         "| part | CPU minutes |",
         "|---|---|",
