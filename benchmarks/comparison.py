@@ -274,18 +274,19 @@ def run_samplers(args: argparse.Namespace, command: str) -> None:
         study.tell(t.number, state=State.FAIL)  # a killed earlier command's trial
     if "biotune:spec" not in study.user_attrs:
         study.set_user_attr("biotune:spec", objective.spec())
-    c0, ran = time.process_time(), 0
+    c0 = time.process_time()
     while len(study.get_trials(deepcopy=False, states=(State.COMPLETE,))) < args.evaluations:
         study.optimize(objective, n_trials=1)
-        ran += 1
+        # Stored after every trial, so a command killed later keeps what it spent (a trial cut
+        # off by the kill is not counted; the one that replaces it is).
+        c1 = time.process_time()
+        study.set_user_attr(
+            "comparison:cpu_s", study.user_attrs.get("comparison:cpu_s", 0) + c1 - c0
+        )
+        c0 = c1
         t = study.trials[-1]
         _log(
             f"{name}: trial {t.number} value {t.value} share {t.user_attrs.get('trainable_share')}"
-        )
-    if ran:  # only this command's trials add to the stored search compute
-        study.set_user_attr(
-            "comparison:cpu_s",
-            study.user_attrs.get("comparison:cpu_s", 0) + time.process_time() - c0,
         )
     done = sorted(
         study.get_trials(deepcopy=False, states=(State.COMPLETE,)), key=lambda t: t.number
