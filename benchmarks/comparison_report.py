@@ -26,6 +26,13 @@ def _pct(mean: float, sem: float) -> str:
     return f"{100 * mean:.2f} ± {100 * sem:.2f}"
 
 
+def _across(values: list[float]) -> str:
+    """Mean ± standard error across searches; one search has no spread to show."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f} (one search)"
+    return _pct(*mean_sem(values))
+
+
 def _read(folder: Path, pattern: str) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob(pattern))]
 
@@ -145,14 +152,13 @@ def _sampler_section(runs: list[dict[str, Any]], dataset: str) -> list[str]:
         if not rs:
             lines.append(f"| {label} | not run | | | | |")
             continue
-        best = mean_sem([r["best_so_far"][n - 1] for r in rs])
-        test = mean_sem([r["final"]["mean"] for r in rs])
+        best = _across([r["best_so_far"][n - 1] for r in rs])
+        test = _across([r["final"]["mean"] for r in rs])
         share = sum(r["final"]["trainable_share"] for r in rs) / len(rs)
         seeds = ", ".join(str(r["seed"]) for r in rs)
         invalid = sum(r["invalid"] for r in rs)
         lines.append(
-            f"| {label} | {len(rs)} ({seeds}) | {_pct(*best)} | {_pct(*test)} | "
-            f"{100 * share:.1f} | {invalid} |"
+            f"| {label} | {len(rs)} ({seeds}) | {best} | {test} | {100 * share:.1f} | {invalid} |"
         )
     return lines
 
