@@ -47,10 +47,9 @@ def _at_budget(cell: dict[str, Any], epochs: int) -> str:
 def _methods_rows(doc: dict[str, Any], searches: list[dict[str, Any]]) -> list[str]:
     cells = doc["cells"]
     epochs = doc["settings"]["epochs"]
-    ft = cells.get("FT@0.001")
-    if ft is None:
+    ft, unit = cells.get("FT@0.001"), _unit(doc)
+    if ft is None or unit is None:
         return ["FT at 1e-3 not run yet: no unit, no table."]
-    unit = ft["cpu_s"] / len(ft["test_accuracies"])  # one FT run, CPU s
     lines = [
         f"Unit: one FT run (one seed, lr 1e-3, full training split) = {unit:.1f} CPU s "
         "in this dataset's `methods` run.",
@@ -105,7 +104,6 @@ def _methods_rows(doc: dict[str, Any], searches: list[dict[str, Any]]) -> list[s
     half = cells.get("ft_unit_search_budget")
     if done and half:
         accs = [s["top1_test_accuracy"] for s in done]
-        mean, sem = mean_sem(accs)
         shares = [s.get("top1_trainable_share") for s in done]
         shares = [x for x in shares if x is not None]
         # Each search counted in its own run's FT unit (half data), moved to this unit.
@@ -113,11 +111,7 @@ def _methods_rows(doc: dict[str, Any], searches: list[dict[str, Any]]) -> list[s
         costs = [s["search_ft_runs_cpu"] * scale + 3 for s in done]
         share = f"{100 * sum(shares) / len(shares):.2f}" if shares else "n/a"
         per = ", ".join(f"{100 * a:.2f}" for a in accs)
-        spread = (
-            f"**{_pct(mean, sem)}** (s.e. across searches)"
-            if len(done) > 1
-            else f"**{100 * mean:.2f}** (one search: no s.e. across searches yet)"
-        )
+        spread = f"**{_across(accs)}**" + (" (s.e. across searches)" if len(done) > 1 else "")
         lines.append(
             f"| **BioTune, top-1 by validation** ({len(done)} search"
             f"{'es' if len(done) > 1 else ''}: {per}) | {spread} | "
@@ -199,9 +193,8 @@ def _figure(runs: list[dict[str, Any]], path: Path) -> bool:
 
 def _unit(doc: dict[str, Any] | None) -> float | None:
     """CPU seconds of one FT run (lr 1e-3, full training split) in a ``methods`` run."""
-    if doc is None or "FT@0.001" not in doc["cells"]:
-        return None
-    return doc["cells"]["FT@0.001"]["cpu_s"] / len(doc["settings"]["seeds"])
+    ft = None if doc is None else doc["cells"].get("FT@0.001")
+    return None if ft is None else ft["cpu_s"] / len(ft["test_accuracies"])
 
 
 def _cost_section(
@@ -216,14 +209,13 @@ def _cost_section(
     for dataset, doc in sorted(methods.items()):
         cpu = sum(c.get("cpu_s", 0.0) for c in doc["cells"].values())
         rows.append((f"methods --dataset {dataset}", cpu))
-    for s in searches:
-        final = float(s.get("final_seconds") or 0.0)
-        part = f"biotune --dataset {s['dataset']} --search-seed {s['budget']['sampler_seed']}"
-        rows.append((part, s["search_cpu_s"] + final))
-    for s in fractions:
-        final = float(s.get("final_seconds") or 0.0)
-        part = f"fraction --dataset {s['dataset']} --fraction {s['budget']['data_fraction']:g}"
-        rows.append((part, s["search_cpu_s"] + final))
+    for docs, part, option in (
+        (searches, "biotune", lambda s: f"--search-seed {s['budget']['sampler_seed']}"),
+        (fractions, "fraction", lambda s: f"--fraction {s['budget']['data_fraction']:g}"),
+    ):
+        for s in docs:  # a search part: its search and its `final` retraining
+            cpu = s["search_cpu_s"] + float(s.get("final_seconds") or 0.0)
+            rows.append((f"{part} --dataset {s['dataset']} {option(s)}", cpu))
     for s in samplers:
         unit = _unit(methods.get(s["dataset"]))
         final = 0.0 if unit is None else 3 * unit  # the top-1's retraining, 3 FT runs at most
