@@ -25,7 +25,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -128,12 +128,33 @@ class Generations(GenerationLedger):
             for ts in view.live.values()
         )
 
+    def _used_up(self, view: SlotView) -> set[int]:
+        """The slots whose claims ended FAIL or PRUNED ``slot_attempts`` times."""
+        return {s for s, n in view.dead.items() if n >= self.slot_attempts}
+
     def _free_slots(self, record: Mapping[str, Any], view: SlotView) -> list[int]:
-        return [
-            s
-            for s in range(len(record["slots"]))
-            if s not in view.live and view.dead.get(s, 0) < self.slot_attempts
-        ]
+        used = self._used_up(view)
+        return [s for s in range(len(record["slots"])) if s not in view.live and s not in used]
+
+    def _open_after(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        trials: Any,
+        *,
+        head: Mapping[str, Any],
+        record: Mapping[str, Any],
+        view: SlotView,
+        atomic: bool,
+        also_pending: Sequence[int] = (),
+    ) -> tuple[int, Any, Any, Any] | None:
+        """Open the generation after ``record``'s from this read (:meth:`open_next`); what
+        :meth:`assign` goes on from (:meth:`_after_opening`)."""
+        opened = self.open_next(
+            study, trial, trials, head=head, record=record, view=view, also_pending=also_pending
+        )
+        generation = int(record["generation"]) + 1
+        return self._after_opening(study, opened, trials, generation, atomic)
 
     # ---- the public operations
 
@@ -174,9 +195,9 @@ class Generations(GenerationLedger):
                     waits += 1
                     time.sleep(_CONFIRM_DELAY)
                     continue
-                opened = self.open_next(study, trial, trials, head=head, record=record, view=view)
-                generation = int(record["generation"]) + 1
-                just_read = self._after_opening(study, opened, trials, generation, atomic)
+                just_read = self._open_after(
+                    study, trial, trials, head=head, record=record, view=view, atomic=atomic
+                )
                 continue
             if atomic:
                 holders: dict[int, int] = {}
@@ -187,20 +208,18 @@ class Generations(GenerationLedger):
                 # saw every slot held, the generation is full: open the next one from this read,
                 # the holders it did not know waited for as pending (as a running trial is),
                 # without reading the study again (at 16 workers that read was the tail).
-                used = {s for s, n in view.dead.items() if n >= self.slot_attempts}
-                if set(holders) | used >= set(range(len(record["slots"]))):
+                if set(holders) | self._used_up(view) >= set(range(len(record["slots"]))):
                     known = {t.number for ts in view.live.values() for t in ts}
-                    opened = self.open_next(
+                    just_read = self._open_after(
                         study,
                         trial,
                         trials,
                         head=head,
                         record=record,
                         view=view,
+                        atomic=atomic,
                         also_pending=[n for n in holders.values() if n not in known],
                     )
-                    generation = int(record["generation"]) + 1
-                    just_read = self._after_opening(study, opened, trials, generation, atomic)
                 continue
             slot = free[view.earlier_unclaimed % len(free)] if conflicts == 0 else free[0]
             while True:  # after a conflict, the other slots this read found free, then read again
