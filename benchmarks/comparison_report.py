@@ -176,15 +176,26 @@ def _figure(runs: list[dict[str, Any]], path: Path) -> bool:
             if not rs:
                 continue
             n = min(len(r["best_so_far"]) for r in rs)
-            curve = [sum(r["best_so_far"][i] for r in rs) / len(rs) for i in range(n)]
-            ax.plot(range(1, n + 1), [100 * v for v in curve], label=f"{label} ({len(rs)})")
-            lows.append(100 * curve[min(4, n - 1)])
+            per_step = [[100 * r["best_so_far"][i] for r in rs] for i in range(n)]
+            curve = [mean_sem(v)[0] for v in per_step]
+            xs = range(1, n + 1)
+            (line,) = ax.plot(xs, curve, label=f"{label} ({len(rs)})")
+            if len(rs) > 1:  # the band: mean ± standard error across searches
+                se = [mean_sem(v)[1] for v in per_step]
+                lo = [c - e for c, e in zip(curve, se, strict=True)]
+                hi = [c + e for c, e in zip(curve, se, strict=True)]
+                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+            lows.append(curve[min(4, n - 1)])
         if lows:  # from the fifth evaluation on: the first draws would flatten the rest
             ax.set_ylim(bottom=min(lows) - 1, top=100.2)
-        ax.set_title(f"{d}: best validation accuracy so far (mean over sampler seeds)")
+        ax.set_title(d)
         ax.set_xlabel("evaluations")
         ax.set_ylabel("validation accuracy %")
         ax.legend()
+    fig.suptitle(
+        "Best validation accuracy so far: mean over searches (their number in brackets), "
+        "band ± s.e."
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
