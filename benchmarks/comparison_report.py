@@ -123,7 +123,7 @@ def _methods_rows(doc: dict[str, Any], searches: list[dict[str, Any]]) -> list[s
     return lines
 
 
-def _sampler_section(runs: list[dict[str, Any]], dataset: str) -> list[str]:
+def _sampler_section(runs: list[dict[str, Any]], dataset: str, unit: float | None) -> list[str]:
     mine = [r for r in runs if r["dataset"] == dataset]
     if not mine:
         return [f"Not run yet on {dataset}."]
@@ -134,25 +134,31 @@ def _sampler_section(runs: list[dict[str, Any]], dataset: str) -> list[str]:
         "training split with seeds 1001-1003 and tested. BioTuneSampler's evaluations move to "
         "the next stratified fold each generation (paper Sec. 3); the other samplers have no "
         "generations, so all their evaluations score on fold 0: their best validation is a "
-        "maximum over one fold's noise and reads higher; the test column is the judge.",
+        "maximum over one fold's noise and reads higher; the test column is the judge. "
+        "Compute: the search's CPU seconds in this dataset's FT runs, plus 3 for the "
+        "retraining (an upper bound), mean over searches.",
         "",
         f"| sampler | searches (seeds) | best validation after {n} % (± s.e.) | "
-        "top-1 test accuracy % (± s.e. across searches) | trainable share % | "
-        "invalid evaluations |",
-        "|---|---|---|---|---|---|",
+        "top-1 test accuracy % (± s.e. across searches) | each search's top-1 test % | "
+        "each search's trainable share % | invalid evaluations | compute (FT runs) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, label in SAMPLER_LABELS.items():
         rs = [r for r in mine if r["sampler"] == key]
         if not rs:
-            lines.append(f"| {label} | not run | | | | |")
+            lines.append(f"| {label} | not run | | | | | | |")
             continue
         best = _across([r["best_so_far"][n - 1] for r in rs])
         test = _across([r["final"]["mean"] for r in rs])
-        share = sum(r["final"]["trainable_share"] for r in rs) / len(rs)
+        each = ", ".join(f"{100 * r['final']['mean']:.2f}" for r in rs)
+        shares = ", ".join(f"{100 * r['final']['trainable_share']:.1f}" for r in rs)
         seeds = ", ".join(str(r["seed"]) for r in rs)
         invalid = sum(r["invalid"] for r in rs)
+        cpu = sum(r["search_cpu_s"] for r in rs) / len(rs)
+        cost = "n/a" if unit is None else f"{cpu / unit + 3:.1f}"
         lines.append(
-            f"| {label} | {len(rs)} ({seeds}) | {best} | {test} | {100 * share:.1f} | {invalid} |"
+            f"| {label} | {len(rs)} ({seeds}) | {best} | {test} | {each} | {shares} | "
+            f"{invalid} | {cost} |"
         )
     return lines
 
@@ -357,7 +363,8 @@ def write_report(folder: Path, results: Path) -> Path:
         "",
     ]
     for dataset in ("digits", "mnist5k"):
-        lines += [f"### {dataset}", "", *_sampler_section(samplers, dataset), ""]
+        unit = _unit(methods.get(dataset))
+        lines += [f"### {dataset}", "", *_sampler_section(samplers, dataset, unit), ""]
     if _figure(samplers, results / "comparison_samplers.png"):
         lines += ["![best validation so far](comparison_samplers.png)", ""]
     lines += _cost_section(methods, searches, fractions, samplers)
