@@ -154,8 +154,8 @@ def _sampler_section(runs: list[dict[str, Any]], dataset: str, unit: float | Non
         shares = ", ".join(f"{100 * r['final']['trainable_share']:.1f}" for r in rs)
         seeds = ", ".join(str(r["seed"]) for r in rs)
         invalid = sum(r["invalid"] for r in rs)
-        cpu = sum(r["search_cpu_s"] for r in rs) / len(rs)
-        cost = "n/a" if unit is None else f"{cpu / unit + 3:.1f}"
+        cpu = sum(_sampler_cpu(r, unit) for r in rs) / len(rs)
+        cost = "n/a" if unit is None else f"{cpu / unit:.1f}"
         lines.append(
             f"| {label} | {len(rs)} ({seeds}) | {best} | {test} | {each} | {shares} | "
             f"{invalid} | {cost} |"
@@ -183,13 +183,13 @@ def _figure(runs: list[dict[str, Any]], path: Path) -> bool:
                 continue
             n = min(len(r["best_so_far"]) for r in rs)
             per_step = [[100 * r["best_so_far"][i] for r in rs] for i in range(n)]
-            curve = [mean_sem(v)[0] for v in per_step]
+            stats = [mean_sem(v) for v in per_step]
+            curve = [m for m, _ in stats]
             xs = range(1, n + 1)
             (line,) = ax.plot(xs, curve, label=f"{label} ({len(rs)})")
             if len(rs) > 1:  # the band: mean ± standard error across searches
-                se = [mean_sem(v)[1] for v in per_step]
-                lo = [c - e for c, e in zip(curve, se, strict=True)]
-                hi = [c + e for c, e in zip(curve, se, strict=True)]
+                lo = [m - e for m, e in stats]
+                hi = [m + e for m, e in stats]
                 ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
             lows.append(curve[min(4, n - 1)])
         if lows:  # from the fifth evaluation on: the first draws would flatten the rest
@@ -214,6 +214,12 @@ def _unit(doc: dict[str, Any] | None) -> float | None:
     return None if ft is None else ft["cpu_s"] / len(ft["test_accuracies"])
 
 
+def _sampler_cpu(run: dict[str, Any], unit: float | None) -> float:
+    """CPU seconds of a sampler search with its top-1's retraining, counted as 3 FT runs (an
+    upper bound: its frozen blocks train faster); without a unit, the search alone."""
+    return run["search_cpu_s"] + (0.0 if unit is None else 3 * unit)
+
+
 def _cost_section(
     methods: dict[str, dict[str, Any]],
     searches: list[dict[str, Any]],
@@ -235,11 +241,10 @@ def _cost_section(
             rows.append((f"{part} --dataset {s['dataset']} {option(s)}", cpu))
     for s in samplers:
         unit = _unit(methods.get(s["dataset"]))
-        final = 0.0 if unit is None else 3 * unit  # the top-1's retraining, 3 FT runs at most
         rows.append(
             (
                 f"samplers --dataset {s['dataset']} --sampler {s['sampler']} --seed {s['seed']}",
-                s["search_cpu_s"] + final,
+                _sampler_cpu(s, unit),
             )
         )
     if not rows:
