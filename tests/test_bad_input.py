@@ -13,6 +13,7 @@ import re
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from PIL import Image
+from test_data import BAD_FILES, write_bad_file, write_oversized_png
 from tiny_cli import CLI
 
 from optuna_biotune import cli
@@ -49,10 +51,20 @@ def _truncated(root: Path) -> tuple[Path, str]:
     return folder, "005.png"
 
 
-def _not_an_image(root: Path) -> tuple[Path, str]:
-    folder = _image_folder(root / "data", {"cats": 12, "dogs": 12})
+def _no_image_left(root: Path) -> tuple[Path, str]:
+    folder = _image_folder(root / "data", {"cats": 0, "dogs": 0})
     (folder / "cats" / "notes.txt").write_text("not a picture\n", encoding="utf-8")
-    return folder, "notes.txt"
+    (folder / "dogs" / "Thumbs.db").write_bytes(b"\x00" * 32)
+    return folder, "holds no images (2 file(s) without an image extension skipped"
+
+
+def _bad_file(bad: str) -> Callable[[Path], tuple[Path, str]]:
+    def make(root: Path) -> tuple[Path, str]:
+        folder = _image_folder(root / "data", {"cats": 12, "dogs": 12})
+        (folder / "cats" / "notes.txt").write_text("not a picture\n", encoding="utf-8")
+        return folder, write_bad_file(folder / "dogs", bad)
+
+    return make
 
 
 def _single_class(root: Path) -> tuple[Path, str]:
@@ -77,7 +89,8 @@ DATASETS = {
     "missing path": _missing,
     "empty folder": _empty,
     "truncated image": _truncated,
-    "non-image file": _not_an_image,
+    "no image left": _no_image_left,
+    **{bad: _bad_file(bad) for bad in BAD_FILES},
     "single class": _single_class,
     "fewer images than folds": _few_per_fold,
 }
@@ -140,6 +153,24 @@ def test_bad_dataset_is_refused_before_the_study_is_touched(
     folder, fragment = DATASETS[case](tmp_path)
     argv = ["search", *TINY, "--dataset", str(folder), "--image-size", "16"]
     _run_twice(argv, storage, capsys, 2, fragment)
+
+
+def test_an_image_over_pillows_limit_is_one_line_in_a_real_cli_process(
+    storage: str, tmp_path: Path
+) -> None:
+    """Pillow's own limit (no monkeypatch), the installed command in a child process."""
+    folder = _image_folder(tmp_path / "data", {"cats": 12, "dogs": 12})
+    write_oversized_png(folder / "dogs" / "scan.png")
+    before = _snapshot(storage)
+    cmd = [*CLI, "search", *TINY, "--dataset", str(folder), "--study", "big", "--storage"]
+    proc = subprocess.run(
+        [*cmd, storage], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 2, proc.stderr
+    line = _assert_one_line(proc.stderr, "scan.png", "256,000,000 pixels", "downscale it")
+    assert "DecompressionBomb" not in line
+    assert optuna.get_all_study_names(storage) == [KEPT]
+    assert _snapshot(storage) == before
 
 
 @pytest.mark.parametrize(

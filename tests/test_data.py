@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -140,20 +142,104 @@ def test_image_folder_train_and_test_only_cuts_val_from_train(tmp_path) -> None:
     assert [len(splits.train), len(splits.val), len(splits.test)] == [16, 4, 4]
 
 
-@pytest.mark.parametrize("bad", ["truncated", "not_an_image"])
-def test_unreadable_file_in_a_class_folder_is_a_usage_error(tmp_path, bad: str) -> None:
+def write_oversized_png(path: Path, side: int = 16_000) -> Path:
+    """A PNG whose header says ``side`` x ``side`` pixels (what Pillow checks against its
+    decompression-bomb limit when it opens a file), without the pixels: a few bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+def write_bad_file(folder: Path, bad: str) -> str:
+    """Put one bad file of kind ``bad`` in ``folder`` (a class folder with readable PNGs);
+    return the file's name."""
+    if bad == "empty png":
+        (folder / "empty.png").write_bytes(b"")
+        return "empty.png"
+    if bad in ("truncated jpeg", "truncated png"):
+        from PIL import Image
+
+        name = "cut.jpg" if bad == "truncated jpeg" else "cut.png"
+        Image.new("RGB", (40, 30), (200, 30, 90)).save(folder / name)
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: len(data) // 2])
+        return name
+    if bad == "over the limit":
+        write_oversized_png(folder / "huge.png")
+        return "huge.png"
+    if bad == "broken link":
+        (folder / "gone.png").symlink_to(folder / "no-such-file.png")
+        return "gone.png"
+    raise ValueError(bad)
+
+
+BAD_FILES = {
+    "empty png": "not a readable image",
+    "truncated jpeg": "not a readable image",
+    "truncated png": "not a readable image",
+    "over the limit": "256,000,000 pixels, over Pillow's decompression-bomb limit",
+    "broken link": "broken symbolic link",
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_FILES))
+def test_a_bad_image_file_is_one_line_naming_it(tmp_path: Path, bad: str) -> None:
     for cls in ("a", "b"):
         _write_images(tmp_path / cls, 5)
-    if bad == "truncated":
-        data = (tmp_path / "a" / "img0.png").read_bytes()
-        (tmp_path / "a" / "img0.png").write_bytes(data[: len(data) // 2])
-        name = "img0.png"
-    else:
-        (tmp_path / "b" / "notes.txt").write_text("not an image")
-        name = "notes.txt"
-    with pytest.raises(UsageError, match=name) as info:
+    name = write_bad_file(tmp_path / "b", bad)
+    with pytest.raises(UsageError, match=BAD_FILES[bad]) as info:
         load_dataset(tmp_path, image_size=8)
-    assert "\n" not in str(info.value)
+    message = str(info.value)
+    assert name in message and "\n" not in message
+    if bad == "over the limit":
+        assert "downscale it or remove it" in message
+
+
+def test_an_image_over_a_lowered_limit_is_refused_with_its_pixel_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        _write_images(tmp_path / cls, 5, size=(40, 30))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # refused above twice this: 1,000
+    with pytest.raises(UsageError, match=r"has 1,200 pixels, over .* limit of 1,000") as info:
+        load_dataset(tmp_path, image_size=8)
+    assert "img0.png" in str(info.value)
+
+
+def test_files_without_an_image_extension_are_skipped_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for cls in ("a", "b"):
+        _write_images(tmp_path / cls, 5)
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    (tmp_path / "b" / "Thumbs.db").write_bytes(b"\x00" * 64)
+    (tmp_path / "b" / "README.md").write_text("# pets")
+    (tmp_path / "b" / "old.txt").symlink_to(tmp_path / "missing.txt")  # a broken link, skipped
+    (tmp_path / "a" / "UPPER.PNG").write_bytes((tmp_path / "a" / "img0.png").read_bytes())
+    splits = load_dataset(tmp_path, image_size=8)
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 11  # UPPER.PNG is read
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "skipped 4 file(s) without an image extension" in err[0]
+    assert "'a/notes.txt'" in err[0]
+
+
+def test_a_folder_left_without_images_says_so(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "Thumbs.db").write_bytes(b"\x00")
+    with pytest.raises(UsageError, match=r"holds no images .2 file.s. without an image") as info:
+        load_dataset(tmp_path, image_size=8)
+    assert "Thumbs.db" in str(info.value) and ".png" in str(info.value)
 
 
 def test_bad_folders_are_usage_errors(tmp_path) -> None:

@@ -100,3 +100,21 @@ def test_bad_budgets_exit_2_with_one_line(tmp_path: Path, folder: Path, option, 
     out = evoprune(tmp_path, folder, option)
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_image_over_pillows_limit_is_one_line_and_creates_no_study(
+    tmp_path: Path, folder: Path
+) -> None:
+    import shutil
+
+    from test_data import write_oversized_png
+
+    bad = tmp_path / "with-a-scan"
+    shutil.copytree(folder, bad)
+    write_oversized_png(bad / "7" / "scan.png")
+    out = evoprune(tmp_path, bad, "--evaluations", "4")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert "scan.png" in last and "256,000,000 pixels" in last and "downscale" in last
+    assert optuna.get_all_study_names(f"sqlite:///{tmp_path / 'evo.db'}") == []

@@ -8,7 +8,9 @@ A dataset spec is one of
   ``stl10``, ``flowers102``, ``fgvc-aircraft``, ``dtd`` (downloaded on first use under
   ``root``);
 - a directory in ImageFolder layout (one subfolder per class), with ``train/``, ``val/`` and
-  ``test/`` subfolders when present;
+  ``test/`` subfolders when present; as torchvision's ``ImageFolder``, files without an image
+  extension (:data:`IMAGE_SUFFIXES`: ``Thumbs.db``, ``notes.txt``) are skipped, with one line
+  on standard error saying how many; a file with one must be a readable image;
 - an :class:`~.data.ArrayDataset` of in-memory images and labels.
 
 :func:`load_dataset` is the one dispatch over these kinds.
@@ -16,6 +18,8 @@ A dataset spec is one of
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -171,12 +175,55 @@ IMAGE_SUFFIXES = (
 )
 
 
-def _read_class_folders(
-    root: Path, *, image_size: int, classes: Sequence[str] | None = None
-) -> tuple[list[str], torch.Tensor, np.ndarray]:
-    """Read ``root/<class>/<image>`` (hidden files skipped); every file must be an image."""
+def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The files under ``folder`` (recursively, hidden ones left out), split into those with an
+    image extension (:data:`IMAGE_SUFFIXES`, any case) and the others, as torchvision's
+    ``ImageFolder`` splits them (``Thumbs.db``, ``notes.txt``); each list sorted."""
+    images, others = [], []
+    for path in sorted(folder.rglob("*")):
+        broken = path.is_symlink() and not path.exists()
+        if path.name.startswith(".") or not (path.is_file() or broken):
+            continue
+        (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+    return images, others
+
+
+def _read_image(path: Path, image_size: int) -> np.ndarray:
+    """One image file -> ``uint8`` ``C x S x S``; a file that is no readable image, a broken
+    link or an image over Pillow's decompression-bomb limit is a :class:`UsageError`."""
     from PIL import Image, UnidentifiedImageError
 
+    if path.is_symlink() and not path.exists():
+        raise UsageError(
+            f"{str(path)!r} is a broken symbolic link (its target {str(path.readlink())!r} is "
+            "missing); restore the target or remove the link."
+        )
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return _pil_to_uint8(image, image_size)
+    except Image.DecompressionBombError as exc:
+        # Pillow says "Image size (<pixels> pixels) exceeds limit of <limit> pixels, ...".
+        numbers = [int(n) for n in re.findall(r"\d+", str(exc))[:2]]
+        size = (
+            f"has {numbers[0]:,} pixels, over Pillow's decompression-bomb limit of {numbers[1]:,}"
+            if len(numbers) == 2
+            else f"is over Pillow's decompression-bomb limit ({exc})"
+        )
+        raise UsageError(f"{str(path)!r} {size}; downscale it or remove it.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UsageError(
+            f"{str(path)!r} is not a readable image ({type(exc).__name__}: {exc}); "
+            "remove or replace it."
+        ) from exc
+
+
+def _read_class_folders(
+    root: Path, *, image_size: int, classes: Sequence[str] | None = None
+) -> tuple[list[str], torch.Tensor, np.ndarray, list[Path]]:
+    """Read ``root/<class>/<image>``: hidden files and files without an image extension are
+    skipped (the latter returned last, for one line about them); every file with an image
+    extension must be a readable image."""
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes is None:
         classes = found
@@ -193,25 +240,37 @@ def _read_class_folders(
             "each class in a subfolder named after it."
         )
     index = {c: i for i, c in enumerate(classes)}
-    images, labels = [], []
+    images, labels, skipped = [], [], []
     for cls in found:
-        files = sorted(
-            p for p in (root / cls).rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
+        files, others = _image_files(root / cls)
+        skipped += others
         for path in files:
-            try:
-                with Image.open(path) as image:
-                    image.load()
-                    images.append(_pil_to_uint8(image, image_size))
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-                raise UsageError(
-                    f"{str(path)!r} is not a readable image ({type(exc).__name__}: {exc}); "
-                    "remove or replace it."
-                ) from exc
+            images.append(_read_image(path, image_size))
             labels.append(index[cls])
     if not images:
-        raise UsageError(f"`dataset` folder {str(root)!r} holds no images; add some.")
-    return list(classes), _stack(images), np.asarray(labels, dtype=np.int64)
+        left = ""
+        if skipped:
+            left = (
+                f" ({len(skipped)} file(s) without an image extension skipped, e.g. "
+                f"{str(skipped[0])!r})"
+            )
+        raise UsageError(
+            f"`dataset` folder {str(root)!r} holds no images{left}; add images with one of "
+            f"the extensions {', '.join(IMAGE_SUFFIXES)}."
+        )
+    return list(classes), _stack(images), np.asarray(labels, dtype=np.int64), skipped
+
+
+def _say_skipped(root: Path, skipped: Sequence[Path]) -> None:
+    """One line on standard error about the files skipped for their extension."""
+    if skipped:
+        print(
+            f"dataset {str(root)!r}: skipped {len(skipped)} file(s) without an image extension"
+            f" (e.g. {str(skipped[0].relative_to(root))!r}); images are "
+            f"{', '.join(IMAGE_SUFFIXES)}.",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _image_folder(
@@ -225,16 +284,19 @@ def _image_folder(
         )
     name = root.name or str(root)
     if (root / "train").is_dir():
-        classes, x, y = _read_class_folders(root / "train", image_size=image_size)
+        classes, x, y, skipped = _read_class_folders(root / "train", image_size=image_size)
         parts = {"train": (x, y)}
         for split in ("val", "test"):
             if (root / split).is_dir():
-                _, px, py = _read_class_folders(
+                _, px, py, more = _read_class_folders(
                     root / split, image_size=image_size, classes=classes
                 )
                 parts[split] = (px, py)
+                skipped += more
+        _say_skipped(root, skipped)
         return splits_from_parts(name, parts, classes, mean=mean, std=std)
-    classes, x, y = _read_class_folders(root, image_size=image_size)
+    classes, x, y, skipped = _read_class_folders(root, image_size=image_size)
+    _say_skipped(root, skipped)
     return splits_from_arrays(name, x, y, classes, image_size=image_size, mean=mean, std=std)
 
 

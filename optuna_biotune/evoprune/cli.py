@@ -202,6 +202,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         num_threads=args.threads,
     )
     sampler = EvoPruneSampler(**sampler_settings)
+    _info(f"study {name!r}: computing or loading backbone features ...")
+    started = time.perf_counter()
+    # Before the study is created or touched: bad data (an unreadable image) leaves nothing.
+    objective.features  # noqa: B018 - compute or load the cached features
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -223,10 +227,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _info(
         f"study {name!r} in {url}: {finished()}/{args.evaluations} evaluations done "
         f"(EvoPruneDeepTL, {objective.layers} layer(s), population "
-        f"{sampler_settings['population_size']}); computing or loading backbone features ..."
+        f"{sampler_settings['population_size']})"
     )
-    started = time.perf_counter()
-    objective.features  # noqa: B018 - compute or load the cached features before the search
     _search(study, objective, target=args.evaluations, n_jobs=args.n_jobs)
     best = objective.best_trial(study)
     result: dict[str, Any] = {
