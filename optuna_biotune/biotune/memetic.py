@@ -42,6 +42,13 @@ names are not known yet (Optuna asks for one parameter at a time), so the whole 
 cannot be redrawn: the threshold, asked last by ``BioTuneObjective``, is then drawn below the
 largest importance gene (uniform there: the conditional law of a redraw of the threshold).
 
+**Values below full fidelity** (an evaluation cut by racing or a pruner,
+:mod:`~optuna_biotune.biotune.fidelity`, whose rules are written there once): a partial member
+ranks below every full member (the population's order, the elites, parent selection), only a
+full value beats another (exploitation, the mating pool, the wipeout vote), and the extinction
+factors come from the full members (a partial member gets the worst's, 1). With every value at
+full fidelity this is BioIK's loop exactly. The state lists the partial members (``partial``).
+
 **Fitness across folds.** BioTune's objective scores generation ``g`` on data fold
 ``g mod n_folds`` (Colan et al. 2025, Sec. III-C), so fitness values of different generations
 come from different folds. Elites are *not* re-scored: they keep the fitness of the evaluation
@@ -72,6 +79,7 @@ from typing import Any
 
 import numpy as np
 
+from optuna_biotune.biotune import fidelity
 from optuna_biotune.biotune import operators as ops
 from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX
 from optuna_biotune.errors import UsageError, check_int
@@ -105,10 +113,22 @@ _ATTEMPTS = 64
 
 
 class _Ind:
-    __slots__ = ("f", "number", "x")
+    __slots__ = ("f", "full", "number", "x")
 
-    def __init__(self, number: int, f: float, x: np.ndarray) -> None:
-        self.number, self.f, self.x = number, f, x
+    def __init__(self, number: int, f: float, x: np.ndarray, full: bool = True) -> None:
+        self.number, self.f, self.x, self.full = number, f, x, full
+
+    @classmethod
+    def of(cls, r: Individual) -> _Ind:
+        return cls(r.number, r.fitness, r.x, r.full)
+
+    def rank(self) -> tuple[bool, float]:
+        """Sort key: best first, a member below full fidelity after every full one."""
+        return fidelity.rank_key(self.f, self.full)
+
+    def beats(self, other: _Ind) -> bool:
+        """Whether this member's value beats ``other``'s (a partial value never does)."""
+        return fidelity.beats(self.f, self.full, other.f)
 
 
 #: Fewest elites of the memetic strategy (``BioTuneSampler(n_elites=0)``: children only, no
@@ -247,23 +267,32 @@ class MemeticStrategy(GenerationStrategy):
             return value
         return top * float(gene_rng.random())
 
-    # ---- state (de)serialisation: the population by trial number
+    def full_fidelity(self, user_attrs: Mapping[str, Any]) -> bool:
+        """Whether a trial's value is at full fidelity (:func:`.fidelity.is_full`)."""
+        return fidelity.is_full(user_attrs)
+
+    # ---- state (de)serialisation: the population by trial number (``partial``: the members
+    # below full fidelity, only when there are any)
 
     @staticmethod
     def _load(state: Mapping[str, Any] | None) -> tuple[list[_Ind], bool]:
         if not state:
             return [], False
+        partial = {int(n) for n in state.get("partial", ())}
         table = {
-            int(k): _Ind(int(k), float(v[0]), np.asarray(v[1])) for k, v in state["ind"].items()
+            int(k): _Ind(int(k), float(v[0]), np.asarray(v[1]), int(k) not in partial)
+            for k, v in state["ind"].items()
         }
         return [table[int(n)] for n in state["members"]], bool(state.get("wiped", False))
 
     @staticmethod
     def _dump(members: list[_Ind], wiped: bool) -> dict[str, Any]:
+        partial = [i.number for i in members if not i.full]
         return {
             "ind": {str(i.number): [i.f, [round(float(v), DIGITS) for v in i.x]] for i in members},
             "members": [i.number for i in members],
             "wiped": wiped,
+            **({"partial": partial} if partial else {}),
         }
 
     # ---- the generation
@@ -283,7 +312,8 @@ class MemeticStrategy(GenerationStrategy):
         known = {i.number for i in prev}
         elites = prev[:n_elites]
 
-        # Greedy exploitation: an elite is replaced by a neighbour only if it is better.
+        # Greedy exploitation: an elite is replaced by a neighbour only if it is better (a
+        # neighbour below full fidelity never is: `fidelity.beats`).
         taken: set[int] = set()
         kept: list[_Ind] = []
         any_exploit_helped = False
@@ -293,33 +323,33 @@ class MemeticStrategy(GenerationStrategy):
                 r for r in results if r.role == ROLE_EXPLOIT and r.parents[:1] == (elite.number,)
             ]
             taken.update(r.number for r in neighbours)
-            better = min(neighbours, key=lambda r: r.fitness, default=None)
+            better = min(map(_Ind.of, neighbours), key=_Ind.rank, default=None)
             exploited = exploited or bool(neighbours)
-            if better is not None and better.fitness < elite.f:
-                kept.append(_Ind(better.number, better.fitness, better.x))
+            if better is not None and better.beats(elite):
+                kept.append(better)
                 any_exploit_helped = True
             else:
                 kept.append(elite)
         newcomers = [
-            _Ind(r.number, r.fitness, r.x)
-            for r in results
-            if r.number not in taken and r.number not in known
+            _Ind.of(r) for r in results if r.number not in taken and r.number not in known
         ]
-        # Children replace the non-elites (BioIK): elites after exploitation + children.
-        population = sorted(kept + newcomers, key=lambda i: i.f)[:size]
+        # Children replace the non-elites (BioIK): elites after exploitation + children, best
+        # first; members below full fidelity rank after every full one (`fidelity.rank_key`).
+        population = sorted(kept + newcomers, key=_Ind.rank)[:size]
         if len(population) < size:  # failed slots: the previous non-elites fill in
             inside = {i.number for i in population}
             spare = [i for i in prev[n_elites:] if i.number not in inside]
-            population = sorted(population + spare[: size - len(population)], key=lambda i: i.f)
+            population = sorted(population + spare[: size - len(population)], key=_Ind.rank)
 
         # Wipeout (BioIK): a full generation that improved nothing (the best did not improve,
         # no elite's single-gene neighbour helped, no child beat both the parents it was bred
-        # from) -> keep the best only and draw the rest afresh.
-        prev_f = {i.number: i.f for i in prev}
+        # from) -> keep the best only and draw the rest afresh. Only full values improve or
+        # vote: a child below full fidelity beats no parent (`fidelity.beats`).
+        prev_of = {i.number: i for i in prev}
         child_won = any(
             r.role == ROLE_CHILD
             and len(r.parents) >= 2
-            and all(p in prev_f and r.fitness < prev_f[p] for p in r.parents[:2])
+            and all(p in prev_of and _Ind.of(r).beats(prev_of[p]) for p in r.parents[:2])
             for r in results
         )
         wiped = False
@@ -328,7 +358,7 @@ class MemeticStrategy(GenerationStrategy):
             and exploited
             and len(prev) == size
             and population
-            and not population[0].f < prev[0].f
+            and not population[0].beats(prev[0])
             and not any_exploit_helped
             and not child_won
         ):
@@ -413,19 +443,23 @@ class MemeticStrategy(GenerationStrategy):
         """
         members, _ = self._load(state)
         rule = self._rule(names)
-        fitness = {m.number: m.f for m in members}
+        of = {m.number: m for m in members}
+        # A parent leaves the pool once a child beats it; a child below full fidelity never
+        # does (`fidelity.beats`).
         beaten = {
             p
             for s in siblings
             if s.role == ROLE_CHILD
             for p in s.parents[:2]
-            if p in fitness and s.fitness < fitness[p]
+            if p in of and _Ind.of(s).beats(of[p])
         }
-        pool = [m for m in members if m.number not in beaten]  # members are sorted, best first
+        # Sorted best first, partial members last (`fidelity.rank_key`): the ranks that weight
+        # the parents' selection.
+        pool = [m for m in members if m.number not in beaten]
+        # Extinction from the full members' f_min, f_max and ranks; a partial member gets 1.
         losses = self._losses(np.asarray([m.f for m in members], dtype=float), names)
-        ext_of = dict(
-            zip((m.number for m in members), ops.extinction_factors(losses), strict=True)
-        )
+        factors = fidelity.extinction(losses, [m.full for m in members])
+        ext_of = dict(zip((m.number for m in members), factors, strict=True))
         n = len(pool)
         for _ in range(_ATTEMPTS if n else 0):
             a = ops.select_rank(rng, n)

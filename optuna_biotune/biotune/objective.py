@@ -20,6 +20,11 @@ Decisions the paper leaves open:
   longer beat what it is compared with in the population is cut short, and a configuration
   already evaluated on the same fold is reused (:mod:`optuna_biotune.biotune.racing`); the user
   attrs ``raced`` and ``memoised`` say so.
+- **Fidelity**: every evaluation records in the user attr ``fidelity`` the seeds it trained,
+  each one's epochs and how it stopped (early stop, epoch limit, or cut), the epoch limit, the
+  data fraction, and ``full`` (:mod:`optuna_biotune.biotune.fidelity`); a memoised one
+  inherits the record of the trial it reused. Values below full fidelity never feed the
+  population's statistics uncorrected, nor ``final``'s top-k.
 - **A NaN training loss** fails the trial: the reason is stored in the user attr
   ``fail_reason`` and the objective returns NaN, which Optuna records as a failed trial while
   the search goes on.
@@ -34,7 +39,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from optuna_biotune.biotune import genome, racing
+from optuna_biotune.biotune import fidelity, genome, racing
 from optuna_biotune.biotune.attrs import OBJECTIVE_SPEC_KEYS, PROTOCOL_ATTR
 from optuna_biotune.engine.finetune import FineTuner
 from optuna_biotune.engine.seeds import AUTHOR_SEEDS, resolve_seeds
@@ -194,6 +199,7 @@ class BioTuneObjective(FineTuner):
             trial.set_user_attr("trainable_share", 0.0)
             trial.set_user_attr("seed_accuracies", [])
             trial.set_user_attr("epochs", [])
+            self._fidelity(trial, [], [], invalid=True)
             trial.set_user_attr("seconds", time.perf_counter() - started)
             return 0.0
         head_gene = params[genome.importance_param(self.blocks[self.head_index])]
@@ -216,6 +222,7 @@ class BioTuneObjective(FineTuner):
                 trial.set_user_attr(racing.MEMO_ATTR, same.number)
                 trial.set_user_attr("seed_accuracies", same.user_attrs["seed_accuracies"])
                 trial.set_user_attr("epochs", same.user_attrs.get("epochs", []))
+                trial.set_user_attr(fidelity.FIDELITY_ATTR, self._reused_fidelity(same))
                 trial.set_user_attr("seconds", time.perf_counter() - started)
                 return float(np.mean(same.user_attrs["seed_accuracies"]))
             race = racing.Race.for_trial(
@@ -224,6 +231,7 @@ class BioTuneObjective(FineTuner):
         train, val = self.fold("train", fold), self.fold("val", fold)
         accs: list[float] = []
         epochs: list[int] = []
+        stops: list[str] = []  # how each seed stopped (`fidelity`)
         for k, seed in enumerate(self.seeds):
             best = [float("-inf"), 0]  # the running seed's best so far, epochs run
 
@@ -237,7 +245,7 @@ class BioTuneObjective(FineTuner):
                     raise optuna.TrialPruned(f"pruned at seed {k + 1}, epoch {epoch}")
 
             if race is not None and k > 0 and race.cut(accs):
-                return self._cut(trial, race, accs, epochs, seed=k + 1, epoch=0, t0=started)
+                return self._cut(trial, race, accs, epochs, stops, seed=k + 1, epoch=0, t0=started)
             try:
                 with self._lock:
                     result = self.train_config(
@@ -256,13 +264,58 @@ class BioTuneObjective(FineTuner):
             except racing.Cut:
                 accs.append(float(best[0]))
                 epochs.append(int(best[1]))
-                return self._cut(trial, race, accs, epochs, seed=k + 1, epoch=best[1], t0=started)
+                stops.append(fidelity.STOP_CUT)
+                return self._cut(
+                    trial, race, accs, epochs, stops, seed=k + 1, epoch=best[1], t0=started
+                )
+            except optuna.TrialPruned:
+                self._fidelity(trial, [*stops, fidelity.STOP_CUT], [*epochs, int(best[1])])
+                raise
             accs.append(float(result.best_val_metric))
             epochs.append(int(result.epochs_run))
+            stops.append(
+                fidelity.seed_stop(epochs_run=result.epochs_run, max_epochs=self.max_epochs)
+            )
             trial.set_user_attr("seed_accuracies", accs)
             trial.set_user_attr("epochs", epochs)
+        self._fidelity(trial, stops, epochs)
         trial.set_user_attr("seconds", time.perf_counter() - started)
         return float(np.mean(accs))
+
+    def _fidelity(
+        self,
+        trial: optuna.Trial | None,
+        stops: Sequence[str],
+        epochs: Sequence[int],
+        *,
+        invalid: bool = False,
+    ) -> dict[str, Any]:
+        """The evaluation's fidelity (:func:`.fidelity.fidelity_record`: ``stops`` and
+        ``epochs`` per seed trained, on the spec's data fraction), recorded as ``trial``'s user
+        attr ``fidelity`` unless ``trial`` is ``None``."""
+        record = fidelity.fidelity_record(
+            stops=stops,
+            epochs=epochs,
+            n_seeds=len(self.seeds),
+            max_epochs=self.max_epochs,
+            data_fraction=self.data_fraction,
+            spec_data_fraction=self.data_fraction,
+            invalid=invalid,
+        )
+        if trial is not None:
+            trial.set_user_attr(fidelity.FIDELITY_ATTR, record)
+        return record
+
+    def _reused_fidelity(self, same: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        """The fidelity a memoised evaluation inherits: the reused trial's record (one from
+        before the record: it was full, :func:`.racing.find_same`, its seeds ended by the
+        epoch limit or their early stop)."""
+        record = same.user_attrs.get(fidelity.FIDELITY_ATTR)
+        if isinstance(record, Mapping):
+            return dict(record)
+        epochs = [int(e) for e in same.user_attrs.get("epochs", [])]
+        stops = [fidelity.seed_stop(epochs_run=e, max_epochs=self.max_epochs) for e in epochs]
+        return self._fidelity(None, stops, epochs)
 
     def _check_protocol(self, study: optuna.Study) -> None:
         """Store ``exact_protocol`` in the study on first use; refuse the other one after.
@@ -290,12 +343,13 @@ class BioTuneObjective(FineTuner):
             )
         self._protocol_checked.add(key)
 
-    @staticmethod
     def _cut(
+        self,
         trial: optuna.Trial,
         race: racing.Race,
         accs: list[float],
         epochs: list[int],
+        stops: list[str],
         *,
         seed: int,
         epoch: int,
@@ -314,6 +368,7 @@ class BioTuneObjective(FineTuner):
         )
         trial.set_user_attr("seed_accuracies", accs)
         trial.set_user_attr("epochs", epochs)
+        self._fidelity(trial, stops, epochs)
         trial.set_user_attr("seconds", time.perf_counter() - t0)
         return float(np.mean(accs))
 

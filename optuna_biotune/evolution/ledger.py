@@ -292,6 +292,7 @@ class GenerationLedger:
             slot=int(claim["slot"]),
             role=str(claim["role"]),
             parents=tuple(int(p) for p in claim["parents"]),
+            full=self.strategy.full_fidelity(t.user_attrs),
         )
 
     def open_next(

@@ -32,6 +32,9 @@ class Individual:
         slot: That slot.
         role: The slot's role (``initial``, ``exploit``, ``child``, ...).
         parents: Trial numbers of the parents the slot was made from.
+        full: Whether the value is at the objective's full fidelity
+            (:meth:`GenerationStrategy.full_fidelity` of the trial's user attrs); a strategy
+            must not let a value below it decide a comparison uncorrected.
     """
 
     number: int
@@ -41,6 +44,7 @@ class Individual:
     slot: int
     role: str
     parents: tuple[int, ...] = ()
+    full: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,11 @@ class GenerationStrategy(abc.ABC):
         that ties genes together (BioTune redraws the threshold of an invalid individual).
         """
         return self.initial_x(slot_rng, gene_rng)
+
+    def full_fidelity(self, user_attrs: Mapping[str, Any]) -> bool:
+        """Whether a completed trial's value, known by its user attrs, is at full fidelity
+        (:attr:`Individual.full`). The default: every value is."""
+        return True
 
     def plan_slot(
         self,
