@@ -67,6 +67,26 @@ def test_race_cuts_only_below_the_bar_and_its_estimate_stays_below_the_bound() -
     assert not racing.Race(bar=racing.Bar(0.5, "x"), margins=m, n_seeds=3).cut([0.8, 0.8])
 
 
+def test_the_optimistic_estimate_is_not_a_bound_it_can_cut_a_winner() -> None:
+    # Three earlier evaluations stood at 0.5 after epoch 2 and rose 0.05 afterwards at most ...
+    slow = (4, (0.4, 0.5, 0.55, 0.55))
+    m = racing.Margins(running=tuple((n, *slow) for n in range(3)), seed=(0.0, 0.01))
+    race = racing.Race(bar=racing.Bar(0.9, "elite #0"), margins=m, n_seeds=1)
+    # ... so a seed at 0.5 after epoch 2 is cut, although this one rises on to 0.95.
+    late_riser = [0.4, 0.5, 0.9, 0.95]
+    assert race.cut([], max(late_riser[:2]), 2) and race.bound == pytest.approx(0.55)
+    assert max(late_riser) > race.bar.value
+    # Seed racing alike: later seeds beat the first by 0.01 at most in the study, so a first
+    # seed at 0.80 is cut against 0.85, although a second seed at 0.95 would give 0.875.
+    two = racing.Race(bar=racing.Bar(0.85, "parent #3"), margins=m, n_seeds=2)
+    assert two.cut([0.80]) and two.bound == pytest.approx(0.805)
+    assert two.bar.value < (0.80 + 0.95) / 2
+    # A true bound (each open seed may still reach accuracy 1) cuts neither.
+    honest = racing.Margins(running=(), seed=(0.0, 1.0))
+    assert not racing.Race(bar=race.bar, margins=honest, n_seeds=1).cut([], 0.5, 2)
+    assert not racing.Race(bar=two.bar, margins=honest, n_seeds=2).cut([0.80])
+
+
 def _sampler_study(values: dict[int, float]) -> tuple[optuna.Study, list]:
     """Generation 0 (3 individuals) and generation 1 of a BioTuneSampler study whose trial
     ``n`` scores ``values[n]``; each trial records the bar it saw."""

@@ -1,10 +1,12 @@
 """The paper's final protocol: retrain the best configurations and score the held-out test set.
 
-After the search, the top-k distinct configurations over all generations (paper: top 5) are
-retrained on the full training set with each final seed (paper: 3) and scored on the test set;
-plain full fine-tuning (FT: every block trained, weight 1) is trained the same way as the
-reference. Spread is the mean and standard error over seeds
-(:func:`optuna_biotune.engine.seeds.mean_sem`, as for EvoPrune and the baselines).
+After the search, the top-k distinct configurations over all generations (paper: top 5),
+ranked by their validation fitness at full fidelity (a cut evaluation's partial value never
+enters: :func:`~optuna_biotune.biotune.report.top_configurations`), are retrained on the
+full training set with each final seed (paper: 3) and scored on the test set; plain full
+fine-tuning (FT: every block trained, weight 1) is trained the same way as the reference.
+Spread is the mean and standard error over seeds (:func:`optuna_biotune.engine.seeds.mean_sem`,
+as for EvoPrune and the baselines).
 
 The headline (``biotune_test_accuracy``, ``top1``, the first summary line) is the configuration
 ranked first by validation fitness: the test set only measures it. The paper reports the highest
@@ -126,7 +128,8 @@ def run_final(
     configs = top_configurations(study, top_k)
     if not configs:
         raise UsageError(
-            f"study {study.study_name!r} has no completed trial to retrain; run `search` first."
+            f"study {study.study_name!r} has no completed trial at full fidelity to retrain; "
+            "run `search` first."
         )
     shared = _shared_with_search(study, seeds)
     if shared:

@@ -15,12 +15,13 @@ comparisons with the population it was bred from (BioIK's memetic evolution, Sta
   only if it ranks among the ``n_elites`` best.
 
 So an evaluation whose fitness ends below its bar (:func:`entry_bar`) changes none of these
-decisions, whatever its exact value; what may change is only its rank among the non-elites,
-which weights parent selection and sets the extinction factors (BioIK Sec. IV) of the next
-generation, and the paper's best of the final top-k when ``k`` exceeds ``n_elites``.
+decisions, whatever its exact value; what changes with a cut is only its rank among the
+non-elites (a cut evaluation ranks below every full one, :mod:`.fidelity`), which weights
+parent selection and sets the extinction factors (BioIK Sec. IV) of the next generation, and
+whether it can enter ``final``'s top-k (it cannot: only full-fidelity values do).
 
 :class:`Race` stops an evaluation, between seeds (seed racing) or after any epoch (a pruner
-that knows the population), once an *optimistic* bound on its fitness is below the bar:
+that knows the population), once an *optimistic estimate* of its fitness is below the bar:
 
 - the running seed's best can still rise as far as the study's complete training curves that
   stood near it (within ``NEAR``) at the same epoch and trained on rose afterwards
@@ -30,11 +31,27 @@ that knows the population), once an *optimistic* bound on its fitness is below t
 - each seed not yet trained can still score the best seed so far plus the largest excess of a
   later seed over the best of the earlier ones seen in the study's evaluations.
 
+**The estimate is not a bound.** Both margins are sample maxima over the study's uncut
+evaluations (``Race.bound`` and the ``raced`` attr's ``bound`` keep the old name). Only the
+``1 - best`` fallbacks bound anything. A seed that rises more than every near curve did, or a
+later seed that exceeds the earlier ones by more than any seen, can be cut although it would
+have beaten its bar. If the new evaluation is exchangeable with the ``m`` it learned from, the
+chance that it exceeds their maximum is at most ``1 / (m + 1)``: up to 1/4 for the running
+seed (``MIN_NEAR`` = 3 evaluations) and 1/3 for a seed not yet trained (2 evaluations), at each
+check. What a wrong cut costs: the decision the evaluation would have changed (an elite not
+replaced, a parent kept in the mating pool, a child not made an elite) is lost; the cut value
+itself decides nothing, because a value below full fidelity
+(:mod:`~optuna_biotune.biotune.fidelity`) ranks below every full one, beats no value, sets no
+extinction factor and never enters ``final``'s top-k. ``tests/test_racing.py`` shows such a
+cut. Bounding honestly (each open seed up to accuracy 1) would cut only evaluations whose
+finished seeds are far below the bar; the multi-fidelity search that will replace racing is
+where a sounder rule belongs.
+
 A cut evaluation completes (it is not pruned: the sampler would issue its slot again) with the
-mean of what it measured, which is below the bound and so below the bar: it ranks where the
-exact one would, under the bar. :func:`find_same` finds an earlier evaluation of the same
-configuration (same mask and weights as stored, same fold and seeds), whose result is reused:
-training it again would repeat the same computation.
+mean of what it measured, below the estimate and so below the bar, and the user attr
+``fidelity`` says it is partial. :func:`find_same` finds an earlier full-fidelity evaluation of
+the same configuration (same mask and weights as stored, same fold and seeds), whose result is
+reused: training it again would repeat the same computation.
 
 ``BioTuneObjective(exact_protocol=True)`` turns both off (the paper's protocol, every
 evaluation trained in full).
@@ -50,6 +67,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from optuna_biotune.biotune.fidelity import is_full
 from optuna_biotune.evolution import SLOT_SUFFIX
 from optuna_biotune.evolution.records import generation_records, read_chunked
 
@@ -148,7 +166,7 @@ def _n_elites(study: optuna.Study) -> int | None:
 
 def _siblings(study: optuna.Study, namespace: str, generation: int, before: int) -> list[float]:
     """Values of the complete fresh individuals (role ``initial``) of ``generation`` numbered
-    below ``before``."""
+    below ``before``, at full fidelity."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         claim = t.system_attrs.get(namespace + SLOT_SUFFIX)
@@ -158,6 +176,7 @@ def _siblings(study: optuna.Study, namespace: str, generation: int, before: int)
             and claim.get("generation") == generation
             and claim.get("role") == "initial"
             and t.value is not None
+            and is_full(t.user_attrs)
         ):
             out.append(float(t.value))
     return out
@@ -178,6 +197,10 @@ def entry_bar(trial: optuna.Trial | optuna.trial.FrozenTrial, study: optuna.Stud
       ``n_elites``-th best of the population so far and of the generation's complete fresh
       individuals, once there are ``n_elites`` of them (below it, it becomes no elite).
 
+    The ``n_elites``-th best is taken over the values at full fidelity: a partial member ranks
+    below every full one (:func:`.fidelity.rank_key`), so with fewer than ``n_elites`` full
+    values any full evaluation becomes an elite and nothing is cut.
+
     ``None`` for other samplers, minimised studies and ``n_elites = 0``.
     """
     if study.direction != StudyDirection.MAXIMIZE:
@@ -197,14 +220,16 @@ def entry_bar(trial: optuna.Trial | optuna.trial.FrozenTrial, study: optuna.Stud
     members = state.get("members", []) if isinstance(state, dict) else []
     # Stored fitness is minimised: the negated value of a maximised study.
     values = {int(n): -float(state["ind"][str(n)][0]) for n in members}
+    partial = set(state.get("partial", ())) if isinstance(state, dict) else set()
+    full = [v for n, v in values.items() if n not in partial]
     if role == "initial":
-        known = sorted([*values.values(), *_siblings(study, namespace, generation, trial.number)])
+        known = sorted([*full, *_siblings(study, namespace, generation, trial.number)])
         if len(known) < n_elites:
             return None
         return Bar(known[-n_elites], f"{n_elites}th best so far")
-    if len(values) < n_elites:
+    if len(full) < n_elites:
         return None
-    elite = sorted(values.values())[-n_elites]
+    elite = sorted(full)[-n_elites]
     parents = [int(p) for p in slot.get("parents") or [] if int(p) in values]
     if role == "exploit":
         return Bar(values[parents[0]], f"elite #{parents[0]}") if parents else None
@@ -219,11 +244,12 @@ def entry_bar(trial: optuna.Trial | optuna.trial.FrozenTrial, study: optuna.Stud
 
 
 def _full(t: optuna.trial.FrozenTrial, n_seeds: int) -> bool:
+    """Trained here at full fidelity with ``n_seeds`` seeds (a memoised one trained nothing)."""
     accs = t.user_attrs.get("seed_accuracies")
     return (
         isinstance(accs, list)
         and len(accs) == n_seeds
-        and not t.user_attrs.get(RACED_ATTR)
+        and is_full(t.user_attrs)
         and not t.user_attrs.get(MEMO_ATTR)
     )
 
@@ -286,8 +312,9 @@ class Race:
         return None if m is None else cls(bar=bar, margins=m, n_seeds=n_seeds)
 
     def optimistic(self, done: Sequence[float], best: float | None, epoch: int) -> float:
-        """An optimistic bound of the fitness: finished seeds ``done``, the running seed's best
-        ``best`` after ``epoch`` (``None``: between seeds), the rest untrained."""
+        """An optimistic estimate of the fitness (not a bound: module docstring): finished
+        seeds ``done``, the running seed's best ``best`` after ``epoch`` (``None``: between
+        seeds), the rest untrained."""
         known = [float(a) for a in done]
         if best is not None:
             known.append(min(1.0, best + self.margins.rise(best, epoch)))
@@ -298,7 +325,7 @@ class Race:
         return (sum(known) + rest * fresh) / self.n_seeds
 
     def cut(self, done: Sequence[float], best: float | None = None, epoch: int = 0) -> bool:
-        """Whether the optimistic bound is below the bar (then stop the evaluation)."""
+        """Whether the optimistic estimate is below the bar (then stop the evaluation)."""
         self.bound = self.optimistic(done, best, epoch)
         return self.bound < self.bar.value
 
@@ -312,7 +339,7 @@ def find_same(
     n_seeds: int,
 ) -> optuna.trial.FrozenTrial | None:
     """An earlier complete evaluation of the same configuration on ``fold`` (mask and weights
-    equal as stored), trained in full with the same number of seeds; ``None`` when there is
+    equal as stored) at full fidelity with the same number of seeds; ``None`` when there is
     none."""
     mask, weights = [bool(m) for m in mask], [float(w) for w in weights]
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -323,7 +350,7 @@ def find_same(
             and a.get("lr_weights") == weights
             and isinstance(a.get("seed_accuracies"), list)
             and len(a["seed_accuracies"]) == n_seeds
-            and not a.get(RACED_ATTR)
+            and is_full(a)
         ):
             return t
     return None

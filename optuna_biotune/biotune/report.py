@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from optuna_biotune.biotune.attrs import FINAL_ATTR, OBJECTIVE_SPEC_ATTR, REPORT_ARTIFACTS_ATTR
+from optuna_biotune.biotune.fidelity import is_full
 from optuna_biotune.biotune.figures import fig2_grid, plot_fig2, plot_generations
 from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX, THRESHOLD_PARAM, decode
 from optuna_biotune.biotune.render import final_rows, fmt, render_html, render_note
@@ -99,10 +100,15 @@ def configuration_key(mask: Sequence[bool], weights: Sequence[float]) -> str:
 
 
 def top_configurations(study: optuna.Study, k: int) -> list[dict[str, Any]]:
-    """The ``k`` best distinct configurations over all generations (best first).
+    """The ``k`` best distinct configurations over all generations (best first), each evaluated
+    at full fidelity.
 
     Two trials with the same mask and weights (an elite re-evaluated on another fold) count once,
-    with the better fitness.
+    with the better fitness. A value below full fidelity (a cut evaluation: fewer seeds, or a
+    seed stopped early; :func:`.fidelity.is_full`) is skipped, not re-scored: it is the mean of
+    what it measured, not comparable with full values, and its configuration was cut because it
+    could not reach the search's bar. Re-scoring it would cost training that ``final`` (which
+    retrains the top-k anyway) does not need to rank by validation.
     """
     if k < 1:
         raise ValueError(f"`k` must be >= 1, got {k}.")
@@ -112,7 +118,7 @@ def top_configurations(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     seen: set[str] = set()
     for trial in trials:
         record = trial_record(trial)
-        if not record["mask"]:
+        if not record["mask"] or not is_full(trial.user_attrs):
             continue
         key = configuration_key(record["mask"], record["lr_weights"])
         if key in seen:
