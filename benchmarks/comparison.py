@@ -48,10 +48,18 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import hard_sets  # noqa: E402
+import units  # noqa: E402
+
 OUT = HERE / "results" / "comparison"
 RUNS = HERE / "runs"
 FINAL_SEEDS = (1001, 1002, 1003)
 LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+LORA_LRS = (1e-3, 3e-3, 1e-2)
+#: Search compute (FT runs) at which an anytime curve retrains its top-1 so far (up to 16 FT
+#: runs in all with the retraining).
+CHECKPOINTS = (1, 2, 3, 5, 8, 13)
 OTHER_METHODS = ("LP", "L1-SP", "L2-SP", "G-LF", "G-FL", "AutoRGN", "LoRA")
 SAMPLERS = ("biotune", "tpe", "cmaes", "random")
 BUDGET = {
@@ -112,7 +120,10 @@ def run_methods(args: argparse.Namespace, command: str) -> None:
     doc.update(dataset=args.dataset, command=command, machine=_machine())
     pre = preprocessing(BUDGET["model"])
     splits = load_dataset(
-        args.dataset, image_size=BUDGET["image_size"], mean=pre.mean, std=pre.std
+        hard_sets.resolve(args.dataset),
+        image_size=BUDGET["image_size"],
+        mean=pre.mean,
+        std=pre.std,
     )
 
     def cell(key: str, fn) -> None:
@@ -160,43 +171,29 @@ def run_methods(args: argparse.Namespace, command: str) -> None:
             "per_seed_blocks": [{k: row[k] for k in extra if k in row} for row in r["per_seed"]],
         }
 
-    # FT at the paper's rate first: it is the unit of every other row.
+    # The unit first (one FT run, seed 1001, timed on its own), then FT at the paper's rate.
+    cell("unit", lambda: units.ft_unit(splits=splits))
     order = [1e-3, *[lr for lr in args.lrs if lr != 1e-3]]
     for lr in order:
         cell(f"FT@{lr:g}", lambda lr=lr: baseline("FT", lr))
-    cell("ft_unit_search_budget", lambda: _search_unit(args.dataset))
     for method in OTHER_METHODS:
         cell(method, lambda m=method: baseline(m, 1e-3))
     # AutoRGN's multipliers shrink most rates below the base rate: its base rate tuned as FT's.
     for lr in args.autorgn_lrs:
         cell(f"AutoRGN@{lr:g}", lambda lr=lr: baseline("AutoRGN", lr))
+    # LoRA's rate tuned over three rates (its 1e-3 cell is ``LoRA`` above).
+    for lr in args.lora_lrs:
+        if lr != 1e-3:
+            cell(f"LoRA@{lr:g}", lambda lr=lr: baseline("LoRA", lr))
     _save(path, doc)
-
-
-def _search_unit(dataset: str) -> dict[str, Any]:
-    """One FT run at a search's per-run budget, timed as ``search_cost.py`` times its unit."""
-    sys.path.insert(0, str(HERE))
-    import search_cost
-
-    from optuna_biotune import BioTuneObjective
-
-    objective = BioTuneObjective(
-        dataset=dataset,
-        seeds=3,
-        data_fraction=0.5,
-        max_epochs=BUDGET["epochs"],
-        patience=BUDGET["patience"],
-        device="cpu",
-    )
-    unit = search_cost.ft_unit(objective)
-    return {"unit_cpu_s": round(unit["cpu"], 2), "epochs": unit["epochs"]}
 
 
 # --- BioTune searches (search_cost.py under a comparison name) ----------------------------
 
 
-def run_biotune(args: argparse.Namespace, *, fraction: float, name: str) -> None:
-    sys.path.insert(0, str(HERE))
+def run_biotune(
+    args: argparse.Namespace, *, fraction: float, name: str, protocol: str = "default"
+) -> None:
     import search_cost
 
     search_cost.main(
@@ -204,7 +201,7 @@ def run_biotune(args: argparse.Namespace, *, fraction: float, name: str) -> None
             "--dataset",
             args.dataset,
             "--protocol",
-            "default",
+            protocol,
             "--sampler-seed",
             str(args.search_seed),
             "--data-fraction",
@@ -215,6 +212,38 @@ def run_biotune(args: argparse.Namespace, *, fraction: float, name: str) -> None
             str(args.minutes),
             "--name",
             name,
+            "--out-dir",
+            str(OUT),
+        ]
+    )
+
+
+def run_wipeout(args: argparse.Namespace) -> None:
+    """A BioTune search (default protocol, 1 seed per evaluation) with wipeout on or off, with
+    ``--generations`` generations after the first (wipeout cannot fire before the third
+    generation), then its top-1 retrained and tested."""
+    import search_cost
+
+    search_cost.main(
+        [
+            "--dataset",
+            args.dataset,
+            "--protocol",
+            "default",
+            "--seeds",
+            "1",
+            "--generations",
+            str(args.generations),
+            "--wipeout",
+            args.wipeout,
+            "--sampler-seed",
+            str(args.search_seed),
+            "--threads",
+            str(args.threads),
+            "--minutes",
+            str(args.minutes),
+            "--name",
+            f"wipeout-{args.dataset}-{args.wipeout}-s{args.search_seed}",
             "--out-dir",
             str(OUT),
         ]
@@ -329,6 +358,148 @@ def run_samplers(args: argparse.Namespace, command: str) -> None:
     _log(f"{name}: best validation {best_so_far[-1]:.4f}, test {doc['final']['mean']:.4f}")
 
 
+# --- anytime curves: Optuna's samplers with Hyperband on BioTuneObjective(prune=True) --------
+
+
+def run_anytime(args: argparse.Namespace, command: str) -> None:
+    """TPE or random search with ``HyperbandPruner`` on ``BioTuneObjective(prune=True)`` (the
+    BOHB recipe without its model, and random search with the same rungs), read as an anytime
+    curve: at each checkpoint of search compute (in this command's unit), the top-1
+    configuration by validation so far is retrained with seeds 1001-1003 and tested; a point's
+    compute is the search so far plus that retraining."""
+    import optuna
+
+    from optuna_biotune import BioTuneObjective
+    from optuna_biotune.biotune.report import top_configurations, trial_record
+    from optuna_biotune.engine.seeds import mean_sem
+    from optuna_biotune.runtime.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = f"anytime-{args.dataset}-{args.sampler}-s{args.seed}"
+    RUNS.mkdir(parents=True, exist_ok=True)
+    objective = BioTuneObjective(
+        dataset=hard_sets.resolve(args.dataset),
+        image_size=BUDGET["image_size"],
+        seeds=3,
+        data_fraction=0.5,
+        max_epochs=BUDGET["epochs"],
+        patience=BUDGET["patience"],
+        prune=True,
+        exact_protocol=True,
+        device="cpu",
+    )
+    samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+    study = optuna.create_study(
+        study_name=name,
+        storage=open_storage(f"sqlite:///{RUNS / name}.db"),
+        sampler=samplers[args.sampler](seed=args.seed),
+        pruner=optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=3 * BUDGET["epochs"], reduction_factor=3
+        ),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    State = optuna.trial.TrialState
+    for t in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        study.tell(t.number, state=State.FAIL)  # a killed earlier command's trial
+    if "biotune:spec" not in study.user_attrs:
+        study.set_user_attr("biotune:spec", objective.spec())
+    unit = units.ft_unit(splits=units.load_splits(args.dataset))
+    _log(f"{name}: unit {unit}")
+    study.set_user_attr("anytime:units", [*study.user_attrs.get("anytime:units", []), unit])
+    checkpoints = sorted(args.checkpoints)
+
+    def spent() -> float:  # search compute so far, each trial in its command's unit
+        return sum(
+            float(t.user_attrs.get("anytime:ft_runs", 0.0))
+            for t in study.get_trials(deepcopy=False)
+        )
+
+    def run(trial: optuna.Trial) -> float:
+        c0 = time.process_time()
+        try:
+            return objective(trial)
+        finally:
+            cpu = time.process_time() - c0
+            trial.set_user_attr("anytime:cpu_s", round(cpu, 2))
+            trial.set_user_attr("anytime:ft_runs", cpu / unit["unit_cpu_s"])
+
+    points = study.user_attrs.get("anytime:checkpoints", [])
+    while len(points) < len(checkpoints):
+        study.optimize(run, n_trials=1, catch=())
+        t = study.trials[-1]
+        now = spent()
+        _log(f"{name}: trial {t.number} {t.state.name} {t.value} at {now:.2f} FT runs")
+        while len(points) < len(checkpoints) and now >= checkpoints[len(points)]:
+            complete = study.get_trials(deepcopy=False, states=(State.COMPLETE,))
+            top = top_configurations(study, 1)[0] if complete else None
+            points.append(
+                {
+                    "checkpoint": checkpoints[len(points)],
+                    "search_ft_runs": round(now, 3),
+                    "trials": len(study.trials),
+                    "complete": len(complete),
+                    "pruned": len(study.get_trials(deepcopy=False, states=(State.PRUNED,))),
+                    "top1_trial": None if top is None else top["trial"],
+                }
+            )
+            study.set_user_attr("anytime:checkpoints", points)
+    retrained = study.user_attrs.get("anytime:retrained", {})
+    for point in points:
+        number = point["top1_trial"]
+        if number is None or str(number) in retrained:
+            continue
+        top = trial_record(study.trials[number])
+        _log(f"{name}: retraining trial #{number}")
+        c0 = time.process_time()
+        test = objective.retrain_and_test(top["mask"], top["lr_weights"], seeds=list(FINAL_SEEDS))
+        cpu = time.process_time() - c0
+        mean, sem = mean_sem(test)
+        retrained[str(number)] = {
+            "validation": top["value"],
+            "trainable_share": top["trainable_share"],
+            "test": test,
+            "mean": mean,
+            "sem": sem,
+            "cpu_s": round(cpu, 2),
+            "ft_runs": round(cpu / unit["unit_cpu_s"], 3),
+        }
+        study.set_user_attr("anytime:retrained", retrained)
+    curve = []
+    for point in points:
+        r = retrained.get(str(point["top1_trial"]))
+        if r is None:
+            continue
+        curve.append(
+            point
+            | {k: r[k] for k in ("validation", "trainable_share", "mean", "sem", "test")}
+            | {
+                "retrain_ft_runs": r["ft_runs"],
+                "total_ft_runs": round(point["search_ft_runs"] + r["ft_runs"], 3),
+            }
+        )
+    doc = {
+        "dataset": args.dataset,
+        "sampler": args.sampler,
+        "seed": args.seed,
+        "pruner": "HyperbandPruner(min_resource=1, max_resource=90, reduction_factor=3)",
+        "budget": BUDGET | {"seeds_per_evaluation": 3, "data_fraction": 0.5, "prune": True},
+        "units": study.user_attrs["anytime:units"],
+        "curve": curve,
+        "trials": len(study.trials),
+        "search_cpu_s": round(
+            sum(float(t.user_attrs.get("anytime:cpu_s", 0.0)) for t in study.trials), 1
+        ),
+        "retrain_cpu_s": round(sum(r["cpu_s"] for r in retrained.values()), 1),
+        "values": [t.value for t in study.trials],
+        "states": [t.state.name for t in study.trials],
+        "command": command,
+        "machine": _machine(),
+    }
+    _save(OUT / f"{name}.json", doc)
+    _log(f"{name}: {[(p['total_ft_runs'], round(p['mean'], 4)) for p in curve]}")
+
+
 # --- report ----------------------------------------------------------------------------------
 
 
@@ -339,9 +510,11 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--dataset", default="digits")
     m.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
     m.add_argument("--autorgn-lrs", type=float, nargs="*", default=[3e-3, 1e-2])
+    m.add_argument("--lora-lrs", type=float, nargs="*", default=list(LORA_LRS))
     b = sub.add_parser("biotune")
+    e = sub.add_parser("exact")
     f = sub.add_parser("fraction")
-    for q in (b, f):
+    for q in (b, e, f):
         q.add_argument("--dataset", default="digits")
         q.add_argument("--search-seed", type=int, default=0)
         q.add_argument("--minutes", type=float, default=85.0)
@@ -351,8 +524,25 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--sampler", choices=SAMPLERS, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--evaluations", type=int, default=49)
+    a = sub.add_parser("anytime")
+    a.add_argument("--dataset", default="digits")
+    a.add_argument("--sampler", choices=("tpe", "random"), required=True)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument(
+        "--checkpoints",
+        type=float,
+        nargs="+",
+        default=list(CHECKPOINTS),
+        help="search compute (FT runs) at which the top-1 so far is retrained and tested",
+    )
+    w = sub.add_parser("wipeout")
+    w.add_argument("--dataset", default="digits")
+    w.add_argument("--search-seed", type=int, default=0)
+    w.add_argument("--wipeout", choices=("on", "off"), required=True)
+    w.add_argument("--generations", type=int, default=3)
+    w.add_argument("--minutes", type=float, default=85.0)
     sub.add_parser("report")
-    for q in (m, b, f, s):
+    for q in (m, b, e, f, s, a, w):
         q.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args(argv)
     command = _command(argv)
@@ -369,12 +559,20 @@ def main(argv: list[str] | None = None) -> None:
         run_methods(args, command)
     elif args.part == "biotune":
         run_biotune(args, fraction=0.5, name=f"biotune-{args.dataset}-s{args.search_seed}")
+    elif args.part == "exact":
+        run_biotune(
+            args, fraction=0.5, name=f"exact-{args.dataset}-s{args.search_seed}", protocol="exact"
+        )
     elif args.part == "fraction":
         run_biotune(
             args,
             fraction=args.fraction,
             name=f"fraction-{args.dataset}-{args.fraction:g}-s{args.search_seed}",
         )
+    elif args.part == "anytime":
+        run_anytime(args, command)
+    elif args.part == "wipeout":
+        run_wipeout(args)
     else:
         run_samplers(args, command)
 

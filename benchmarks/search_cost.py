@@ -51,10 +51,17 @@ from optuna_biotune import BioTuneObjective, BioTuneSampler
 from optuna_biotune.biotune.final import run_final
 from optuna_biotune.biotune.search import generation_progress
 from optuna_biotune.evolution import trial_generation
+from optuna_biotune.evolution.records import generation_records
 from optuna_biotune.runtime.storage import open_storage
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import hard_sets  # noqa: E402
+import units  # noqa: E402
+
+RESULTS = HERE / "results"
 ATTR = "search_cost:"
+FINAL_SEEDS = (1001, 1002, 1003)
 
 
 def _commit() -> str:
@@ -79,7 +86,8 @@ def _commit() -> str:
 
 def _objective(args: argparse.Namespace) -> BioTuneObjective:
     kwargs: dict[str, Any] = {
-        "dataset": args.dataset,
+        "dataset": hard_sets.resolve(args.dataset),
+        "image_size": 32,
         "seeds": args.seeds,
         "data_fraction": args.data_fraction,
         "max_epochs": args.epochs,
@@ -91,20 +99,28 @@ def _objective(args: argparse.Namespace) -> BioTuneObjective:
     return BioTuneObjective(**kwargs)
 
 
-def ft_unit(objective: BioTuneObjective) -> dict[str, Any]:
-    """One FT training run at the search's per-run budget: fold 0, first seed."""
-    n = len(objective.blocks)
-    fold = getattr(objective, "fold", None) or objective._fold  # 1c636cf: _fold
-    train, val = fold("train", 0), fold("val", 0)
+def _retrain_top1(study: optuna.Study, objective: BioTuneObjective) -> dict[str, Any]:
+    """The final retraining of the top-1 configuration by validation (seeds 1001-1003), timed
+    in CPU seconds; stored where ``final`` finds it, so ``run_final`` does not train it again."""
+    from optuna_biotune.biotune.final import cache_key
+    from optuna_biotune.biotune.report import top_configurations
+
+    top = top_configurations(study, 1)[0]
     c0, t0 = time.process_time(), time.perf_counter()
-    r = objective.train_config(
-        [True] * n, [1.0] * n, seed=objective.seeds[0], train=train, val=val, data_key=("fold", 0)
+    test = objective.retrain_and_test(top["mask"], top["lr_weights"], seeds=list(FINAL_SEEDS))
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    study.set_user_attr(
+        cache_key(top["mask"], top["lr_weights"], FINAL_SEEDS),
+        {"test": [float(a) for a in test], "seeds": list(FINAL_SEEDS), "seconds": round(wall, 2)},
     )
+    chunks = study.user_attrs.get(ATTR + "chunks", [])
+    unit = chunks[-1]["ft"]["cpu"] if chunks else float("nan")
     return {
-        "cpu": time.process_time() - c0,
-        "wall": time.perf_counter() - t0,
-        "epochs": r.epochs_run,
-        "val_accuracy": r.best_val_metric,
+        "trial": top["trial"],
+        "cpu_s": round(cpu, 2),
+        "wall_s": round(wall, 2),
+        "ft_runs": round(cpu / unit, 2),
+        "test": [float(a) for a in test],
     }
 
 
@@ -154,12 +170,29 @@ def _summarise(study: optuna.Study, args: argparse.Namespace) -> dict[str, Any]:
         "training_runs": sum(len(t.user_attrs.get("epochs", [])) for t in trials),
         "epochs_trained": int(sum(epochs)),
         "raced": sum(1 for t in trials if t.user_attrs.get("raced")),
+        "wipeouts": sum(
+            1
+            for r in generation_records(study, "BioTuneSampler")
+            if (r.get("state") or {}).get("wiped")
+        ),
         "memoised": sum(1 for t in trials if t.user_attrs.get("memoised")),
         "search_cpu_s": round(sum(c["cpu"] for c in chunks), 1),
         "search_wall_s": round(sum(c["wall"] for c in chunks), 1),
         # Each chunk in its own FT unit, summed.
         "search_ft_runs_cpu": round(sum(c["cpu"] / c["ft"]["cpu"] for c in chunks), 2),
         "search_ft_runs_wall": round(sum(c["wall"] / c["ft"]["wall"] for c in chunks), 2),
+        # The final retraining of the top-1 (3 seeds), in the last chunk's unit; the cost is
+        # the search plus it (issue 21's one unit: full-data FT runs).
+        "retrain": study.user_attrs.get(ATTR + "retrain"),
+        "cost_ft_runs": (
+            round(
+                sum(c["cpu"] / c["ft"]["cpu"] for c in chunks)
+                + study.user_attrs[ATTR + "retrain"]["ft_runs"],
+                2,
+            )
+            if ATTR + "retrain" in study.user_attrs
+            else None
+        ),
         "ft_unit": {"cpu_s": round(ft_cpu, 2), "wall_s": round(ft_wall, 2)},
         "per_generation": {str(k): v for k, v in sorted(per_gen.items())},
         "best_validation": study.best_value if trials else None,
@@ -317,6 +350,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data-fraction", type=float, default=0.5)
     parser.add_argument("--sampler-seed", type=int, default=0)
     parser.add_argument("--top-k", type=int, default=1)
+    parser.add_argument(
+        "--wipeout", choices=("on", "off"), default="on", help="BioTuneSampler(wipeout=...)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--minutes", type=float, default=55.0, help="stop after this chunk")
     parser.add_argument("--workdir", default=str(Path(__file__).resolve().parent / "runs"))
@@ -356,6 +392,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         n_elites=args.elites,
         seed=args.sampler_seed,
         threshold_param="threshold",
+        wipeout=args.wipeout == "on",
     )
     study = optuna.create_study(
         study_name=name,
@@ -373,7 +410,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         study, generations=args.generations, population=args.population
     )
     if not done or "biotune:final" not in study.user_attrs:
-        ft = ft_unit(objective)
+        unit = units.ft_unit(
+            splits=units.load_splits(args.dataset), epochs=args.epochs, patience=args.patience
+        )
+        ft = {"cpu": unit["unit_cpu_s"], "wall": unit["unit_wall_s"], "full_data": True} | unit
         print(f"FT unit: {ft}", file=sys.stderr, flush=True)
         c0, t0 = time.process_time(), time.perf_counter()
         trials = 0
@@ -391,9 +431,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             done, _, _ = generation_progress(
                 study, generations=args.generations, population=args.population
             )
-        ft_end = ft_unit(objective)  # again at the end: load that changed meanwhile cancels
-        print(f"FT unit at the end: {ft_end}", file=sys.stderr, flush=True)
-        ft = {k: (ft[k] + ft_end[k]) / 2 for k in ("cpu", "wall")} | {"start": ft, "end": ft_end}
         chunk = {
             "code": _commit(),
             "trials": trials,
@@ -406,6 +443,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "torch": torch.__version__,
         }
         study.set_user_attr(ATTR + "chunks", [*study.user_attrs.get(ATTR + "chunks", []), chunk])
+    if done and ATTR + "retrain" not in study.user_attrs:
+        study.set_user_attr(ATTR + "retrain", _retrain_top1(study, objective))
     if done and "biotune:final" not in study.user_attrs:
         run_final(
             study,

@@ -50,6 +50,8 @@ def test_paper_specs_have_the_paper_settings(name: str) -> None:
     assert (spec.seeds, spec.epochs, spec.patience, spec.data_fraction) == (3, 30, 3, 0.5)
     assert (spec.base_lr, spec.optimizer, spec.exploit_step) == (1e-3, "adam", 0.25)
     assert (spec.top_k, spec.final_seeds, spec.final) == (5, 3, True)
+    assert spec.wipeout is False  # the authors' BioTune has none (BioIK's)
+    assert spec.sampler_kwargs()["wipeout"] is False
     assert spec.seed_list == (684, 559, 629)
     assert spec.evaluations == 140  # 10 + 10 x 13, METHOD.md "Search budget"
     assert spec.storage_url == f"sqlite:///{path.parent / f'{name}-resnet50.db'}"
@@ -116,6 +118,7 @@ def _write(path: Path, text: str) -> Path:
         ("[objective]\nbase_lr = 1e38\n", r"`base_lr` must be in \(0, 10\]"),
         ("[objective]\nmodel = ''\n", r"`model` must be a non-empty string"),
         ("[final]\nafter_search = 'yes'\n", r"`final.after_search` must be true or false"),
+        ("[search]\nwipeout = 1\n", r"`wipeout` must be true or false"),
         ("[study]\nname = 'a/b'\n", r"without slashes"),
         ("study = 3\n", r"`study` must be a table"),
         ("[search\n", r"is not valid TOML"),
@@ -182,3 +185,20 @@ def test_partition_lists_blocks_as_prefixes_or_prefix_lists(tmp_path: Path) -> N
     assert spec.objective_kwargs()["partition"] == [["conv1", "bn1"], "layer1", "fc"]
     with pytest.raises(UsageError, match="`partition` must list one block per entry"):
         load_spec(_write(tmp_path / "q.toml", '[objective]\npartition = [["conv1", 3]]\n'))
+
+
+def test_wipeout_is_one_setting_in_the_spec_the_cli_and_the_sampler(tmp_path: Path) -> None:
+    from optuna_biotune import BioTuneSampler
+    from optuna_biotune.biotune.search import _overrides
+
+    assert default_spec().wipeout is True
+    parser = cli.build_parser()
+    for flag, expected in (("--no-wipeout", False), ("--wipeout", True)):
+        args = parser.parse_args(["search", flag])
+        spec = default_spec().replace(**_overrides(args))
+        assert spec.wipeout is expected
+        sampler = BioTuneSampler(**spec.sampler_kwargs())
+        assert sampler._strategy.wipeout is expected
+    path = _write(tmp_path / "w.toml", "[search]\nwipeout = false\n")
+    assert load_spec(path).wipeout is False
+    assert spec_from_dict(load_spec(path).to_toml_dict()).wipeout is False

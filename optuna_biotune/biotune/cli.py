@@ -132,6 +132,13 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--elites", type=_positive_int, help="elites per generation")
     s.add_argument("--generations", type=_positive_int, help="generations after the first")
     s.add_argument("--exploit-step", type=_float, help="exploitation perturbation (0.25)")
+    s.add_argument(
+        "--wipeout",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="BioIK's wipeout: re-draw all but the best after a generation that improved "
+        "nothing (not in the authors' BioTune)",
+    )
     s.add_argument("--n-jobs", type=_positive_int, help="parallel trials in this process")
     s.add_argument("--seed", type=int, help="sampler seed (reproducible proposals)")
     f = p.add_argument_group("final retraining after the search")

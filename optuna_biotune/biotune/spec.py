@@ -7,7 +7,7 @@ A spec has five tables; every key is optional and falls back to the embedded def
     [objective]   dataset, model, partition, seeds, data_fraction, epochs, patience,
                   batch_size, base_lr, optimizer, metric, device, image_size,
                   exact_protocol
-    [search]      population, elites, generations, exploit_step, n_jobs, seed
+    [search]      population, elites, generations, exploit_step, wipeout, n_jobs, seed
     [final]       after_search, top_k, seeds
     [report]      out
 
@@ -73,6 +73,9 @@ population = 6
 elites = 2
 generations = 2
 exploit_step = 0.25
+# BioIK's wipeout (not in the authors' BioTune): a generation that improved nothing keeps
+# only its best and draws the rest afresh.
+wipeout = true
 n_jobs = 1
 seed = 0
 
@@ -115,6 +118,7 @@ class StudySpec:
     elites: int = 3
     generations: int = 10
     exploit_step: float = 0.25
+    wipeout: bool = True
     n_jobs: int = 1
     seed: int | None = None
     # [final]
@@ -196,6 +200,7 @@ class StudySpec:
             "population_size": self.population,
             "n_elites": self.elites,
             "exploit_step": self.exploit_step,
+            "wipeout": self.wipeout,
             "seed": self.seed,
         }
 
@@ -235,7 +240,15 @@ SECTIONS: dict[tuple[str, str], str] = {
     **{("objective", k): k for k in OBJECTIVE_TABLE},
     **{
         ("search", k): k
-        for k in ("population", "elites", "generations", "exploit_step", "n_jobs", "seed")
+        for k in (
+            "population",
+            "elites",
+            "generations",
+            "exploit_step",
+            "wipeout",
+            "n_jobs",
+            "seed",
+        )
     },
     ("final", "after_search"): "final",
     ("final", "top_k"): "top_k",
@@ -300,10 +313,11 @@ def _validate(spec: StudySpec) -> None:
             raise UsageError(
                 f"`{name}` must be one of {list(choices)}, got {getattr(spec, name)!r}."
             )
-    if not isinstance(spec.exact_protocol, bool):
-        raise UsageError(
-            f"`exact_protocol` must be true or false, got {spec.exact_protocol!r}; fix the spec."
-        )
+    for name in ("exact_protocol", "wipeout"):
+        if not isinstance(getattr(spec, name), bool):
+            raise UsageError(
+                f"`{name}` must be true or false, got {getattr(spec, name)!r}; fix the spec."
+            )
     if not isinstance(spec.device, str) or not _DEVICE.match(spec.device):
         raise UsageError(f"`device` must be auto, cpu, cuda, cuda:N or mps, got {spec.device!r}.")
     for name in ("study", "dataset", "model"):
