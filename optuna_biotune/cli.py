@@ -7,7 +7,9 @@ BioTune's commands (``search``, ``final``, ``report``, ``dashboard``) come from
 Every command takes ``--json``: the last line of standard output is then one JSON object.
 Errors of the package (:class:`~optuna_biotune.errors.BioTuneError`) print their one-line
 message to standard error and exit with its code (2 usage, 1 runtime); argparse usage errors
-exit 2; Ctrl-C marks the running trial failed and exits 130, and the same command resumes.
+exit 2; Ctrl-C marks the running trial failed and exits 130, SIGTERM (Slurm, Kubernetes, a spot
+instance) does the same and exits 143, and the same command resumes
+(:mod:`optuna_biotune.runtime.interrupts`).
 """
 
 from __future__ import annotations
@@ -41,8 +43,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
 }
 
-
-_SIGINT_EXIT = 130
 #: BioTune's commands, name -> run function (filled by :func:`build_parser`).
 _COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {}
 
@@ -144,6 +144,15 @@ def _one_line_logs() -> None:
             handler.addFilter(_strip_traceback)
 
 
+def _interrupted(exc: BaseException) -> str:
+    """The line a command stopped by Ctrl-C or SIGTERM prints (exit 130 / 143)."""
+    by = "" if str(exc) in ("", "SIGINT") else f" by {exc}"
+    return (
+        f"optuna-biotune: interrupted{by}; the running trial is marked failed and its slot is "
+        "issued again; rerun the same command to resume."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``optuna-biotune`` console script; returns the exit code."""
     # OpenMP threads that spin while waiting make torch several times slower on a shared CPU;
@@ -163,27 +172,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _one_line_logs()
-    try:
-        result = run(args)
-    except BioTuneError as err:
-        print(f"optuna-biotune: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except Exception as err:
-        if not storage_error(err):
-            raise
-        print(
-            f"optuna-biotune: error: the storage failed ({describe_storage_error(err)}); "
-            "check the server, then rerun the same command to resume.",
-            file=sys.stderr,
-        )
-        return RuntimeFailure.exit_code
-    except KeyboardInterrupt:
-        print(
-            "optuna-biotune: interrupted; the running trial is marked failed and its slot is "
-            "issued again; rerun the same command to resume.",
-            file=sys.stderr,
-        )
-        return _SIGINT_EXIT
+    from optuna_biotune.runtime import interrupts
+
+    with interrupts.stop_on_signals(line=_interrupted):  # SIGTERM as Ctrl-C (the watchdog too)
+        try:
+            result = run(args)
+        except BioTuneError as err:
+            print(f"optuna-biotune: error: {err}", file=sys.stderr)
+            return err.exit_code
+        except Exception as err:
+            if not storage_error(err):
+                raise
+            print(
+                f"optuna-biotune: error: the storage failed ({describe_storage_error(err)}); "
+                "check the server, then rerun the same command to resume.",
+                file=sys.stderr,
+            )
+            return RuntimeFailure.exit_code
+        except KeyboardInterrupt as exc:
+            print(_interrupted(exc), file=sys.stderr, flush=True)
+            return interrupts.exit_code(exc)
     result = jsonable(result if isinstance(result, dict) else {"result": result})
     if getattr(args, "json", False):
         text = _format_summary(result)

@@ -1,8 +1,9 @@
 """Faults with real processes: Ctrl-C in ``optuna-biotune search``, a PostgreSQL server that
 restarts or goes away in the middle of a run.
 
-- SIGINT stops the CLI cleanly (exit 130, one line, no traceback), the running trial is marked
-  FAIL at once, and the same command resumes: its slot is issued again and the study completes.
+- SIGINT and SIGTERM stop the CLI cleanly (exit 130 / 143 within 5 s, one line, no traceback),
+  the running trial is marked FAIL at once (as interrupted: no attempt spent), and the same
+  command resumes: its slot is issued again and the study completes.
 - A restarted server: the worker retries and finishes; nothing lost, nothing twice.
 - A server that stays away: the worker gives up after its patience with one clear line (exit
   1); the study is intact, and a rerun after the server is back completes it at once.
@@ -61,8 +62,16 @@ def _assert_consistent(study: optuna.Study, target: int) -> None:
 SEARCH = ["search", *TINY_SEARCH]
 
 
+@pytest.mark.parametrize(
+    ("signum", "code", "line"),
+    [
+        (signal.SIGINT, 130, "optuna-biotune: interrupted;"),
+        (signal.SIGTERM, 143, "optuna-biotune: interrupted by SIGTERM;"),
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
 def test_sigint_stops_search_cleanly_marks_the_trial_and_a_rerun_resumes(
-    tmp_path: Path,
+    tmp_path: Path, signum: int, code: int, line: str
 ) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
     # 8 epochs per evaluation (the last --epochs wins), so SIGINT lands while one trains.
@@ -94,19 +103,25 @@ def test_sigint_stops_search_cleanly_marks_the_trial_and_a_rerun_resumes(
             proc.kill()
             _, err = proc.communicate(timeout=60)
             pytest.fail(f"search never reached a running trial (exit {proc.returncode}): {err}")
-        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
+    assert took < 5.0, f"took {took:.1f} s to stop"
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("optuna-biotune: interrupted;") and "rerun" in last
+    assert last.startswith(line) and "rerun" in last
     study = optuna.load_study(study_name="ctrl-c", storage=url)
-    # Marked at once (no heartbeat wait): the interrupted trial is FAIL, none is RUNNING.
-    assert study._storage.get_trial(running._trial_id).state == TrialState.FAIL
+    # Marked at once (no heartbeat wait): the interrupted trial is FAIL, none is RUNNING; the
+    # mark spends none of its slot's attempts.
+    stopped = study._storage.get_trial(running._trial_id)
+    assert stopped.state == TrialState.FAIL
+    assert stopped.system_attrs["biotune:interrupted"] == signal.Signals(signum).name
     assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)

@@ -237,6 +237,46 @@ def test_slot_is_given_up_after_slot_attempts() -> None:
     assert (claim["generation"], claim["slot"]) != (first["generation"], first["slot"])
 
 
+@pytest.mark.parametrize("storage", ["memory", "open_storage"])
+def test_a_trial_failed_by_an_interruption_spends_no_attempt(storage: str, tmp_path) -> None:
+    """A FAIL marked ``biotune:interrupted`` (a signal, a lost storage, a dead worker) issues
+    its slot again without counting; with one attempt per slot, one failed evaluation gives
+    the slot up. The claim's read (in memory), the storage's one-transaction claim
+    (``open_storage``) and the search's progress agree."""
+    from optuna_biotune.evolution.claims import INTERRUPTED_ATTR
+    from optuna_biotune.runtime.generational import slot_progress
+    from optuna_biotune.runtime.storage import open_storage
+
+    url = open_storage(f"sqlite:///{tmp_path / 's.db'}") if storage == "open_storage" else None
+    study = optuna.create_study(storage=url, sampler=BioTuneSampler(seed=9, slot_attempts=1))
+    study.optimize(_sphere(3), n_trials=12)
+
+    def claim_of(trial: optuna.Trial) -> tuple[int, int]:
+        c = study._storage.get_trial_system_attrs(trial._trial_id)[f"{NS}:slot"]
+        return c["generation"], c["slot"]
+
+    def left() -> int:  # unfinished slots of the newest generation, used-up ones left out
+        return slot_progress(study, namespace=NS, last=99, attempts=1).left
+
+    first, before = None, left()
+    for _ in range(3):  # interrupted three times: the slot is issued each time
+        trial = study.ask()
+        trial.suggest_float("x0", -5.0, 5.0)
+        first = first or claim_of(trial)
+        assert claim_of(trial) == first
+        study._storage.set_trial_system_attr(trial._trial_id, INTERRUPTED_ATTR, "SIGTERM")
+        study.tell(trial, state=TrialState.FAIL)
+        assert left() == before
+    trial = study.ask()
+    trial.suggest_float("x0", -5.0, 5.0)
+    assert claim_of(trial) == first
+    study.tell(trial, state=TrialState.FAIL)  # the evaluation itself failed: its one attempt
+    assert left() == before - 1
+    trial = study.ask()
+    trial.suggest_float("x0", -5.0, 5.0)
+    assert claim_of(trial) != first
+
+
 def test_asking_without_telling_never_gives_a_slot_twice_and_moves_on() -> None:
     study = optuna.create_study(sampler=BioTuneSampler(seed=1))
     study.optimize(_sphere(3), n_trials=10)

@@ -156,3 +156,36 @@ def test_a_claim_that_finds_the_generation_full_opens_the_next_without_a_new_rea
         if t.state == TrialState.COMPLETE
     ]
     assert len(set(claims)) == len(claims)
+
+
+def test_a_claim_below_the_window_of_a_later_generation_is_still_seen() -> None:
+    """The race behind the rare double fills on a plain storage URL: a trial whose claim on an
+    old generation is not yet confirmed (write-then-read: it may still step back after a
+    conflict) must stay inside the window (``record["window"]``, the lowest trial number the
+    scans read) of every generation opened meanwhile, or a claim it makes there later is
+    invisible to the others' reads, and another trial fills the same slot."""
+    from optuna_biotune.evolution.ledger import SlotView
+
+    study = optuna.create_study(sampler=BioTuneSampler(population_size=4, n_elites=1, seed=6))
+    gens = study.sampler.generations
+    late = study.ask()  # trial 0: it claims slot 3 of generation 0, then is held up
+    gens.use_study_seed(study)
+    study.optimize(objective, n_trials=1)  # generation 0 opens (trial 1 fills slot 0)
+    claim = {"generation": 0, "slot": 3, "role": "initial", "parents": []}
+    study._storage.set_trial_system_attr(late._trial_id, f"{NS}:slot", claim)
+    study.optimize(objective, n_trials=24)  # generations 1..4 open while it is held up
+    head = gens.head(study)
+    assert int(head["generation"]) >= 4
+    record = gens.record_of(study, head)
+    trials = study.get_trials(deepcopy=False)
+    view: SlotView = gens.scan(trials, record, late.number)
+    slot = gens._free_slots(record, view)[0]
+    # It steps back from generation 0 and claims the newest generation's first free slot.
+    study._storage.set_trial_system_attr(
+        late._trial_id, f"{NS}:slot", {**claim, "generation": record["generation"], "slot": slot}
+    )
+    other = study.ask()
+    other.suggest_float("x0", -5.0, 5.0)
+    theirs = study._storage.get_trial_system_attrs(other._trial_id)[f"{NS}:slot"]
+    assert (theirs["generation"], theirs["slot"]) != (record["generation"], slot)
+    assert all(int(r["window"]) <= late.number for r in generation_records(study, NS))

@@ -112,6 +112,17 @@ def _kill_when(
     proc: subprocess.Popen, reader: Callable[[], optuna.Study], completed: int, slack: int = 0
 ) -> optuna.trial.FrozenTrial:
     """SIGKILL ``proc`` while it evaluates, once ``completed`` trials are COMPLETE; its trial."""
+    busy = busy_when(proc, reader, completed, slack)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return busy
+
+
+def busy_when(
+    proc: subprocess.Popen, reader: Callable[[], optuna.Study], completed: int, slack: int = 0
+) -> optuna.trial.FrozenTrial:
+    """Wait until ``proc`` evaluates a trial once ``completed`` trials are COMPLETE (at most
+    ``slack`` more); that trial (the moment to stop the worker)."""
     deadline = time.time() + 120
     while time.time() < deadline:
         assert proc.poll() is None, "the worker ended before it was killed"
@@ -131,8 +142,6 @@ def _kill_when(
             and t.system_attrs[WORKER_ATTR]["pid"] == proc.pid
         ]
         if completed <= len(done) <= completed + slack and busy:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
             return busy[0]
         assert len(done) <= completed + slack, "missed the moment to kill"
         time.sleep(0.02)

@@ -350,3 +350,40 @@ def test_a_claim_counts_the_failed_attempts_of_its_slot(sqlite_url: str) -> None
         storage.set_trial_state_values(trial_id, state)
     assert claim(2)[0] is None  # used up at two attempts
     assert claim(3)[0] == 5  # a third attempt is left at three
+
+
+def test_the_worker_storage_marks_the_trials_it_fails_as_interrupted(sqlite_url: str) -> None:
+    """``biotune:interrupted`` (no attempt spent) on a trial cut off by a lost storage or failed
+    because its worker died; none on a trial whose evaluation failed."""
+    import warnings
+
+    from optuna_biotune.evolution.claims import INTERRUPTED_ATTR
+    from optuna_biotune.runtime.workers import WORKER_ATTR, WORKER_LOST, worker_identity
+
+    storage = open_storage(sqlite_url)
+    study = optuna.create_study(study_name="marks", storage=storage)
+    cut = study.ask()
+    assert storage.fail_open_trials("storage outage") == [cut._trial_id]
+    assert storage.get_trial(cut._trial_id).system_attrs[INTERRUPTED_ATTR] == "storage outage"
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    orphan = study.ask()  # as if a worker of this machine, now gone, had opened it
+    storage.set_trial_system_attr(
+        orphan._trial_id, WORKER_ATTR, {**worker_identity(), "pid": int(gone.stdout)}
+    )
+    storage._closed(orphan._trial_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    failed = storage.get_trial(orphan._trial_id)
+    assert failed.state == TrialState.FAIL
+    assert failed.system_attrs[INTERRUPTED_ATTR] == WORKER_LOST
+
+    bad = study.ask()
+    study.tell(bad, state=TrialState.FAIL)  # the evaluation failed: an attempt
+    assert INTERRUPTED_ATTR not in storage.get_trial(bad._trial_id).system_attrs

@@ -32,7 +32,7 @@ import math
 import secrets
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_biotune.errors import RuntimeFailure
+from optuna_biotune.evolution.claims import DEAD, settled, spent_attempt
 from optuna_biotune.evolution.records import read_chunked, write_chunked
 from optuna_biotune.evolution.space import evolvable, normalize
 from optuna_biotune.evolution.strategy import GenerationStrategy, Individual
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["DIGITS", "GenerationLedger", "SlotView", "atomic_storage"]
 
 _LIVE = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
-_DEAD = (TrialState.FAIL, TrialState.PRUNED)
 # Trial numbers can become visible slightly out of order under concurrent creation.
 _WINDOW_MARGIN = 8
 # How many generations a running straggler's result is still waited for.
@@ -74,6 +74,10 @@ class SlotView:
     dead: dict[int, int]
     running_numbers: list[int]  # running or waiting trials without a claim yet
     earlier_unclaimed: int
+    # Trials that may still claim a slot of a later generation, or hold one: a running claim
+    # on another generation not yet confirmed (it may step back and claim again), or any claim
+    # on a newer generation (a concurrent opening's). The next opening's window keeps them.
+    unsettled: list[int] = field(default_factory=list)
 
 
 class GenerationLedger:
@@ -254,11 +258,15 @@ class GenerationLedger:
                         view.earlier_unclaimed += 1
                 continue
             if int(claim["generation"]) != generation:
+                if int(claim["generation"]) > generation or (
+                    t.state in (TrialState.RUNNING, TrialState.WAITING) and not settled(t, claim)
+                ):
+                    view.unsettled.append(t.number)
                 continue
             slot = int(claim["slot"])
             if t.state in _LIVE:
                 view.live.setdefault(slot, []).append(t)
-            elif t.state in _DEAD:
+            elif spent_attempt(t):
                 view.dead[slot] = view.dead.get(slot, 0) + 1
         return view
 
@@ -343,7 +351,7 @@ class GenerationLedger:
             finished, running = [], []
             for number in record["pending"]:
                 t = by_number(int(number))
-                if t is None or t.state in _DEAD:
+                if t is None or t.state in DEAD:
                     continue
                 (finished if t.state == TrialState.COMPLETE else running).append(t)
             for slot_trials in view.live.values():
@@ -360,7 +368,10 @@ class GenerationLedger:
             ] + [int(n) for n in also_pending]
             if not names:
                 names, space = self._names(finished)
-            window = max(0, min([trial.number, *pending, *view.running_numbers]) - _WINDOW_MARGIN)
+            # The window (the lowest trial number any scan of this generation reads) keeps every
+            # trial that may still claim one of its slots: without claim, not confirmed, pending.
+            keep = [trial.number, *pending, *view.running_numbers, *view.unsettled]
+            window = max(0, min(keep) - _WINDOW_MARGIN)
         results = [
             ind for t in finished if (ind := self.individual(t, names, minimize)) is not None
         ]

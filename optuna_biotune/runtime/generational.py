@@ -55,6 +55,7 @@ def slot_progress(
 ) -> SlotProgress:
     """Read the generation records and slot claims of ``namespace`` (scans the whole study:
     once per generation or per wait, not per trial)."""
+    from optuna_biotune.evolution.claims import spent_attempt
     from optuna_biotune.evolution.records import generation_records
 
     records = generation_records(study, namespace)
@@ -70,7 +71,7 @@ def slot_progress(
             complete.add(key)
         elif t.state in (TrialState.RUNNING, TrialState.WAITING):
             holders[key] = t
-        else:
+        elif spent_attempt(t):  # an interrupted trial spent no attempt
             dead[key] = dead.get(key, 0) + 1
     newest = len(records) - 1
 

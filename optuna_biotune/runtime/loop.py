@@ -74,7 +74,8 @@ def run_until(
     retried for ``patience`` seconds (default :data:`STORAGE_PATIENCE`, or the environment
     variable ``BIOTUNE_STORAGE_PATIENCE``): the trials this process had open are marked FAIL
     once the storage answers again (the sampler issues their slots again) and the loop goes
-    on. Ctrl-C marks them FAIL too, then propagates.
+    on. Ctrl-C or SIGTERM (:mod:`optuna_biotune.runtime.interrupts`) marks them FAIL too, then
+    propagates. Trials failed either way are marked as interrupted (no attempt spent).
 
     Returns:
         The number of completed trials in the study.
@@ -104,7 +105,7 @@ def run_until(
         while True:
             try:
                 if storage is not None and storage.open_trials:
-                    failed = storage.fail_open_trials()
+                    failed = storage.fail_open_trials("storage outage")
                     if failed:
                         say(f"storage is back; marked {len(failed)} interrupted trial(s) FAIL")
                 now = completed(study)

@@ -21,6 +21,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from optuna_biotune.evolution.claims import INTERRUPTED_ATTR
+
 __all__ = ["SamplerQueries"]
 
 
@@ -168,19 +170,31 @@ class SamplerQueries:
         """The slots of ``generation`` claimed under the trial system attr ``key`` by the study's
         live trials (RUNNING, WAITING, COMPLETE) numbered ``min_number`` or more, trial
         ``trial_id`` left out; with ``attempts``, also those whose claims ended FAIL or
-        PRUNED that often (used up). ``holders``, when given, is filled with each live claim's
-        slot and trial number."""
+        PRUNED that often (used up; a trial failed by an interruption, ``INTERRUPTED_ATTR``,
+        is no attempt). ``holders``, when given, is filled with each live claim's slot and
+        trial number."""
         import json
 
         from optuna.storages._rdb import models
+        from sqlalchemy.orm import aliased
 
         attr = models.TrialSystemAttributeModel
+        mark = aliased(attr)
         live = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
         dead = (TrialState.FAIL, TrialState.PRUNED)
         states = live if attempts is None else live + dead
         rows = (
-            session.query(models.TrialModel.state, models.TrialModel.number, attr.value_json)
+            session.query(
+                models.TrialModel.state,
+                models.TrialModel.number,
+                attr.value_json,
+                mark.trial_system_attribute_id,
+            )
             .join(models.TrialModel, attr.trial_id == models.TrialModel.trial_id)
+            .outerjoin(
+                mark,
+                (mark.trial_id == models.TrialModel.trial_id) & (mark.key == INTERRUPTED_ATTR),
+            )
             .filter(models.TrialModel.study_id == study_id)
             .filter(models.TrialModel.number >= min_number)
             .filter(models.TrialModel.trial_id != trial_id)
@@ -190,7 +204,7 @@ class SamplerQueries:
         )
         held: set[int] = set()
         failed: dict[int, int] = {}
-        for state, number, value in rows:
+        for state, number, value, interrupted in rows:
             claim = json.loads(value)
             if not isinstance(claim, dict) or int(claim.get("generation", -1)) != int(generation):
                 continue
@@ -199,7 +213,7 @@ class SamplerQueries:
                 held.add(slot)
                 if holders is not None and slot >= 0:
                     holders[slot] = int(number)
-            else:
+            elif interrupted is None:
                 failed[slot] = failed.get(slot, 0) + 1
         if attempts is not None:
             held.update(s for s, n in failed.items() if n >= attempts)

@@ -7,9 +7,13 @@
   connection): a failed beat is skipped and the next one retries, where Optuna's thread would
   die with a traceback and let a live trial go stale;
 - remembers the trials this process opened and has not finished, so that after a lost
-  connection or a Ctrl-C they are marked FAIL at once (:meth:`WorkerStorage.fail_open_trials`)
-  instead of waiting for the heartbeat's grace period (a trial that died before its first
-  heartbeat would otherwise stay RUNNING forever);
+  connection, a Ctrl-C or a SIGTERM they are marked FAIL at once
+  (:meth:`WorkerStorage.fail_open_trials`) instead of waiting for the heartbeat's grace period
+  (a trial that died before its first heartbeat would otherwise stay RUNNING forever);
+- marks each trial it fails by an interruption (a lost storage, a signal:
+  :mod:`optuna_biotune.runtime.interrupts`, a dead worker's trial failed as stale) with the
+  trial system attr ``biotune:interrupted`` (the reason) before the FAIL: such a trial spends
+  none of its slot's attempts, only a failed evaluation does;
 - writes on each trial it creates, in the same transaction, which worker runs it (system attr
   ``biotune:worker``: host, process id, process start time) and fails at once a RUNNING trial
   whose process is gone from this machine (:meth:`WorkerStorage._get_stale_trial_ids`, which
@@ -52,13 +56,17 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_biotune.evolution.claims import INTERRUPTED_ATTR
+from optuna_biotune.runtime import interrupts
 from optuna_biotune.runtime.queries import SamplerQueries
 
 __all__ = [
+    "INTERRUPTED_ATTR",
     "RETRY_DELAY",
     "SILENT_FACTOR",
     "STORAGE_PATIENCE",
     "WORKER_ATTR",
+    "WORKER_LOST",
     "WorkerJournalStorage",
     "WorkerStorage",
     "describe_storage_error",
@@ -118,6 +126,9 @@ def _sqlite_write_ahead_log(connection: Any, _record: Any) -> None:
 
 #: Trial system attr naming the worker that runs the trial (written when the trial starts).
 WORKER_ATTR = "biotune:worker"
+#: The :data:`INTERRUPTED_ATTR` of a trial failed because its worker died (heartbeat silent,
+#: process gone).
+WORKER_LOST = "worker lost"
 
 
 @functools.cache
@@ -226,11 +237,34 @@ def _running_template() -> FrozenTrial:
 
 
 class _WorkerTrials:
-    """What both worker storages add: the trials this process opened, marked FAIL on demand."""
+    """What both worker storages add: the trials this process opened, marked FAIL on demand,
+    and the mark on a trial failed by an interruption (:data:`INTERRUPTED_ATTR`: a signal, a
+    lost storage, a dead worker), which spends none of its slot's attempts."""
 
     def _init_worker_trials(self) -> None:
         self._open_lock = threading.Lock()
         self._open_trials: set[int] = set()
+        # trial id -> why the next FAIL written for it is an interruption
+        self._interrupting: dict[int, str] = {}
+        interrupts.register_storage(self)
+
+    def _interrupting_ids(self, trial_ids: Any, reason: str) -> None:
+        with self._open_lock:
+            self._interrupting.update(dict.fromkeys(trial_ids, reason))
+
+    def _mark_if_interrupted(self, trial_id: int, state: TrialState) -> None:
+        """Before ``trial_id`` is set to ``state``: when that is a FAIL by an interruption (a
+        trial noted by :meth:`fail_open_trials` or as stale, or one this process runs after a
+        signal stopped it), write the reason as :data:`INTERRUPTED_ATTR` first."""
+        if state != TrialState.FAIL:
+            return
+        with self._open_lock:
+            reason = self._interrupting.pop(trial_id, None)
+            if reason is None and trial_id in self._open_trials:
+                reason = interrupts.interrupted()
+        if reason is not None:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.set_trial_system_attr(trial_id, INTERRUPTED_ATTR, reason)  # type: ignore[attr-defined]
 
     def _opened(self, trial_id: int) -> None:
         with self._open_lock:
@@ -246,14 +280,17 @@ class _WorkerTrials:
         with self._open_lock:
             return sorted(self._open_trials)
 
-    def fail_open_trials(self) -> list[int]:
-        """Mark every trial this process opened and did not finish FAIL; return their ids.
+    def fail_open_trials(self, reason: str | None = None) -> list[int]:
+        """Mark every trial this process opened and did not finish FAIL, as interrupted by
+        ``reason`` (default: the signal that stopped the process); return their ids.
 
         A trial finished meanwhile by someone else (the heartbeat of another worker) is left
         as it is. Storage errors propagate: call again when the storage is back.
         """
         failed = []
-        for trial_id in self.open_trials:
+        open_trials = self.open_trials
+        self._interrupting_ids(open_trials, reason or interrupts.interrupted() or "interrupted")
+        for trial_id in open_trials:
             try:
                 if self.set_trial_state_values(trial_id, state=TrialState.FAIL):  # type: ignore[attr-defined]
                     failed.append(trial_id)
@@ -307,6 +344,7 @@ class WorkerStorage(_WorkerTrials, SamplerQueries, RDBStorage):
         return frozen
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        self._mark_if_interrupted(trial_id, state)
         done = super().set_trial_state_values(trial_id, state=state, values=values)
         if state.is_finished():
             self._closed(trial_id)
@@ -370,6 +408,7 @@ class WorkerStorage(_WorkerTrials, SamplerQueries, RDBStorage):
             dead = worker is not None and worker_alive(json.loads(worker)) is False
             if silent or dead:
                 found.add(trial_id)
+        self._interrupting_ids(found, WORKER_LOST)  # Optuna fails them next
         return sorted(found)
 
 
@@ -395,6 +434,7 @@ class WorkerJournalStorage(_WorkerTrials, JournalStorage, BaseHeartbeat):
         return trial_id
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        self._mark_if_interrupted(trial_id, state)
         done = super().set_trial_state_values(trial_id, state=state, values=values)
         if state.is_finished():
             self._closed(trial_id)
@@ -408,9 +448,11 @@ class WorkerJournalStorage(_WorkerTrials, JournalStorage, BaseHeartbeat):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-        return [
+        found = [
             t._trial_id for t in running if worker_alive(t.system_attrs.get(WORKER_ATTR)) is False
         ]
+        self._interrupting_ids(found, WORKER_LOST)  # Optuna fails them next
+        return found
 
     def get_heartbeat_interval(self) -> int | None:
         return _JOURNAL_BEAT
