@@ -118,6 +118,8 @@ def run_methods(args: argparse.Namespace, command: str) -> None:
     if doc.get("settings") != settings:
         doc = {"settings": settings, "cells": {}}
     doc.update(dataset=args.dataset, command=command, machine=_machine())
+    if hard_sets.build_info(args.dataset) is not None:
+        doc["set_build"] = hard_sets.build_info(args.dataset)
     pre = preprocessing(BUDGET["model"])
     splits = load_dataset(
         hard_sets.resolve(args.dataset),
@@ -482,6 +484,7 @@ def run_anytime(args: argparse.Namespace, command: str) -> None:
         "dataset": args.dataset,
         "sampler": args.sampler,
         "seed": args.seed,
+        "set_build": hard_sets.build_info(args.dataset),
         "pruner": "HyperbandPruner(min_resource=1, max_resource=90, reduction_factor=3)",
         "budget": BUDGET | {"seeds_per_evaluation": 3, "data_fraction": 0.5, "prune": True},
         "units": study.user_attrs["anytime:units"],

@@ -173,6 +173,14 @@ def path(name: str) -> Path:
     return root
 
 
+def build_info(dataset: str) -> dict[str, object] | None:
+    """The recipe version, split sizes and digest of a built set (``None`` for other specs):
+    every result on one of these sets records which build it ran on."""
+    if dataset not in SETS:
+        return None
+    return json.loads((path(dataset) / "BUILD.json").read_text())
+
+
 def resolve(dataset: str) -> str:
     """A benchmark's ``--dataset``: one of :data:`SETS` becomes its folder's path, any other
     spec (``digits``, ``mnist5k``, ...) passes through."""

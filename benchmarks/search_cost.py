@@ -154,6 +154,7 @@ def _summarise(study: optuna.Study, args: argparse.Namespace) -> dict[str, Any]:
     epochs = [sum(t.user_attrs.get("epochs", [])) for t in trials]
     return {
         "dataset": args.dataset,
+        "set_build": hard_sets.build_info(args.dataset),
         "protocol": args.protocol,
         "budget": {
             "population": args.population,

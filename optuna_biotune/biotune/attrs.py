@@ -13,6 +13,9 @@ ARTIFACTS_ATTR = "biotune:artifacts"
 FINAL_ATTR = "biotune:final"
 #: Prefix of one retrained configuration's test accuracies: ``biotune:final:<key>``.
 FINAL_CACHE_PREFIX = "biotune:final:"
+#: Wall seconds of one full-data FT run timed in the study (``{"seconds", "source"}``): the
+#: unit of the compute shown while a search runs (:mod:`.compute`).
+FT_UNIT_ATTR = "biotune:ft_unit"
 #: Artifact ids of the latest report (name -> id), replaced each time.
 REPORT_ARTIFACTS_ATTR = "biotune:report_artifacts"
 #: Keys of ``biotune:spec``, in order: the arguments of
@@ -49,6 +52,7 @@ __all__ = [
     "ARTIFACTS_ATTR",
     "FINAL_ATTR",
     "FINAL_CACHE_PREFIX",
+    "FT_UNIT_ATTR",
     "OBJECTIVE_SPEC_ATTR",
     "OBJECTIVE_SPEC_KEYS",
     "PROTOCOL_ATTR",

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from optuna_biotune.biotune.attrs import FINAL_CACHE_PREFIX, OBJECTIVE_SPEC_ATTR
+from optuna_biotune.biotune.compute import record_ft_unit
 from optuna_biotune.biotune.report import FINAL_ATTR, configuration_key, top_configurations
 from optuna_biotune.engine.seeds import final_seed_list, mean_sem
 from optuna_biotune.errors import UsageError
@@ -173,6 +174,8 @@ def run_final(
         study, objective, [True] * len(blocks), [1.0] * len(blocks), seeds, log, "FT"
     )
     reused += hit
+    if ft_seconds > 0:  # the unit of the compute shown while a search runs (`compute`)
+        record_ft_unit(study, seconds=ft_seconds / len(seeds), source="final: FT reference")
     ft_mean, ft_sem = mean_sem(ft_accs)
     ft = {
         "test": ft_accs,

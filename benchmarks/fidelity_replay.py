@@ -1,0 +1,177 @@
+"""Multi-fidelity rules replayed on an exact search's stored curves (design aid, issue 22).
+
+An exact-protocol search (``comparison.py exact``) stores, for each of its evaluations, every
+seed's validation accuracy after every epoch (the trial's intermediate values at step
+``seed_index * max_epochs + epoch``), its CPU seconds, and the bar it had to beat to change a
+decision of the search (:func:`optuna_biotune.biotune.racing.entry_bar`). This script replays
+cheaper rules on those curves, in trial order, each rule seeing only what came before:
+
+``one-seed``
+    Every evaluation trains its first seed to its early stop; the remaining seeds train only
+    when that first seed reaches the evaluation's bar (it could become an elite, replace its
+    elite, or beat its parents) or enters the study's top-k so far.
+``curve-bar``
+    As ``one-seed``, and the first seed stops after any epoch at which its best so far is
+    below every earlier full evaluation that ended at or above this evaluation's bar stood
+    at the same epoch (minus ``slack``): what every evaluation that cleared the bar had
+    reached by then, a point reading of the study's own complete curves (no optimism).
+``asha``
+    As ``one-seed``, and the first seed stops at a rung (epochs ``rungs``) unless its best so
+    far is in the top ``1/eta`` of the first seeds of earlier evaluations at that rung
+    (asynchronous successive halving, Li et al. 2020: no evaluation waits for a rung to fill;
+    the first ``eta`` evaluations to reach a rung always go on).
+
+For each rule: the epochs and CPU seconds it keeps (CPU per epoch taken from each evaluation's
+own exact run, so a frozen prefix stays cheap), in the search's unit (full-data FT runs), and
+the configuration it would rank first by validation among its full-fidelity evaluations, with
+that configuration's exact value beside the exact run's top-1. The candidates are the exact
+run's: in a live run a rule changes the values the sampler sees and so the candidates it
+breeds, which a replay cannot show; it measures what a rule saves and whether it still finds
+the best of the same candidates.
+
+Usage::
+
+    python benchmarks/fidelity_replay.py benchmarks/runs/exact-digits-low-s0.db [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from optuna_biotune.biotune import racing
+
+HERE = Path(__file__).resolve().parent
+
+
+def _curves(t: optuna.trial.FrozenTrial, max_epochs: int) -> list[list[float]]:
+    """Per seed, the best validation accuracy so far after each epoch it trained."""
+    out = []
+    for k, epochs in enumerate(t.user_attrs.get("epochs", [])):
+        best, curve = float("-inf"), []
+        for e in range(1, int(epochs) + 1):
+            best = max(best, float(t.intermediate_values[k * max_epochs + e]))
+            curve.append(best)
+        out.append(curve)
+    return out
+
+
+def replay(
+    study: optuna.Study,
+    *,
+    rule: str,
+    top_k: int = 1,
+    rungs: tuple[int, ...] = (1, 3),
+    eta: int = 3,
+    slack: float = 0.0,
+) -> dict[str, Any]:
+    """Replay ``rule`` (``exact``, ``one-seed``, ``curve-bar`` or ``asha``) on ``study``'s
+    curves."""
+    spec = study.user_attrs["biotune:spec"]
+    max_epochs = int(spec["max_epochs"])
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    at_rung: dict[int, list[float]] = {r: [] for r in rungs}
+    full: dict[int, float] = {}  # trial -> its value, for evaluations kept at full fidelity
+    firsts: dict[int, list[float]] = {}  # trial -> its first seed's curve, full ones only
+    kept_epochs = total_epochs = 0
+    kept_cpu = total_cpu = 0.0
+    for t in trials:
+        curves = _curves(t, max_epochs)
+        epochs = [len(c) for c in curves]
+        cpu = float(t.user_attrs.get("search_cost:cpu", 0.0))
+        per_epoch = cpu / max(1, sum(epochs))
+        total_epochs += sum(epochs)
+        total_cpu += cpu
+        if not curves:  # invalid: nothing trained, its 0 is its true value
+            full[t.number] = float(t.value)
+            continue
+        if rule == "exact":
+            kept = sum(epochs)
+            full[t.number] = float(t.value)
+            firsts[t.number] = curves[0]
+        else:
+            first = curves[0]
+            stop = len(first)
+            if rule == "asha":
+                for r in rungs:
+                    if r >= len(first):
+                        break
+                    seen = at_rung[r]
+                    value = first[r - 1]
+                    seen.append(value)
+                    if len(seen) > eta and value < np.quantile(seen[:-1], 1 - 1 / eta):
+                        stop = r
+                        break
+            if rule == "curve-bar":
+                bar = racing.entry_bar(t, study)
+                cleared = [
+                    firsts[n] for n, v in full.items() if n in firsts and bar and v >= bar.value
+                ]
+                if cleared:
+                    for e in range(1, len(first)):
+                        need = min(c[min(e, len(c)) - 1] for c in cleared) - slack
+                        if first[e - 1] < need:
+                            stop = e
+                            break
+            kept = stop
+            if stop == len(first):  # the first seed finished: does it go on?
+                bar = racing.entry_bar(t, study)
+                ranked = sorted(full.values(), reverse=True)
+                in_top = len(ranked) < top_k or first[-1] > ranked[top_k - 1]
+                if (bar is None or first[-1] >= bar.value) or in_top:
+                    kept = sum(epochs)
+                    full[t.number] = float(t.value)
+                    firsts[t.number] = first
+        kept_epochs += kept
+        kept_cpu += kept * per_epoch
+    exact_top = max(
+        (t for t in trials if t.user_attrs.get("epochs")), key=lambda t: (t.value, -t.number)
+    )
+    mine = max(full, key=lambda n: (full[n], -n))
+    chunks = study.user_attrs.get("search_cost:chunks", [])
+    unit = float(chunks[-1]["ft"]["cpu"]) if chunks else float("nan")
+    return {
+        "rule": rule,
+        "evaluations": len(trials),
+        "full_fidelity": len(full),
+        "epochs_kept": kept_epochs,
+        "epochs_share": round(kept_epochs / max(1, total_epochs), 3),
+        "search_ft_runs": round(kept_cpu / unit, 2),
+        "exact_search_ft_runs": round(total_cpu / unit, 2),
+        "top1": mine,
+        "top1_exact_value": round(full[mine], 4),
+        "exact_top1": exact_top.number,
+        "exact_top1_value": round(float(exact_top.value), 4),
+        "same_top1": mine == exact_top.number,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("dbs", nargs="+")
+    p.add_argument("--eta", type=int, default=3)
+    p.add_argument("--rungs", type=int, nargs="+", default=[1, 3])
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = p.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = []
+    for db in args.dbs:
+        name = Path(db).stem
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+        for rule in ("exact", "one-seed", "curve-bar", "asha"):
+            row = {"study": name} | replay(study, rule=rule, rungs=tuple(args.rungs), eta=args.eta)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.out:
+        doc = {"command": "python benchmarks/fidelity_replay.py " + " ".join(sys.argv[1:])}
+        Path(args.out).write_text(json.dumps(doc | {"rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
