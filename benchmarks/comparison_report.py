@@ -55,62 +55,90 @@ def _at_budget(cell: dict[str, Any], epochs: int) -> str:
 
 def _unit(doc: dict[str, Any] | None) -> float | None:
     """CPU seconds of the unit in a ``methods`` run: its ``unit`` cell (one FT run, seed
-    1001), or for a run without one the mean FT run of its ``FT@0.001`` cell."""
+    1001), or for a run without one :func:`_legacy_unit`."""
     if doc is None:
         return None
+    if "unit" in doc["cells"]:
+        return float(doc["cells"]["unit"]["unit_cpu_s"])
+    return _legacy_unit(doc)
+
+
+def _legacy_unit(doc: dict[str, Any] | None) -> float | None:
+    """The unit of the cells a ``methods`` run measured before it had a ``unit`` cell: the
+    seed-1001 share of its ``FT@0.001`` cell (CPU seconds x that seed's epochs over the three
+    seeds' epochs), measured in the same commands as those cells, so the machine's load of the
+    time cancels as it does for the unit."""
+    ft = None if doc is None else doc["cells"].get("FT@0.001")
+    if ft is None:
+        return None
+    epochs = ft["epochs_run"]
+    return ft["cpu_s"] * epochs[0] / sum(epochs)
+
+
+def _cell_unit(doc: dict[str, Any], key: str) -> float | None:
+    """The unit a cell is counted in. A run that predates the unit cell (it has the old
+    ``ft_unit_search_budget`` cell, which no later command writes) measured its other cells in
+    earlier commands: those are in :func:`_legacy_unit`; the cells added with the unit cell
+    (``unit``, ``LoRA@*``) and every cell of a later run are in the unit cell's."""
     cells = doc["cells"]
-    if "unit" in cells:
-        return float(cells["unit"]["unit_cpu_s"])
-    ft = cells.get("FT@0.001")
-    return None if ft is None else ft["cpu_s"] / len(ft["test_accuracies"])
+    legacy = "ft_unit_search_budget" in cells and not (key == "unit" or key.startswith("LoRA@"))
+    return _legacy_unit(doc) if legacy or "unit" not in cells else _unit(doc)
 
 
-def _search_cost(s: dict[str, Any], unit: float | None) -> tuple[float | None, bool]:
+def _ft_runs(doc: dict[str, Any], key: str) -> float:
+    unit = _cell_unit(doc, key)
+    return float("nan") if unit is None else doc["cells"][key]["cpu_s"] / unit
+
+
+def _search_cost(s: dict[str, Any], doc: dict[str, Any] | None) -> tuple[float | None, bool]:
     """A search's cost in FT runs (search + retraining of its top-1), and whether it was
-    measured in its own command (``True``) or put in the ``methods`` run's unit with the
-    retraining counted as 3 FT runs, an upper bound (``False``)."""
+    measured in its own command (``True``). A search that predates the unit counted itself in
+    its own unit, one FT run on a search fold (half the data); its ``methods`` run timed that
+    run and the full-data one in the same command (``ft_unit_search_budget``,
+    :func:`_legacy_unit`), which converts it; its retraining counts as 3 FT runs, an upper
+    bound (``False``)."""
     if s.get("cost_ft_runs") is not None:
         return float(s["cost_ft_runs"]), True
-    if unit is None:
+    half = None if doc is None else doc["cells"].get("ft_unit_search_budget")
+    full = _legacy_unit(doc)
+    if half is None or full is None:
         return None, False
-    return s["search_cpu_s"] / unit + 3, False
+    return s["search_ft_runs_cpu"] * half["unit_cpu_s"] / full + 3, False
 
 
-def _tuned(cells: dict[str, Any], prefix: str, base: str | None) -> tuple[str, Any, float]:
-    """The sweep member with the best mean validation accuracy, its rate, and the sweep's CPU
-    seconds (``base``: the cell that is the sweep's 1e-3 member under another name)."""
-    sweep = {k[len(prefix) :]: c for k, c in cells.items() if k.startswith(prefix)}
+def _tuned(doc: dict[str, Any], prefix: str, base: str | None) -> tuple[str, Any, float]:
+    """The sweep member with the best mean validation accuracy, its rate, and the sweep's
+    compute in FT runs (``base``: the cell that is the sweep's 1e-3 member under another
+    name)."""
+    cells = doc["cells"]
+    keys = {k[len(prefix) :]: k for k in cells if k.startswith(prefix)}
     if base is not None and base in cells:
-        sweep["0.001"] = cells[base]
-    best = max(sweep, key=lambda k: sum(sweep[k]["val_accuracies"]))
-    rates = ", ".join(sorted(sweep, key=float))
-    return f"{best} of {rates}", sweep[best], sum(c["cpu_s"] for c in sweep.values())
+        keys["0.001"] = base
+    best = max(keys, key=lambda r: sum(cells[keys[r]]["val_accuracies"]))
+    rates = ", ".join(sorted(keys, key=float))
+    return f"{best} of {rates}", cells[keys[best]], sum(_ft_runs(doc, k) for k in keys.values())
 
 
 def _method_points(doc: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
     """Label -> (compute in FT runs, test mean, test s.e.) of the rows a figure shows."""
-    cells, unit = doc["cells"], _unit(doc)
-    if unit is None:
+    cells = doc["cells"]
+    if _unit(doc) is None:
         return {}
     out: dict[str, tuple[float, float, float]] = {}
 
-    def put(label: str, c: dict[str, Any], cpu: float) -> None:
-        out[label] = (cpu / unit, c["test_accuracy_mean"], c["test_accuracy_stderr"])
+    def put(label: str, c: dict[str, Any], compute: float) -> None:
+        out[label] = (compute, c["test_accuracy_mean"], c["test_accuracy_stderr"])
 
     if "FT@0.001" in cells:
-        put("FT 1e-3", cells["FT@0.001"], cells["FT@0.001"]["cpu_s"])
+        put("FT 1e-3", cells["FT@0.001"], _ft_runs(doc, "FT@0.001"))
     if sum(k.startswith("FT@") for k in cells) > 1:
-        _, c, cpu = _tuned(cells, "FT@", None)
-        put("FT tuned", c, cpu)
+        put("FT tuned", *_tuned(doc, "FT@", None)[1:])
     for m in ("LP", "L2-SP", "LoRA"):
         if m in cells:
-            put(f"{m} 1e-3" if m == "LoRA" else m, cells[m], cells[m]["cpu_s"])
-    if any(k.startswith("LoRA@") for k in cells) and "LoRA" in cells:
-        _, c, cpu = _tuned(cells, "LoRA@", "LoRA")
-        put("LoRA tuned", c, cpu)
-    if any(k.startswith("AutoRGN@") for k in cells) and "AutoRGN" in cells:
-        _, c, cpu = _tuned(cells, "AutoRGN@", "AutoRGN")
-        put("AutoRGN tuned", c, cpu)
+            put(f"{m} 1e-3" if m == "LoRA" else m, cells[m], _ft_runs(doc, m))
+    for m in ("LoRA", "AutoRGN"):
+        if m in cells and any(k.startswith(f"{m}@") for k in cells):
+            put(f"{m} tuned", *_tuned(doc, f"{m}@", m)[1:])
     return out
 
 
@@ -118,16 +146,20 @@ def _methods_rows(doc: dict[str, Any], searches: list[dict[str, Any]]) -> list[s
     cells = doc["cells"]
     epochs = doc["settings"]["epochs"]
     ft, unit = cells.get("FT@0.001"), _unit(doc)
+    legacy = "ft_unit_search_budget" in cells
     if ft is None or unit is None:
         return ["FT at 1e-3 not run yet: no unit, no table."]
-    how = (
-        "seed 1001 timed on its own"
-        if "unit" in cells
-        else "mean FT run of the FT@1e-3 cell: this run predates the unit cell"
-    )
+    how = f"seed 1001, timed on its own: {unit:.1f} CPU s"
+    if legacy:
+        old = _legacy_unit(doc) or float("nan")
+        how = (
+            f"the cells measured before the unit existed: seed 1001's share of the FT@1e-3 "
+            f"cell, {old:.1f} CPU s; the unit cell and the cells measured with it (LoRA's "
+            f"sweep): seed 1001 timed on its own, {unit:.1f} CPU s"
+        )
     lines = [
-        f"Unit: one FT run (lr 1e-3, full training split; {how}) = {unit:.1f} CPU s "
-        "in this dataset's `methods` run.",
+        f"Unit: one FT run (lr 1e-3, full training split), in the same commands as the cells "
+        f"({how}).",
         "",
         "| method | test accuracy % (± s.e.) | validation % | trainable share % | "
         "compute (FT runs) | seeds best at epoch 30 | epochs run |",
@@ -142,25 +174,25 @@ def _methods_rows(doc: dict[str, Any], searches: list[dict[str, Any]]) -> list[s
             f"{_at_budget(c, epochs)} | {c['epochs_run']} |"
         )
 
-    lines.append(row("FT, lr 1e-3 (paper)", ft, ft["cpu_s"] / unit))
+    lines.append(row("FT, lr 1e-3 (paper)", ft, _ft_runs(doc, "FT@0.001")))
     if sum(k.startswith("FT@") for k in cells) > 1:
-        rates, c, cpu = _tuned(cells, "FT@", None)
-        lines.append(row(f"FT, lr tuned on validation ({rates})", c, cpu / unit))
+        rates, c, compute = _tuned(doc, "FT@", None)
+        lines.append(row(f"FT, lr tuned on validation ({rates})", c, compute))
         for k, c in cells.items():
             if k.startswith("FT@") and k != "FT@0.001":
                 label = f"&nbsp;&nbsp;FT, lr {k[3:]} (sweep member)"
-                lines.append(row(label, c, c["cpu_s"] / unit))
+                lines.append(row(label, c, _ft_runs(doc, k)))
     for m in ORDER:
         c = cells.get(m)
-        lines.append(f"| {m} | not run | | | | | |" if c is None else row(m, c, c["cpu_s"] / unit))
+        lines.append(f"| {m} | not run | | | | | |" if c is None else row(m, c, _ft_runs(doc, m)))
     for method in ("AutoRGN", "LoRA"):
         if method in cells and any(k.startswith(f"{method}@") for k in cells):
-            rates, c, cpu = _tuned(cells, f"{method}@", method)
-            lines.append(row(f"{method}, lr tuned on validation ({rates})", c, cpu / unit))
+            rates, c, compute = _tuned(doc, f"{method}@", method)
+            lines.append(row(f"{method}, lr tuned on validation ({rates})", c, compute))
             for k, c in cells.items():
                 if k.startswith(f"{method}@") and method == "LoRA":
                     label = f"&nbsp;&nbsp;LoRA, lr {k[5:]} (sweep member)"
-                    lines.append(row(label, c, c["cpu_s"] / unit))
+                    lines.append(row(label, c, _ft_runs(doc, k)))
     for protocol, label in PROTOCOLS.items():
         done = [s for s in searches if s["protocol"] == protocol and s.get("complete")]
         if not done:
@@ -168,7 +200,7 @@ def _methods_rows(doc: dict[str, Any], searches: list[dict[str, Any]]) -> list[s
             continue
         accs = [s["top1_test_accuracy"] for s in done]
         shares = [s["top1_trainable_share"] for s in done if s.get("top1_trainable_share")]
-        costs = [_search_cost(s, unit)[0] for s in done]
+        costs = [_search_cost(s, doc)[0] for s in done]
         known = [c for c in costs if c is not None]
         cost = f"{sum(known) / len(known):.1f}" if known else "n/a"
         share = f"{100 * sum(shares) / len(shares):.2f}" if shares else "n/a"
@@ -183,13 +215,14 @@ def _methods_rows(doc: dict[str, Any], searches: list[dict[str, Any]]) -> list[s
     return lines
 
 
-def _search_rows(searches: list[dict[str, Any]], unit: float | None) -> list[str]:
+def _search_rows(searches: list[dict[str, Any]], doc: dict[str, Any]) -> list[str]:
     lines = [
         "BioTune searches (population 10, 3 elites, one generation after the first = 23 "
         "evaluations of 3 seeds at data fraction 0.5; cost = the search plus the final "
         "retraining of its top-1 configuration with seeds 1001-1003; measured in the search's "
-        "own command where marked, else the search's CPU seconds in this dataset's `methods` "
-        "unit plus 3 FT runs for the retraining, an upper bound):",
+        "own command where marked, else the search in its own unit (one FT run on a search "
+        "fold, timed in its command) converted by the ratio of that run to the full-data one "
+        "in this dataset's `methods` run, plus 3 FT runs for the retraining, an upper bound):",
         "",
         "| protocol | sampler seed | evaluations (raced) | cost (FT runs) | best validation % | "
         "top-1 test % | trainable share % |",
@@ -200,7 +233,7 @@ def _search_rows(searches: list[dict[str, Any]], unit: float | None) -> list[str
         if not s.get("complete"):
             lines.append(f"| {PROTOCOLS[s['protocol']]} | {seed} | running | | | | |")
             continue
-        cost, measured = _search_cost(s, unit)
+        cost, measured = _search_cost(s, doc)
         shown = "n/a" if cost is None else f"{cost:.1f}" + (" (measured)" if measured else "")
         share = s.get("top1_trainable_share")
         lines.append(
@@ -355,7 +388,6 @@ def _compute_figure(
         return False
     fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.4), squeeze=False)
     for ax, d in zip(axes[0], shown, strict=True):
-        unit = _unit(methods[d])
         for label, (x, m, e) in _method_points(methods[d]).items():
             ax.errorbar(x, 100 * m, yerr=100 * e, fmt="o", ms=4, capsize=2, label=label)
         for protocol, label in PROTOCOLS.items():
@@ -364,7 +396,7 @@ def _compute_figure(
                 for s in searches
                 if s["dataset"] == d and s["protocol"] == protocol and s.get("complete")
             ]
-            costs = [_search_cost(s, unit)[0] for s in done]
+            costs = [_search_cost(s, methods[d])[0] for s in done]
             if not done or any(c is None for c in costs):
                 continue
             m, e = mean_sem([s["top1_test_accuracy"] for s in done])
@@ -467,7 +499,7 @@ def _cost_section(
         cpu += float(s.get("final_seconds") or 0.0) if not s.get("retrain") else 0.0
         rows.append((s["part"], cpu))
     for s in samplers:
-        unit = _unit(methods.get(s["dataset"])) or 0.0
+        unit = _legacy_unit(methods.get(s["dataset"])) or 0.0
         part = s["command"].removeprefix("python benchmarks/comparison.py ")
         rows.append((part, s["search_cpu_s"] + 3 * unit))
     for r in anytime:
@@ -559,7 +591,7 @@ def write_report(folder: Path, results: Path) -> Path:
             continue
         lines += [*_methods_rows(doc, mine), ""]
         if mine:
-            lines += [*_search_rows(mine, _unit(doc)), ""]
+            lines += [*_search_rows(mine, doc), ""]
     if _compute_figure(methods, searches, anytime, results / "comparison_compute.png"):
         lines += ["![test accuracy against compute](comparison_compute.png)", ""]
     lines += [
@@ -584,7 +616,7 @@ def write_report(folder: Path, results: Path) -> Path:
         "evaluations (raced) |",
         "|---|---|---|---|---|",
     ]
-    digits_unit = _unit(methods.get("digits"))
+    digits_unit = _legacy_unit(methods.get("digits"))
     by_fraction = {f["budget"]["data_fraction"]: f for f in fractions if f.get("complete")}
     for s in searches:
         if (
@@ -614,7 +646,7 @@ def write_report(folder: Path, results: Path) -> Path:
         "",
     ]
     for dataset in ("digits", "mnist5k"):
-        unit = _unit(methods.get(dataset))
+        unit = _legacy_unit(methods.get(dataset))
         lines += [f"### {dataset}", "", *_sampler_section(samplers, dataset, unit), ""]
     if _sampler_figure(samplers, results / "comparison_samplers.png"):
         lines += ["![best validation so far](comparison_samplers.png)", ""]
