@@ -2,21 +2,20 @@
 
 A search (``BioTuneSampler`` + ``BioTuneObjective``, sequential, fixed sampler seed) runs at
 a given per-run budget (data fraction, epochs, patience, seeds per evaluation); in the same
-process, one FT training run at the same per-run budget is timed: every block trained at
-``base_lr`` (weight 1, as ``baselines`` FT), one seed (the first fitness seed), on fold 0 of the
-train and validation splits (the data one evaluation trains on), same image size, epochs and
-patience. The search's compute is reported as a multiple of that FT run, in CPU seconds
-(``time.process_time``: every thread of the process) and in wall seconds. Then ``final``
-(:func:`optuna_biotune.biotune.final.run_final`) retrains the top configuration by validation
-on the full training split with seeds 1001, 1002, 1003 and scores the test split: the
-top-1-by-validation test accuracy (``top1``), beside FT's.
+command, the one unit of every benchmark is timed (``units.py``: one full-data FT run, lr 1e-3,
+seed 1001, the same epochs and patience, CPU seconds). The search's compute is reported as a
+multiple of it, and so is the final retraining of the top-1 configuration by validation (seeds
+1001, 1002, 1003, timed on its own): their sum is the search's cost. Then ``final``
+(:func:`optuna_biotune.biotune.final.run_final`) scores the test split and retrains FT beside
+it: the top-1-by-validation test accuracy (``top1``), beside FT's.
 
 Resumable and splittable: everything lives in a SQLite study under ``--workdir``; with
 ``--minutes M`` a command stops after the trial that passes ``M`` minutes, and the same command
-continues. Each command (a *chunk*) times its own FT run at its start and at its end (the mean
-is its unit; the digits results predate the second timing) and counts its search compute in
-its own FT units, so load that changes between chunks cancels out of the ratio. The machine is
-shared with other people's tests: compare ratios from the same run, not seconds across runs.
+continues. Each command (a *chunk*) times its own unit at its start and counts its search
+compute in it, so load that changes between chunks cancels out of the ratio. (Results
+committed before the one unit timed a search-fold FT run instead: ``results/search_cost.md``
+converts them.) The machine is shared with other people's tests: compare ratios from the same
+run, not seconds across runs.
 
 ``--protocol exact`` passes ``exact_protocol=True`` to the objective (the paper's protocol,
 every evaluation trained to its early stop with every seed); ``default`` the package's default;
@@ -304,8 +303,8 @@ def _markdown(result: dict[str, Any], command: str) -> str:
         f"({result['training_runs']}, {result['epochs_trained']}) |",
         f"| raced / memoised evaluations | {result['raced']} / {result['memoised']} |",
         f"| search CPU s / wall s | {result['search_cpu_s']} / {result['search_wall_s']} |",
-        f"| one FT run (mean over chunks) CPU s / wall s | {result['ft_unit']['cpu_s']} / "
-        f"{result['ft_unit']['wall_s']} |",
+        "| one full-data FT run (mean over chunks) CPU s / wall s | "
+        f"{result['ft_unit']['cpu_s']} / {result['ft_unit']['wall_s']} |",
         f"| **search in FT runs, CPU / wall** | **{result['search_ft_runs_cpu']}** / "
         f"**{result['search_ft_runs_wall']}** |",
         f"| best validation fitness (trial) | {result['best_validation']:.4f} "
