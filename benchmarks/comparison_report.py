@@ -381,15 +381,24 @@ def _compute_figure(
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
     except ImportError:
         return False
     shown = [d for d in DATASETS if d in methods]
     if not shown:
         return False
     fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.4), squeeze=False)
+    palette = plt.get_cmap("tab20").colors
+    colours: dict[str, Any] = {}
+
+    def colour(label: str) -> Any:  # one colour per label in every panel
+        return colours.setdefault(label, palette[len(colours) % len(palette)])
+
     for ax, d in zip(axes[0], shown, strict=True):
         for label, (x, m, e) in _method_points(methods[d]).items():
-            ax.errorbar(x, 100 * m, yerr=100 * e, fmt="o", ms=4, capsize=2, label=label)
+            ax.errorbar(
+                x, 100 * m, yerr=100 * e, fmt="o", ms=4, capsize=2, label=label, c=colour(label)
+            )
         for protocol, label in PROTOCOLS.items():
             done = [
                 s
@@ -401,8 +410,9 @@ def _compute_figure(
                 continue
             m, e = mean_sem([s["top1_test_accuracy"] for s in done])
             x = sum(c for c in costs if c is not None) / len(costs)
+            name = f"BioTune, {label}"
             ax.errorbar(
-                x, 100 * m, yerr=100 * e, fmt="*", ms=11, capsize=3, label=f"BioTune, {label}"
+                x, 100 * m, yerr=100 * e, fmt="*", ms=11, capsize=3, label=name, c=colour(name)
             )
         for key, label in ANYTIME_LABELS.items():
             rs = [r for r in anytime if r["dataset"] == d and r["sampler"] == key]
@@ -415,11 +425,14 @@ def _compute_figure(
                 if all(g is not None for g in got):
                     pts.append((x, 100 * mean_sem([g["mean"] for g in got if g])[0]))
             if pts:
-                ax.step(*zip(*pts, strict=True), where="post", label=f"{label} ({len(rs)})")
+                ax.step(*zip(*pts, strict=True), where="post", label=label, c=colour(label))
         ax.set_title(d)
-        ax.set_xlabel("compute (full-data FT runs)")
+        ax.set_xlabel("compute (full-data FT runs, log scale)")
         ax.set_ylabel("test accuracy %")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator([0.5, 1, 2, 4, 8, 16, 32, 64]))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
     handles, labels = [], []
     for ax in axes[0]:
