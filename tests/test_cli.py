@@ -66,6 +66,12 @@ def test_search_resumes_and_counts_earlier_generations(tmp_path: Path) -> None:
     out = _last_json(second.stdout)
     assert out["evaluations"] == out["planned_evaluations"] == 7
     assert _states(db, "s") == ["COMPLETE"] * 7
+    # Compute in view: 7 evaluations x 1 seed x 1 epoch is the exact protocol's ceiling; no FT
+    # run was timed yet (no `final`), so no FT runs.
+    spent = out["compute"]
+    assert spent["evaluations"] == 7 and spent["epochs_ceiling"] == 7
+    assert 0 < spent["epochs_trained"] <= 7 and spent["training_seconds"] > 0
+    assert "ft_runs" not in spent
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
     from optuna_biotune.evolution import trial_generation
 
@@ -90,6 +96,10 @@ def test_search_resumes_and_counts_earlier_generations(tmp_path: Path) -> None:
     fin = _run("final", "--study", "s", "--top-k", "1", "--seeds", "1", "--json", cwd=tmp_path)
     assert fin.returncode == 0, fin.stderr[-2000:]
     result = _last_json(fin.stdout)["final"]
+    spent = _last_json(fin.stdout)["compute"]  # final's FT reference timed the unit
+    assert spent["ft_runs"] > 0 and spent["ft_run_seconds"] == pytest.approx(
+        result["ft"]["seconds"], rel=0.01
+    )
     assert result["reused"] == 0 and len(result["configurations"]) == 1
     assert result["configurations"][0]["trial"] == study.best_trial.number
     assert 0.0 <= result["biotune_test_accuracy"] <= 1.0 and 0.0 <= result["ft_test_accuracy"] <= 1

@@ -52,3 +52,39 @@ def test_ft_runs_appear_once_an_ft_run_was_timed_and_a_trial_counts_once() -> No
     running = study.ask()
     compute.add(study._storage.get_trial(running._trial_id))  # not finished: not counted
     assert compute.evaluations == 1
+
+
+def test_the_progress_bar_shows_the_compute_after_each_finished_trial() -> None:
+    from optuna_biotune.runtime.loop import run_with_progress
+
+    class Bar:
+        def __init__(self) -> None:
+            self.postfixes: list[dict[str, object]] = []
+
+        def update(self, n: int) -> None:
+            pass
+
+        def set_postfix(self, **kwargs: object) -> None:
+            self.postfixes.append(kwargs)
+
+        def write(self, line: str, file: object = None) -> None:
+            pass
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("seconds", 1.5)
+        trial.set_user_attr("epochs", [2])
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    study = optuna.create_study(direction="maximize")
+    compute, bar = Compute(n_seeds=1, max_epochs=3, ft_seconds=0.5), Bar()
+
+    def postfix(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
+        compute.add(trial)
+        return compute.postfix()
+
+    run_with_progress(
+        study, objective, bar=bar, target=2, n_jobs=1, generation=lambda t: 0, postfix=postfix
+    )
+    assert bar.postfixes[-1]["epochs"] == "4/6"
+    assert bar.postfixes[-1]["train"] == "3s" and bar.postfixes[-1]["FT runs"] == "6.0"
+    assert bar.postfixes[-1]["trial"] == 1

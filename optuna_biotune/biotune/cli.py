@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from optuna_biotune.biotune.attrs import ARTIFACTS_ATTR, OBJECTIVE_SPEC_ATTR
+from optuna_biotune.biotune.compute import Compute
 from optuna_biotune.biotune.search import (
     artifact_store,
     cmd_search,
@@ -241,6 +242,7 @@ def cmd_final(args: argparse.Namespace) -> dict[str, Any]:
     objective = make_objective(spec.replace(device=args.device), stored)
     result = _summary("final", study, spec)
     result["final"] = run_final(args, study, spec, objective, seeds=listed)
+    result["compute"] = Compute.of_study(study).as_dict()  # the search's, in FT runs now
     result["report"] = _write_report(study, spec, out_dir=spec.report_dir)
     return result
 
@@ -250,6 +252,7 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     study, spec = _open_existing(args)
     out = args.out or spec.report_dir
     result = _summary("report", study, spec)
+    result["compute"] = Compute.of_study(study).as_dict()
     kwargs: dict[str, Any] = {}
     if args.top_k is not None:
         kwargs["top_k"] = args.top_k

@@ -13,12 +13,14 @@ import argparse
 import dataclasses
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optuna_biotune.biotune.attrs import ARTIFACTS_ATTR, OBJECTIVE_SPEC_ATTR, STUDY_ATTR
+from optuna_biotune.biotune.compute import Compute
 from optuna_biotune.biotune.memetic import evaluations_per_generation
 from optuna_biotune.biotune.spec import (
     SECTIONS,
@@ -255,6 +257,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     result.update(report.best_summary(study))
     if spec.final:
         result["final"] = run_final(args, study, spec, objective)
+    result["compute"] = Compute.of_study(study).as_dict()  # FT runs once `final` timed one
     result["report"] = report.write_report(
         study, out_dir=spec.report_dir, artifact_store=artifact_store(artifact_dir)
     )
@@ -336,6 +339,13 @@ def run_search(
 
     done = len(_finished(study))
     bar = progress_bar(desc="BioTune", total=done, initial=done)
+    compute, lock = Compute.of_study(study), threading.Lock()
+
+    def postfix(trial: optuna.trial.FrozenTrial) -> dict[str, str]:
+        with lock:  # --n-jobs threads finish trials concurrently
+            compute.add(trial)
+            return compute.postfix()
+
     try:
         run_generations(
             study,
@@ -345,6 +355,7 @@ def run_search(
             bar=bar,
             per_generation=evaluations_per_generation(population, elites),
             generation=generation,
+            postfix=postfix,
         )
         bar.total = bar.n
         bar.refresh()

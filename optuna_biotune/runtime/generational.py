@@ -12,7 +12,7 @@ import contextlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +151,7 @@ def run_generations(
     bar: Any = None,
     per_generation: int = 0,
     generation: Callable[[FrozenTrial], int] | None = None,
+    postfix: Callable[[FrozenTrial], Mapping[str, str]] | None = None,
     wait_limit: float | None = None,
     poll: float = 2.0,
     log: Callable[[str], None] | None = None,
@@ -171,7 +172,8 @@ def run_generations(
       its slot evaluated here. A wait with no progress for ``wait_limit`` seconds (default:
       :func:`_wait_limit`) ends in :class:`~optuna_biotune.errors.RuntimeFailure`.
 
-    Ends by failing the RUNNING trials of dead workers it can recognise.
+    Ends by failing the RUNNING trials of dead workers it can recognise. ``postfix`` adds
+    figures of each finished trial to the bar's postfix (:func:`run_with_progress`).
 
     Returns:
         The final :class:`SlotProgress` (``done`` is true).
@@ -198,6 +200,7 @@ def run_generations(
                 n_jobs=n_jobs,
                 generation=generation or (lambda t: 0),
                 enough=enough,
+                postfix=postfix,
             )
         else:
             run_until(study, obj, target=target, n_jobs=n_jobs, log=say, enough=enough)

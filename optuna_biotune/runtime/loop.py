@@ -14,7 +14,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -219,13 +219,14 @@ def run_with_progress(
     n_jobs: int,
     generation: Callable[[FrozenTrial], int],
     enough: Callable[[], bool] | None = None,
+    postfix: Callable[[FrozenTrial], Mapping[str, str]] | None = None,
 ) -> int:
     """:func:`run_until` as the commands run it, advancing ``bar`` as trials complete.
 
     A device out of memory fails only the trial (:func:`fail_on_out_of_memory`), a
     :class:`~optuna_biotune.errors.RuntimeFailure` of one trial (a NaN loss) fails that trial
     and the loop goes on, each finished trial sets the bar's postfix (generation, trial, best
-    so far), and log lines are written through the bar.
+    so far, and what ``postfix`` returns for it), and log lines are written through the bar.
 
     Returns:
         The number of completed trials in the study.
@@ -239,7 +240,8 @@ def run_with_progress(
             best = f"{st.best_value:.4f}"
         except ValueError:
             best = "-"
-        bar.set_postfix(generation=generation(trial), trial=trial.number, best=best)
+        extra = dict(postfix(trial)) if postfix is not None else {}
+        bar.set_postfix(generation=generation(trial), trial=trial.number, best=best, **extra)
 
     return run_until(
         study,
