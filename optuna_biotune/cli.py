@@ -158,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # OpenMP threads that spin while waiting make torch several times slower on a shared CPU;
     # this must be set before torch loads (the commands import it lazily, after this line).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    as_program = argv is None  # the process's entry point (console script, python -m)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, run = _parse(argv)
@@ -174,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _one_line_logs()
     from optuna_biotune.runtime import interrupts
 
+    def stopped(exc: KeyboardInterrupt) -> int:
+        print(_interrupted(exc), file=sys.stderr, flush=True)
+        if as_program:  # gone now: tearing down torch's modules takes seconds on a busy CPU
+            interrupts.leave(interrupts.exit_code(exc))
+        return interrupts.exit_code(exc)
+
     with interrupts.stop_on_signals(line=_interrupted):  # SIGTERM as Ctrl-C (the watchdog too)
         try:
             result = run(args)
@@ -181,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"optuna-biotune: error: {err}", file=sys.stderr)
             return err.exit_code
         except Exception as err:
+            stop = interrupts.cause(err)  # a signal that landed in some library's cleanup
+            if stop is not None:
+                return stopped(stop)
             if not storage_error(err):
                 raise
             print(
@@ -190,8 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return RuntimeFailure.exit_code
         except KeyboardInterrupt as exc:
-            print(_interrupted(exc), file=sys.stderr, flush=True)
-            return interrupts.exit_code(exc)
+            return stopped(exc)
     result = jsonable(result if isinstance(result, dict) else {"result": result})
     if getattr(args, "json", False):
         text = _format_summary(result)

@@ -8,7 +8,8 @@ last evaluation), on SQLite and PostgreSQL: exit 143 within 5 s with one line, n
 RUNNING, the stopped trial FAIL and marked as interrupted (it spends none of its slot's
 attempts), and the same command run again ends with exactly the evaluations and parameters of
 an uninterrupted run. Also with ``--n-jobs 2`` (the watchdog ends a process whose threads are
-still evaluating) and with three workers. Run as a script, this file is the worker.
+still evaluating), with three workers, and for ``baseline`` (no study). Run as a script, this
+file is the worker.
 """
 
 from __future__ import annotations
@@ -170,8 +171,63 @@ def test_one_of_three_workers_stopped_by_sigterm_loses_nothing(
     assert _claim(stopped) in evaluations  # its slot was evaluated by another worker
 
 
+def test_a_signal_inside_optunas_own_write_still_stops_cleanly(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while Optuna writes a finished trial's result: Optuna's cleanup then fails with
+    an ``UnboundLocalError`` (its ``finally`` reads a name the write never set); the run loop
+    still stops as interrupted and fails the trial it was writing, marked."""
+    from optuna_biotune.runtime import interrupts
+    from optuna_biotune.runtime.loop import run_until
+
+    storage = open_storage(sqlite_url)
+    study = optuna.create_study(study_name="cut", storage=storage, sampler=_sampler())
+    write = type(storage).set_trial_state_values
+
+    def cut_short(self: Any, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        if state == TrialState.COMPLETE:  # the handler's work: note the signal, raise
+            monkeypatch.setattr(interrupts, "_reason", "SIGTERM")
+            raise interrupts.Interrupted(signal.SIGTERM)
+        return write(self, trial_id, state, values)
+
+    monkeypatch.setattr(type(storage), "set_trial_state_values", cut_short)
+    with pytest.raises(interrupts.Interrupted):
+        run_until(study, _objective(0.0), target=3)
+    (trial,) = study.get_trials(deepcopy=False)
+    assert trial.state == TrialState.FAIL
+    assert trial.system_attrs[INTERRUPTED_ATTR] == "SIGTERM"
+
+
+def test_sigterm_stops_baseline_with_one_line(tmp_path: Path) -> None:
+    """A long-running command without a study: exit 143 within 5 s, one line, no traceback."""
+    from tiny_cli import CLI
+
+    cmd = [*CLI, "baseline", "FT", "--seeds", "3", "--epochs", "3", "--image-size", "8"]
+    proc = subprocess.Popen(
+        [*cmd, "--device", "cpu"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # seed 1 is done: seed 2 trains now
+        assert " seed " in first, first
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        err = proc.stderr.read()
+        proc.wait(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert took < 5.0
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == STOPPED
+
+
 if __name__ == "__main__":  # a worker: this file's command through the real dispatcher
     from optuna_biotune import cli
 
     cli.SUBCOMMANDS[COMMAND] = (Path(__file__).stem, "the search's loop, a cheap objective")
-    raise SystemExit(cli.main([COMMAND, *sys.argv[1:]]))
+    sys.argv[1:] = [COMMAND, *sys.argv[1:]]
+    raise SystemExit(cli.main())  # as the console script calls it

@@ -12,7 +12,9 @@ SIGTERM is what Slurm, Kubernetes and spot instances send before they stop a job
   (:mod:`optuna_biotune.runtime.workers`);
 - a watchdog thread ends the process within :data:`GRACE` seconds when it cannot unwind (with
   ``--n-jobs`` Optuna's thread pool waits for its other threads' evaluations): it fails the
-  open trials itself, prints the command's line and exits with the signal's code.
+  open trials itself, prints the command's line and exits with the signal's code;
+- the command, once it has printed its line, leaves at once (:func:`leave`), without the
+  interpreter's slow teardown.
 
 A second signal while the first one unwinds is ignored (the cleanup must not be cut short).
 The exit code is ``128 + signal``: 130 for Ctrl-C, 143 for SIGTERM.
@@ -25,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import typing
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,8 +35,10 @@ from typing import Any
 __all__ = [
     "GRACE",
     "Interrupted",
+    "cause",
     "exit_code",
     "interrupted",
+    "leave",
     "register_storage",
     "stop_on_signals",
 ]
@@ -48,6 +53,29 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def leave(code: int) -> typing.NoReturn:
+    """End the process now with ``code`` (output flushed), without the interpreter's teardown:
+    the work is stopped and stored, and unloading torch and its kin takes seconds on a loaded
+    machine, where a scheduler that sent SIGTERM waits for the process to go."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def cause(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or signal behind ``exc``, if any: a signal can land inside code whose own
+    cleanup then fails (Optuna's tell, interrupted mid-write, raises ``UnboundLocalError``)."""
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def exit_code(exc: BaseException) -> int:
@@ -101,8 +129,7 @@ def stop_on_signals(*, line: Callable[[BaseException], str]) -> Iterator[None]:
         _fail_open_trials()
         with contextlib.suppress(Exception):
             print(line(exc), file=sys.stderr, flush=True)
-            sys.stdout.flush()
-        os._exit(exit_code(exc))
+        leave(exit_code(exc))
 
     def handler(signum: int, frame: Any) -> None:
         global _reason

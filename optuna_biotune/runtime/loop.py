@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_biotune.runtime import interrupts
 from optuna_biotune.runtime.workers import (
     RETRY_DELAY,
     STORAGE_PATIENCE,
@@ -134,6 +135,9 @@ def run_until(
                     gc_after_trial=False,
                 )
             except Exception as exc:
+                stop = interrupts.cause(exc)  # a signal that landed in Optuna's own cleanup
+                if stop is not None:
+                    raise stop from None
                 if not storage_error(exc):
                     raise
                 outage = time.monotonic() if outage is None else outage
