@@ -79,6 +79,8 @@ def _format_summary(result: dict[str, Any]) -> str:
             continue
         if key == "report" and isinstance(value, dict):
             value = value.get("report.html", "")
+        if isinstance(value, dict) and isinstance(value.get("summary"), str):
+            value = value["summary"]  # a result part that says itself in one line
         if isinstance(value, dict | list):
             value = json.dumps(value, default=json_default)
         elif isinstance(value, float):

@@ -98,6 +98,7 @@ class Compute:
         if self.ft_runs is not None:
             out["ft_runs"] = round(self.ft_runs, 2)
             out["ft_run_seconds"] = self.ft_seconds
+        out["summary"] = self.line().removeprefix("compute: ")
         return out
 
     def postfix(self) -> dict[str, str]:
