@@ -16,6 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_biotune import BioTuneSampler
+from optuna_biotune.biotune import planning
 from optuna_biotune.biotune.memetic import ROLE_CHILD, ROLE_RANDOM, MemeticStrategy
 from optuna_biotune.evolution.records import generation_records
 from optuna_biotune.evolution.strategy import Individual, SlotPlan
@@ -134,6 +135,60 @@ def test_when_the_pool_is_empty_the_child_is_a_fresh_valid_random_individual() -
     # One parent left: the child is bred from it alone (BioIK: only an empty pool is random).
     plan = _plan(state, [*siblings[:4], _child(309, (members[8], members[8], 0), 0.0)], 0)
     assert plan.role == ROLE_CHILD and set(plan.parents[:2]) == {members[9]}
+
+
+def test_a_short_population_breeds_and_refills_its_missing_members_as_extra_slots() -> None:
+    """Slots lost to dead workers (issue 23): the generation still breeds from the members in
+    hand and adds the missing fresh individuals after its regular slots, never a generation
+    of fresh individuals only; a full population gets no extra slot, a wipeout stays one."""
+    rng = np.random.default_rng(3)
+    gen0 = [  # 8 of generation 0's 10 slots complete; the threshold at 0 (valid)
+        Individual(
+            number=n,
+            x=np.append(rng.random(len(NAMES) - 1), 0.0),
+            fitness=0.1 * n,
+            generation=0,
+            slot=n,
+            role="initial",
+        )
+        for n in range(8)
+    ]
+    cases = [(None, gen0, 8), (_state(rng, n=7), [], 7), (_state(rng), [], 10)]
+    for state, results, members in cases:
+        opening = _strategy().open(
+            generation=1, names=NAMES, state=state, results=results, rng=np.random.default_rng
+        )
+        roles = [s.role for s in opening.slots]
+        assert roles == ["exploit"] * 6 + ["child"] * 7 + ["initial"] * (10 - members)
+        assert len(opening.state["members"]) == members
+        fresh = [np.asarray(s.x) for s in opening.slots[13:]]
+        assert all(np.any(x[:-1] > x[-1]) for x in fresh)  # planned, valid individuals
+        assert len({tuple(x) for x in fresh}) == len(fresh)  # each from its own slot's stream
+    assert planning.compose(
+        members=1, population_size=10, n_elites=3, wiped=True, evolvable=True
+    ) == planning.Composition(elites=0, children=0, fresh=9)
+
+
+def test_a_slot_used_up_in_generation_zero_spends_no_generation() -> None:
+    def fails_once(trial: optuna.Trial) -> float:
+        value = _trains_little(trial)
+        if trial.number == 4:
+            raise ValueError("the evaluation itself failed")
+        return value
+
+    study = optuna.create_study(sampler=BioTuneSampler(seed=2, slot_attempts=1))
+    study.optimize(fails_once, n_trials=10 + 14 + 13, catch=(ValueError,))
+    roles: dict[int, list[str]] = {}
+    for t in study.trials:  # a child slot whose mating pool ran dry draws a random individual
+        role = _claim(t)["role"]
+        roles.setdefault(_claim(t)["generation"], []).append(
+            ROLE_CHILD if role == ROLE_RANDOM else role
+        )
+    assert roles[1] == ["exploit"] * 6 + ["child"] * 7 + ["initial"]
+    assert roles[2] == ["exploit"] * 6 + ["child"] * 7  # a full population again
+    records = {r["generation"]: r for r in generation_records(study, NS)}
+    assert len(records[1]["state"]["members"]) == 9
+    assert len(records[2]["state"]["members"]) == 10
 
 
 def _claim(t: optuna.trial.FrozenTrial) -> dict:

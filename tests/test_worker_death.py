@@ -15,6 +15,7 @@ process checks. Run as a script, this file is the worker.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -57,8 +58,10 @@ def _objective(pause: float) -> Callable[[optuna.Trial], float]:
     return objective
 
 
-def worker(url: str, name: str, pause: float, population: int, elites: int) -> int:
-    """One worker: the search's run loop up to generation LAST on the CLI's storage."""
+def worker(
+    url: str, name: str, pause: float, population: int, elites: int, last: int = LAST
+) -> int:
+    """One worker: the search's run loop up to generation ``last`` on the CLI's storage."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=name,
@@ -66,13 +69,16 @@ def worker(url: str, name: str, pause: float, population: int, elites: int) -> i
         sampler=_sampler(population, elites),
         load_if_exists=True,
     )
-    run_generations(study, _objective(pause), last=LAST)
+    run_generations(study, _objective(pause), last=last)
     return 0
 
 
-def _cmd(url: str, name: str, pause: float, population: int = POPULATION) -> list[str]:
+def _cmd(
+    url: str, name: str, pause: float, population: int = POPULATION, last: int = LAST
+) -> list[str]:
     elites = ELITES if population == POPULATION else 2
-    return [sys.executable, __file__, url, name, str(pause), str(population), str(elites)]
+    args = (url, name, pause, population, elites, last)
+    return [sys.executable, __file__, *map(str, args)]
 
 
 def _claim(t: optuna.trial.FrozenTrial) -> tuple[int, int] | None:
@@ -91,8 +97,8 @@ def _evaluations(study: optuna.Study) -> dict[tuple[int, int], dict[str, float]]
     return found  # type: ignore[return-value]
 
 
-def _assert_planned_slots_complete(study: optuna.Study) -> None:
-    p = slot_progress(study, namespace=NS, last=LAST)
+def _assert_planned_slots_complete(study: optuna.Study, last: int = LAST) -> None:
+    p = slot_progress(study, namespace=NS, last=last)
     assert p.done and not p.behind and not p.running
     assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
@@ -123,9 +129,20 @@ def busy_when(
 ) -> optuna.trial.FrozenTrial:
     """Wait until ``proc`` evaluates a trial once ``completed`` trials are COMPLETE (at most
     ``slack`` more); that trial (the moment to stop the worker)."""
+    return _busy_among([proc], reader, completed, slack)[0][1]
+
+
+def _busy_among(
+    procs: list[subprocess.Popen],
+    reader: Callable[[], optuna.Study],
+    completed: int,
+    slack: int = 0,
+) -> list[tuple[int, optuna.trial.FrozenTrial]]:
+    """Wait until some of ``procs`` evaluate a trial once ``completed`` trials are COMPLETE
+    (at most ``slack`` more); ``(index in procs, its trial)`` of each busy one."""
     deadline = time.time() + 120
     while time.time() < deadline:
-        assert proc.poll() is None, "the worker ended before it was killed"
+        assert all(p.poll() is None for p in procs), "the worker ended before it was killed"
         try:
             study = reader()
         except Exception:  # the worker has not created the study yet
@@ -133,16 +150,17 @@ def busy_when(
             continue
         trials = study.get_trials(deepcopy=False)
         done = [t for t in trials if t.state == TrialState.COMPLETE]
+        pids = {p.pid: i for i, p in enumerate(procs)}
         busy = [
-            t
+            (pids[t.system_attrs[WORKER_ATTR]["pid"]], t)
             for t in trials
             if t.state == TrialState.RUNNING
             and len(t.params) == len(GENES)
             and _claim(t)
-            and t.system_attrs[WORKER_ATTR]["pid"] == proc.pid
+            and t.system_attrs[WORKER_ATTR]["pid"] in pids
         ]
         if completed <= len(done) <= completed + slack and busy:
-            return busy[0]
+            return sorted(busy, key=lambda b: b[0])
         assert len(done) <= completed + slack, "missed the moment to kill"
         time.sleep(0.02)
     raise AssertionError("the worker never reached the moment to kill")
@@ -218,6 +236,62 @@ def test_three_workers_one_killed_and_restarted_fill_every_planned_slot_once(
     dead = study._storage.get_trial(killed._trial_id)
     assert dead.state == TrialState.FAIL
     assert _claim(killed) in evaluations
+
+
+#: The kill storm of issue 23: population 6 with 2 elites, generations 0..5 (6 + 5 x 8 = 46
+#: planned evaluations), 4 workers, 12 SIGKILLs on a seeded schedule, each victim replaced.
+STORM_POPULATION, STORM_LAST, STORM_WORKERS, STORM_KILLS = 6, 5, 4, 12
+
+
+@pytest.mark.slow
+def test_a_kill_storm_spends_no_planned_generation_on_a_top_up(
+    sqlite_url: str, study_name: str, tmp_path: Path
+) -> None:
+    """Slots lost to killed workers are refilled inside the next generation, which still
+    breeds: every planned generation after the first exploits and breeds children, or is a
+    wipeout (all but the best drawn afresh); none consists of fresh individuals only. Nothing
+    is lost, evaluated twice or left RUNNING."""
+    optuna.create_study(study_name=study_name, storage=sqlite_url)
+    reader = open_storage(sqlite_url)
+    cmd = _cmd(sqlite_url, study_name, 0.6, STORM_POPULATION, STORM_LAST)
+    logs = [tmp_path / f"err.{i}" for i in range(STORM_WORKERS)]
+    procs = [subprocess.Popen(cmd, stderr=logs[i].open("w")) for i in range(STORM_WORKERS)]
+    # The schedule: kill k hits, once completions[k] trials are COMPLETE (all in the first
+    # half of the 46 planned, so the search is still under way), the choices[k]-th of the
+    # workers then evaluating a trial.
+    schedule = random.Random(23)
+    completions = sorted(schedule.randrange(2, 23) for _ in range(STORM_KILLS))
+    choices = [schedule.randrange(STORM_WORKERS) for _ in range(STORM_KILLS)]
+    read = lambda: optuna.load_study(study_name=study_name, storage=reader)  # noqa: E731
+    try:
+        for completed, choice in zip(completions, choices, strict=True):
+            busy = _busy_among(procs, read, completed, slack=STORM_POPULATION * STORM_LAST)
+            i = busy[choice % len(busy)][0]
+            os.kill(procs[i].pid, signal.SIGKILL)
+            procs[i].wait()
+            procs[i] = subprocess.Popen(cmd, stderr=logs[i].open("a"))
+        for i, p in enumerate(procs):
+            assert p.wait(timeout=120) == 0, logs[i].read_text()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    study = optuna.load_study(study_name=study_name, storage=open_storage(sqlite_url))
+    _assert_planned_slots_complete(study, last=STORM_LAST)  # nothing lost or left RUNNING
+    _evaluations(study)  # no slot twice
+    regular = 2 * 2 + STORM_POPULATION - 2
+    sizes = []
+    for record in generation_records(study, NS)[1 : STORM_LAST + 1]:
+        roles = [slot["role"] for slot in record["slots"]]
+        if record["state"]["wiped"]:
+            assert set(roles) == {"initial"}
+            continue
+        assert {"exploit", "child"} <= set(roles), f"generation {record['generation']}: {roles}"
+        sizes.append(len(roles))
+    # Lost members refilled as extra slots of a breeding generation (generation 1 at least:
+    # with 4 workers it opens before generation 0's last slots complete), never fewer.
+    assert min(sizes) >= regular and max(sizes) > regular
 
 
 # ---- in one process: a slot left behind, waiting for other workers, process checks ---------
@@ -337,9 +411,8 @@ def test_each_trial_names_its_worker_in_the_same_write(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__":  # a worker process of the tests above
-    raise SystemExit(
-        worker(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
-    )
+    url, name, pause, population, elites, last = sys.argv[1:7]
+    raise SystemExit(worker(url, name, float(pause), int(population), int(elites), int(last)))
 
 
 def test_workers_opening_a_new_database_together_all_start(tmp_path: Path) -> None:

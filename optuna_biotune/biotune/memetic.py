@@ -18,7 +18,9 @@ recomputed on it (from the first generation on; BioIK's formula,
 :func:`~.operators.extinction_factors`). **Wipeout**: when a full generation improved
 nothing (the best did not improve, no elite's neighbour helped, no child beat both its
 parents), all but the best are re-initialised (the next generation draws
-``population_size - 1`` fresh individuals).
+``population_size - 1`` fresh individuals). **A short population** (slots lost to dead or
+preempted workers) still breeds and adds its missing members as extra fresh slots of the same
+generation, never a generation of its own (:mod:`~optuna_biotune.biotune.planning`).
 
 **The mating pool, as BioIK's, adapted to ask/tell.** BioIK rebuilds the pool at every
 generation as the whole current population (elites included), breeds the children one after
@@ -79,7 +81,7 @@ from typing import Any
 
 import numpy as np
 
-from optuna_biotune.biotune import fidelity
+from optuna_biotune.biotune import fidelity, planning
 from optuna_biotune.biotune import operators as ops
 from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX
 from optuna_biotune.errors import UsageError, check_int
@@ -364,14 +366,21 @@ class MemeticStrategy(GenerationStrategy):
         ):
             population, wiped = population[:1], True
 
+        # A population short of `size` (slots lost to dead or preempted workers) breeds too,
+        # its missing members refilled as extra fresh slots of this generation: no planned
+        # generation is spent on a top-up (the rule: `planning`).
         rule = self._rule(names)
-        if len(population) < size or not names:
-            count = size - len(population) or size  # nothing evolvable yet: a fresh population
-            slots = [self._initial_slot(rng(s), names, rule) for s in range(count)]
-            return Opening(state=self._dump(population, wiped), slots=slots)
-
-        slots = self._exploit_slots(population[:n_elites], names, rule, rng)
-        slots += [SlotPlan(role=ROLE_CHILD, deferred=True) for _ in range(size - n_elites)]
+        plan = planning.compose(
+            members=len(population),
+            population_size=size,
+            n_elites=n_elites,
+            wiped=wiped,
+            evolvable=bool(names),
+        )
+        slots = self._exploit_slots(population[: plan.elites], names, rule, rng)
+        slots += [SlotPlan(role=ROLE_CHILD, deferred=True) for _ in range(plan.children)]
+        first = len(slots)
+        slots += [self._initial_slot(rng(first + k), names, rule) for k in range(plan.fresh)]
         return Opening(state=self._dump(population, wiped), slots=slots)
 
     def _initial_slot(

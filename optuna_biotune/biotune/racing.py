@@ -193,7 +193,8 @@ def entry_bar(trial: optuna.Trial | optuna.trial.FrozenTrial, study: optuna.Stud
       (below both it removes no parent from the mating pool, wins no wipeout vote and
       becomes no elite);
     - ``random``: the population's ``n_elites``-th best;
-    - ``initial`` (generation 0, and the fresh individuals after a wipeout): the
+    - ``initial`` (generation 0, the fresh individuals after a wipeout and those refilling a
+      population short of members, :mod:`.planning`): the
       ``n_elites``-th best of the population so far and of the generation's complete fresh
       individuals, once there are ``n_elites`` of them (below it, it becomes no elite).
 
