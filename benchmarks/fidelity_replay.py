@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from optuna_biotune import BioTuneSampler
 from optuna_biotune.biotune import racing
 
 HERE = Path(__file__).resolve().parent
@@ -156,6 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dbs", nargs="+")
     p.add_argument("--eta", type=int, default=3)
+    p.add_argument("--slack", type=float, default=0.0, help="curve-bar's tolerance")
+    p.add_argument("--population", type=int, default=10)
+    p.add_argument("--elites", type=int, default=3)
     p.add_argument("--rungs", type=int, nargs="+", default=[1, 3])
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     args = p.parse_args(argv)
@@ -163,7 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for db in args.dbs:
         name = Path(db).stem
-        study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+        study = optuna.load_study(  # the sampler gives racing its n_elites (the bars)
+            study_name=name,
+            storage=f"sqlite:///{db}",
+            sampler=BioTuneSampler(population_size=args.population, n_elites=args.elites),
+        )
         for rule in ("exact", "one-seed", "curve-bar", "asha"):
             row = {"study": name} | replay(study, rule=rule, rungs=tuple(args.rungs), eta=args.eta)
             rows.append(row)
