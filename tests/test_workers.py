@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from optuna_biotune import BioTuneSampler
 from optuna_biotune.evolution import trial_generation
 from optuna_biotune.evolution.records import generation_records
+from optuna_biotune.runtime.generational import slot_progress
 from optuna_biotune.runtime.storage import open_storage
 
 NS = "BioTuneSampler"
@@ -61,7 +62,8 @@ def _append(path: Path, line: str) -> None:
 
 
 def worker(url: str, study_name: str, folder: Path, index: int, slow: float) -> None:
-    """One worker: join the study, wait for the start signal, optimise until TARGET."""
+    """One worker: join the study, wait for the start signal, optimise until the planned
+    generations are complete."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE)
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=_sampler(7))
@@ -77,7 +79,13 @@ def worker(url: str, study_name: str, folder: Path, index: int, slow: float) -> 
         if time.time() > deadline:
             raise SystemExit("no start signal")
         time.sleep(0.02)
-    stop = optuna.study.MaxTrialsCallback(TARGET, states=(TrialState.COMPLETE,))
+
+    def stop(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        # Until the planned generations are complete, not a count of trials: a generation that
+        # opens short of members (a straggler or a killed slot) carries extra fresh slots.
+        if slot_progress(study, namespace=NS, last=GENERATIONS).done:
+            study.stop()
+
     study.optimize(lambda t: _objective(t, slow), n_trials=10 * TARGET, callbacks=[log, stop])
 
 
