@@ -343,6 +343,8 @@ class MemeticStrategy(GenerationStrategy):
             spare = [i for i in prev[n_elites:] if i.number not in inside]
             population = sorted(population + spare[: size - len(population)], key=_Ind.rank)
 
+        # Measured (benchmarks/results/comparison.md): on digits-low wipeout fired in 1 of 3
+        # searches and cost that search 5.4 test points; on by default until a second set.
         # Wipeout (BioIK): a full generation that improved nothing (the best did not improve,
         # no elite's single-gene neighbour helped, no child beat both the parents it was bred
         # from) -> keep the best only and draw the rest afresh. Only full values improve or
