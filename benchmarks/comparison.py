@@ -271,18 +271,40 @@ def _sampler(name: str, seed: int):
     raise SystemExit(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
 
 
+def _open_study(name: str, objective: Any, *, sampler: Any, pruner: Any) -> Any:
+    """Create or resume a part's study in the CLI's storage (a killed command's RUNNING trial
+    is failed at once, so its evaluation is run again) with the objective's spec stored."""
+    import optuna
+
+    from optuna_biotune.runtime.storage import open_storage
+
+    RUNS.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        study_name=name,
+        storage=open_storage(f"sqlite:///{RUNS / name}.db"),
+        sampler=sampler,
+        pruner=pruner,
+        direction="maximize",
+        load_if_exists=True,
+    )
+    State = optuna.trial.TrialState
+    for t in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        study.tell(t.number, state=State.FAIL)  # a killed earlier command's trial
+    if "biotune:spec" not in study.user_attrs:
+        study.set_user_attr("biotune:spec", objective.spec())
+    return study
+
+
 def run_samplers(args: argparse.Namespace, command: str) -> None:
     import optuna
 
     from optuna_biotune import BioTuneObjective
     from optuna_biotune.biotune.report import top_configurations
     from optuna_biotune.engine.seeds import mean_sem
-    from optuna_biotune.runtime.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = f"samplers-{args.dataset}-{args.sampler}-s{args.seed}"
     path = OUT / f"{name}.json"
-    RUNS.mkdir(parents=True, exist_ok=True)
     objective = BioTuneObjective(
         dataset=args.dataset,
         seeds=1,
@@ -292,19 +314,13 @@ def run_samplers(args: argparse.Namespace, command: str) -> None:
         exact_protocol=True,
         device="cpu",
     )
-    study = optuna.create_study(
-        study_name=name,
-        storage=open_storage(f"sqlite:///{RUNS / name}.db"),  # the CLI's: a killed run recovers
+    study = _open_study(
+        name,
+        objective,
         sampler=_sampler(args.sampler, args.seed),
         pruner=optuna.pruners.NopPruner(),
-        direction="maximize",
-        load_if_exists=True,
     )
     State = optuna.trial.TrialState
-    for t in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
-        study.tell(t.number, state=State.FAIL)  # a killed earlier command's trial
-    if "biotune:spec" not in study.user_attrs:
-        study.set_user_attr("biotune:spec", objective.spec())
     c0 = time.process_time()
     while len(study.get_trials(deepcopy=False, states=(State.COMPLETE,))) < args.evaluations:
         study.optimize(objective, n_trials=1)
@@ -374,11 +390,9 @@ def run_anytime(args: argparse.Namespace, command: str) -> None:
     from optuna_biotune import BioTuneObjective
     from optuna_biotune.biotune.report import top_configurations, trial_record
     from optuna_biotune.engine.seeds import mean_sem
-    from optuna_biotune.runtime.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = f"anytime-{args.dataset}-{args.sampler}-s{args.seed}"
-    RUNS.mkdir(parents=True, exist_ok=True)
     objective = BioTuneObjective(
         dataset=hard_sets.resolve(args.dataset),
         image_size=BUDGET["image_size"],
@@ -391,21 +405,15 @@ def run_anytime(args: argparse.Namespace, command: str) -> None:
         device="cpu",
     )
     samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-    study = optuna.create_study(
-        study_name=name,
-        storage=open_storage(f"sqlite:///{RUNS / name}.db"),
+    study = _open_study(
+        name,
+        objective,
         sampler=samplers[args.sampler](seed=args.seed),
         pruner=optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=3 * BUDGET["epochs"], reduction_factor=3
         ),
-        direction="maximize",
-        load_if_exists=True,
     )
     State = optuna.trial.TrialState
-    for t in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
-        study.tell(t.number, state=State.FAIL)  # a killed earlier command's trial
-    if "biotune:spec" not in study.user_attrs:
-        study.set_user_attr("biotune:spec", objective.spec())
     unit = units.ft_unit(splits=units.load_splits(args.dataset))
     _log(f"{name}: unit {unit}")
     study.set_user_attr("anytime:units", [*study.user_attrs.get("anytime:units", []), unit])
