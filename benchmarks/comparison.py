@@ -19,6 +19,12 @@ Parts (one command each, each resumable: a rerun keeps what finished; results un
 ``biotune --dataset D --search-seed S``
     One BioTune search at the package's default protocol and its ``final`` (top-1 by
     validation retrained with the final seeds): ``search_cost.py`` with a comparison name.
+``default --dataset D --search-seed S``
+    The same at the multi-fidelity default (issue 22: rungs on the first seed, promotion to
+    the other seeds, ``optuna_biotune/biotune/rungs.py``), named ``default-D-sS``;
+    ``biotune-D-sS`` are the racing default's searches that preceded it.
+``exact --dataset D --search-seed S``
+    The same with ``--exact-protocol`` (the paper's protocol: every seed to its early stop).
 ``fraction --dataset D --fraction F``
     Table III: the same search (sampler seed 0) at data fraction F.
 ``samplers --dataset D --sampler NAME --seed S``
@@ -524,8 +530,9 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--lora-lrs", type=float, nargs="*", default=list(LORA_LRS))
     b = sub.add_parser("biotune")
     e = sub.add_parser("exact")
+    d = sub.add_parser("default")
     f = sub.add_parser("fraction")
-    for q in (b, e, f):
+    for q in (b, e, d, f):
         q.add_argument("--dataset", default="digits")
         q.add_argument("--search-seed", type=int, default=0)
         q.add_argument("--minutes", type=float, default=85.0)
@@ -553,7 +560,7 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--generations", type=int, default=3)
     w.add_argument("--minutes", type=float, default=85.0)
     sub.add_parser("report")
-    for q in (m, b, e, f, s, a, w):
+    for q in (m, b, d, e, f, s, a, w):
         q.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args(argv)
     command = _command(argv)
@@ -570,6 +577,8 @@ def main(argv: list[str] | None = None) -> None:
         run_methods(args, command)
     elif args.part == "biotune":
         run_biotune(args, fraction=0.5, name=f"biotune-{args.dataset}-s{args.search_seed}")
+    elif args.part == "default":
+        run_biotune(args, fraction=0.5, name=f"default-{args.dataset}-s{args.search_seed}")
     elif args.part == "exact":
         run_biotune(
             args, fraction=0.5, name=f"exact-{args.dataset}-s{args.search_seed}", protocol="exact"

@@ -71,6 +71,7 @@ def replay(
     rungs: tuple[int, ...] = (1, 3),
     eta: int = 3,
     slack: float = 0.0,
+    promote: str = "bar-or-top",
 ) -> dict[str, Any]:
     """Replay ``rule`` (``exact``, ``one-seed``, ``curve-bar`` or ``asha``) on ``study``'s
     curves."""
@@ -80,6 +81,7 @@ def replay(
     at_rung: dict[int, list[float]] = {r: [] for r in rungs}
     full: dict[int, float] = {}  # trial -> its value, for evaluations kept at full fidelity
     firsts: dict[int, list[float]] = {}  # trial -> its first seed's curve, full ones only
+    completed: list[list[float]] = []  # first seeds that trained to their end
     kept_epochs = total_epochs = 0
     kept_cpu = total_cpu = 0.0
     for t in trials:
@@ -99,7 +101,7 @@ def replay(
         else:
             first = curves[0]
             stop = len(first)
-            if rule == "asha":
+            if rule in ("asha", "rungs"):
                 for r in rungs:
                     if r >= len(first):
                         break
@@ -125,7 +127,13 @@ def replay(
                 bar = racing.entry_bar(t, study)
                 ranked = sorted(full.values(), reverse=True)
                 in_top = len(ranked) < top_k or first[-1] > ranked[top_k - 1]
-                if (bar is None or first[-1] >= bar.value) or in_top:
+                done = [f[-1] for f in completed]
+                completed.append(first)
+                if rule == "rungs":  # promote only a would-be elite: its bar, else best so far
+                    go = first[-1] >= bar.value if bar else not done or first[-1] > max(done)
+                else:
+                    go = (bar is None or first[-1] >= bar.value) or in_top
+                if go:
                     kept = sum(epochs)
                     full[t.number] = float(t.value)
                     firsts[t.number] = first
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--population", type=int, default=10)
     p.add_argument("--elites", type=int, default=3)
     p.add_argument("--rungs", type=int, nargs="+", default=[1, 3])
+    p.add_argument("--rules", nargs="+", default=["exact", "one-seed", "curve-bar", "asha"])
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -172,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             storage=f"sqlite:///{db}",
             sampler=BioTuneSampler(population_size=args.population, n_elites=args.elites),
         )
-        for rule in ("exact", "one-seed", "curve-bar", "asha"):
+        for rule in args.rules:
             row = {"study": name} | replay(study, rule=rule, rungs=tuple(args.rungs), eta=args.eta)
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -47,6 +47,8 @@ import numpy as np
 import optuna
 
 from optuna_biotune import BioTuneObjective, BioTuneSampler
+from optuna_biotune.biotune import rungs
+from optuna_biotune.biotune.fidelity import is_full
 from optuna_biotune.biotune.final import run_final
 from optuna_biotune.biotune.search import generation_progress
 from optuna_biotune.evolution import trial_generation
@@ -170,6 +172,12 @@ def _summarise(study: optuna.Study, args: argparse.Namespace) -> dict[str, Any]:
         "training_runs": sum(len(t.user_attrs.get("epochs", [])) for t in trials),
         "epochs_trained": int(sum(epochs)),
         "raced": sum(1 for t in trials if t.user_attrs.get("raced")),
+        "full_fidelity": sum(1 for t in trials if is_full(t.user_attrs)),
+        "design": (
+            None
+            if args.protocol != "default"
+            else {"rungs": list(rungs.RUNGS), "eta": rungs.ETA, "promotion": "bar"}
+        ),
         "wipeouts": sum(
             1
             for r in generation_records(study, "BioTuneSampler")

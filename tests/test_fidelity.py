@@ -10,7 +10,7 @@ from optuna.trial import TrialState, create_trial
 from product_studies import CheapRetrainer
 
 from optuna_biotune import BioTuneObjective, BioTuneSampler
-from optuna_biotune.biotune import fidelity, final, racing, report
+from optuna_biotune.biotune import fidelity, final, racing, report, rungs
 from optuna_biotune.biotune.genome import gene_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -89,18 +89,24 @@ def _race(bar: float) -> racing.Race:
     )
 
 
+def _rungs(at_first_epoch: list[float]) -> rungs.Rungs:
+    return rungs.Rungs(at_rung={1: at_first_epoch}, completed=[], max_epochs=2)
+
+
 @pytest.mark.parametrize(
-    ("bar", "between_seeds"),
+    "between_seeds",
     [
-        (1.5, False),  # nothing reaches it: cut after the first epoch
-        (0.999, True),  # cut between the seeds: seed 1 ended by itself, seed 2 untrained
+        False,  # the first seed below its rung: cut after the first epoch
+        True,  # not promoted: seed 1 ended by itself below its bar, seed 2 untrained
     ],
 )
 def test_a_raced_evaluation_records_its_partial_fidelity(
-    objectives, monkeypatch: pytest.MonkeyPatch, bar: float, between_seeds: bool
+    objectives, monkeypatch: pytest.MonkeyPatch, between_seeds: bool
 ) -> None:
-    race = _race(bar)
+    race = _race(1.5)
+    schedule = _rungs([] if between_seeds else [1.0] * rungs.ETA)
     monkeypatch.setattr(racing.Race, "for_trial", classmethod(lambda cls, *a, **k: race))
+    monkeypatch.setattr(rungs.Rungs, "for_trial", classmethod(lambda cls, *a, **k: schedule))
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial(_params())
     study.optimize(objectives[False], n_trials=1)
@@ -115,6 +121,7 @@ def test_a_raced_evaluation_records_its_partial_fidelity(
     # A partial evaluation is never reused for the same configuration.
     study.enqueue_trial(_params())
     monkeypatch.setattr(racing.Race, "for_trial", classmethod(lambda cls, *a, **k: None))
+    monkeypatch.setattr(rungs.Rungs, "for_trial", classmethod(lambda cls, *a, **k: _rungs([])))
     study.optimize(objectives[False], n_trials=1)
     assert "memoised" not in study.trials[1].user_attrs and _record(study.trials[1])["full"]
 

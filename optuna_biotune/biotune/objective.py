@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from optuna_biotune.biotune import fidelity, genome, racing
+from optuna_biotune.biotune import fidelity, genome, racing, rungs
 from optuna_biotune.biotune.attrs import OBJECTIVE_SPEC_KEYS, PROTOCOL_ATTR
 from optuna_biotune.engine.finetune import FineTuner
 from optuna_biotune.engine.seeds import AUTHOR_SEEDS, resolve_seeds
@@ -213,7 +213,8 @@ class BioTuneObjective(FineTuner):
         trial.set_user_attr("trainable_params", trainable)
         trial.set_user_attr("total_params", int(self.total_params))
         trial.set_user_attr("trainable_share", trainable / self.total_params)
-        race = None
+        race: racing.Race | None = None
+        schedule: rungs.Rungs | None = None
         if not self.exact_protocol:
             same = racing.find_same(
                 trial.study, mask=mask, weights=weights, fold=fold, n_seeds=len(self.seeds)
@@ -228,6 +229,7 @@ class BioTuneObjective(FineTuner):
             race = racing.Race.for_trial(
                 trial, n_seeds=len(self.seeds), max_epochs=self.max_epochs
             )
+            schedule = rungs.Rungs.for_trial(trial, max_epochs=self.max_epochs)
         train, val = self.fold("train", fold), self.fold("val", fold)
         accs: list[float] = []
         epochs: list[int] = []
@@ -239,11 +241,20 @@ class BioTuneObjective(FineTuner):
                 trial.report(value, k * self.max_epochs + epoch)
                 best[0], best[1] = max(best[0], value), epoch
                 last = k == len(self.seeds) - 1 and epoch == self.max_epochs
-                if race is not None and not last and race.cut(accs, best[0], epoch):
+                if k == 0 and schedule is not None:  # the first seed climbs the rungs
+                    if schedule.cut(epoch, best[0]):
+                        raise racing.Cut
+                elif race is not None and not last and race.cut(accs, best[0], epoch):
                     raise racing.Cut  # (the very last epoch has nothing left to save)
                 if self.prune and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at seed {k + 1}, epoch {epoch}")
 
+            if k == 1 and schedule is not None:  # promoted to the other seeds?
+                bar = race.bar if race is not None else racing.entry_bar(trial, trial.study)
+                if not schedule.promote(accs[0], bar):
+                    return self._cut(
+                        trial, schedule, accs, epochs, stops, seed=k + 1, epoch=0, t0=started
+                    )
             if race is not None and k > 0 and race.cut(accs):
                 return self._cut(trial, race, accs, epochs, stops, seed=k + 1, epoch=0, t0=started)
             try:
@@ -265,8 +276,10 @@ class BioTuneObjective(FineTuner):
                 accs.append(float(best[0]))
                 epochs.append(int(best[1]))
                 stops.append(fidelity.STOP_CUT)
+                cutter = schedule if k == 0 and schedule is not None else race
+                assert cutter is not None
                 return self._cut(
-                    trial, race, accs, epochs, stops, seed=k + 1, epoch=best[1], t0=started
+                    trial, cutter, accs, epochs, stops, seed=k + 1, epoch=best[1], t0=started
                 )
             except optuna.TrialPruned:
                 self._fidelity(trial, [*stops, fidelity.STOP_CUT], [*epochs, int(best[1])])
@@ -346,7 +359,7 @@ class BioTuneObjective(FineTuner):
     def _cut(
         self,
         trial: optuna.Trial,
-        race: racing.Race,
+        race: racing.Race | rungs.Rungs,
         accs: list[float],
         epochs: list[int],
         stops: list[str],
