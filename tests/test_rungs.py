@@ -35,8 +35,13 @@ def test_promotion_needs_the_bar_or_without_one_a_new_best_first_seed() -> None:
     r = rungs.Rungs(at_rung={}, completed=[0.8, 0.9], max_epochs=30)
     assert not r.promote(0.9, None) and r.bar.value == 0.9
     assert r.promote(0.91, None)
-    assert r.promote(0.7, Bar(0.7, "elite #0"))
-    assert not r.promote(0.69, Bar(0.7, "elite #0")) and r.bar.against == "elite #0"
+    assert r.promote(0.7, Bar(0.7, "elite #0"), role="exploit")
+    assert not r.promote(0.69, Bar(0.7, "elite #0"), role="exploit")
+    assert r.bar.against == "elite #0"
+    # A fresh individual, or a trial no generational sampler planned, needs a record.
+    for role in ("initial", None):
+        assert not r.promote(0.85, Bar(0.7, "3th best so far"), role=role)
+        assert r.bar.value == 0.9 and r.promote(0.95, Bar(0.7, "3th best so far"), role=role)
 
 
 @pytest.fixture(scope="module")

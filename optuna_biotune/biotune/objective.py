@@ -251,7 +251,7 @@ class BioTuneObjective(FineTuner):
 
             if k == 1 and schedule is not None:  # promoted to the other seeds?
                 bar = race.bar if race is not None else racing.entry_bar(trial, trial.study)
-                if not schedule.promote(accs[0], bar):
+                if not schedule.promote(accs[0], bar, role=racing.slot_role(trial)):
                     return self._cut(
                         trial, schedule, accs, epochs, stops, seed=k + 1, epoch=0, t0=started
                     )

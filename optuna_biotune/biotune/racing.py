@@ -182,6 +182,17 @@ def _siblings(study: optuna.Study, namespace: str, generation: int, before: int)
     return out
 
 
+def slot_role(trial: optuna.Trial | optuna.trial.FrozenTrial) -> str | None:
+    """The role of a trial's slot in a generational sampler's plan (``initial``, ``exploit``,
+    ``child``, ``random``), or ``None`` for a trial no such sampler planned."""
+    if isinstance(trial, optuna.trial.FrozenTrial):
+        attrs = trial.system_attrs
+    else:
+        attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
+    claim = _claim(attrs)
+    return None if claim is None else str(claim[1].get("role"))
+
+
 def entry_bar(trial: optuna.Trial | optuna.trial.FrozenTrial, study: optuna.Study) -> Bar | None:
     """The bar of a trial of ``BioTuneSampler`` in ``study`` (``None``: never cut it).
 
@@ -367,4 +378,5 @@ __all__ = [
     "entry_bar",
     "find_same",
     "margins",
+    "slot_role",
 ]

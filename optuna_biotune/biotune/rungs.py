@@ -12,13 +12,21 @@ fidelity it was measured at (the user attr ``fidelity``, :mod:`.fidelity`):
    reached at the same epoch (each trial's reported steps ``1..max_epochs``); while fewer than
    ``ETA`` earlier first seeds reached the rung, it always goes on. A first seed stopped at a
    rung leaves a partial value, its best so far.
-2. **Promotion to the remaining seeds** once the first seed trained to its end: only a
-   candidate whose first seed reaches its bar (:func:`.racing.entry_bar`: it would replace its
-   elite, beat its parents, or rank among the ``n_elites`` best at full fidelity) trains the
-   other seeds; without a bar (too few full members yet, or a sampler that keeps no
-   population) only a first seed better than every earlier completed first seed is promoted.
-   Everything else stays a one-seed value, below full fidelity. The promoted seeds are still
-   raced (:class:`.racing.Race`).
+2. **Promotion to the remaining seeds** once the first seed trained to its end. A candidate
+   bred from the population (roles ``exploit``, ``child``, ``random``) trains the other seeds
+   only if its first seed reaches its bar (:func:`.racing.entry_bar`: it would replace its
+   elite, beat its parents, or rank among the ``n_elites`` best at full fidelity). A fresh
+   individual (role ``initial``), a candidate without a bar (too few full members yet) and a
+   trial of a sampler that keeps no population are promoted only when their first seed beats
+   every earlier first seed that trained to its end (the first one always is, so that a full
+   value exists). Everything else stays a one-seed value, below full fidelity. The promoted
+   seeds are still raced (:class:`.racing.Race`).
+
+   Why fresh individuals need a record: their bar, the ``n_elites``-th best so far, is low
+   while generation 0 fills, and in the first live digits-low search with that bar six of
+   the ten fresh individuals were promoted (search 8.2 full-data FT runs, of which those six
+   took two thirds), where three elites are kept; with the record rule a fresh individual is
+   promoted only if it could be the search's top-1.
 
 So the population's elites and ``final``'s top-k are full-fidelity evaluations, and every other
 member is ranked below them by its partial value (:func:`.fidelity.rank_key`).
@@ -132,9 +140,10 @@ class Rungs:
         self.bound = float(best)
         return best < need
 
-    def promote(self, first: float, bar: Bar | None) -> bool:
-        """Whether an evaluation whose first seed scored ``first`` trains its other seeds."""
-        if bar is None:
+    def promote(self, first: float, bar: Bar | None, *, role: str | None = None) -> bool:
+        """Whether an evaluation (slot ``role``) whose first seed scored ``first`` trains its
+        other seeds."""
+        if bar is None or role in (None, "initial"):
             best = max(self.completed, default=None)
             self.bar = Bar(
                 float("-inf") if best is None else best, "best completed first seed so far"
