@@ -129,8 +129,10 @@ def replay(
                 in_top = len(ranked) < top_k or first[-1] > ranked[top_k - 1]
                 done = [f[-1] for f in completed]
                 completed.append(first)
-                if rule == "rungs":  # promote only a would-be elite: its bar, else best so far
-                    go = first[-1] >= bar.value if bar else not done or first[-1] > max(done)
+                if rule == "rungs":  # biotune/rungs.py: a bred candidate's bar, else a record
+                    record = not done or first[-1] > max(done)
+                    role = racing.slot_role(t)
+                    go = first[-1] >= bar.value if bar and role != "initial" else record
                 else:
                     go = (bar is None or first[-1] >= bar.value) or in_top
                 if go:
