@@ -232,6 +232,10 @@ def test_top_configurations_hold_full_fidelity_evaluations_only() -> None:
     assert report.best_summary(study)["best_value"] == 0.95
     result = final.run_final(study, objective=CheapRetrainer(), top_k=2)
     assert [r["trial"] for r in result["configurations"]] == [0, 3]
+    lines: list[str] = []
+    result = final.run_final(study, objective=CheapRetrainer(), top_k=5, log=lines.append)
+    assert [r["trial"] for r in result["configurations"]] == [0, 3, 2]
+    assert any("3 distinct configuration(s)" in line and "top_k=5" in line for line in lines)
     only_partial = optuna.create_study(direction="maximize")
     only_partial.add_trial(_trial(0.99, [False, True, True], seeds=1))
     with pytest.raises(Exception, match="no completed trial at full fidelity"):

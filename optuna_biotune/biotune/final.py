@@ -132,6 +132,13 @@ def run_final(
             f"study {study.study_name!r} has no completed trial at full fidelity to retrain; "
             "run `search` first."
         )
+    if len(configs) < top_k:
+        log(
+            f"  note: {len(configs)} distinct configuration(s) of the study were evaluated at "
+            f"full fidelity, fewer than top_k={top_k}; the others' values are partial (cut "
+            "short, or one seed of a candidate that could not enter the population's elites) "
+            "and are not ranked with them"
+        )
     shared = _shared_with_search(study, seeds)
     if shared:
         log(
