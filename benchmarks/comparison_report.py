@@ -28,7 +28,11 @@ SAMPLER_LABELS = {
 }
 ANYTIME_LABELS = {"tpe": "TPE + Hyperband", "random": "Random + Hyperband"}
 ORDER = ("LP", "L1-SP", "L2-SP", "G-LF", "G-FL", "AutoRGN", "LoRA")
-PROTOCOLS = {"exact": "exact protocol", "default": "racing default"}
+PROTOCOLS = {
+    "exact": "exact protocol",
+    "default": "racing default",
+    "multifidelity": "multi-fidelity default",
+}
 
 
 def _pct(mean: float, sem: float) -> str:
@@ -224,8 +228,8 @@ def _search_rows(searches: list[dict[str, Any]], doc: dict[str, Any]) -> list[st
         "fold, timed in its command) converted by the ratio of that run to the full-data one "
         "in this dataset's `methods` run, plus 3 FT runs for the retraining, an upper bound):",
         "",
-        "| protocol | sampler seed | evaluations (raced) | cost (FT runs) | best validation % | "
-        "top-1 test % | trainable share % |",
+        "| protocol | sampler seed | evaluations (cut; full fidelity) | cost (FT runs) | "
+        "best validation % | top-1 test % | trainable share % |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in sorted(searches, key=lambda s: (s["protocol"], s["budget"]["sampler_seed"])):
@@ -237,7 +241,8 @@ def _search_rows(searches: list[dict[str, Any]], doc: dict[str, Any]) -> list[st
         shown = "n/a" if cost is None else f"{cost:.1f}" + (" (measured)" if measured else "")
         share = s.get("top1_trainable_share")
         lines.append(
-            f"| {PROTOCOLS[s['protocol']]} | {seed} | {s['evaluations']} ({s['raced']}) | "
+            f"| {PROTOCOLS[s['protocol']]} | {seed} | {s['evaluations']} ({s['raced']}"
+            f"{'' if s.get('full_fidelity') is None else '; ' + str(s['full_fidelity'])}) | "
             f"{shown} | {100 * s['best_validation']:.2f} | "
             f"{_pct(s['top1_test_accuracy'], s['top1_test_accuracy_stderr'])} | "
             f"{'n/a' if share is None else f'{100 * share:.2f}'} |"
@@ -554,6 +559,9 @@ def write_report(folder: Path, results: Path) -> Path:
     methods = {d["dataset"]: d for d in _read(folder, "methods-*.json")}
     searches = _named(_read(folder, "biotune-*.json"), "biotune", "--search-seed")
     searches += _named(_read(folder, "exact-*.json"), "exact", "--search-seed")
+    for s in _named(_read(folder, "default-*.json"), "default", "--search-seed"):
+        s["protocol"] = "multifidelity"  # issue 22's default (rungs and promotion)
+        searches.append(s)
     fractions = _named(_read(folder, "fraction-*.json"), "fraction", "--fraction")
     samplers = _read(folder, "samplers-*.json")
     anytime = _read(folder, "anytime-*.json")

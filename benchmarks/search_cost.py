@@ -50,6 +50,7 @@ from optuna_biotune import BioTuneObjective, BioTuneSampler
 from optuna_biotune.biotune import rungs
 from optuna_biotune.biotune.fidelity import is_full
 from optuna_biotune.biotune.final import run_final
+from optuna_biotune.biotune.report import top_configurations
 from optuna_biotune.biotune.search import generation_progress
 from optuna_biotune.evolution import trial_generation
 from optuna_biotune.evolution.records import generation_records
@@ -152,6 +153,7 @@ def _summarise(study: optuna.Study, args: argparse.Namespace) -> dict[str, Any]:
         g["ft_runs_cpu"] = round(g["cpu"] / ft_cpu, 2)
         g["ft_runs_wall"] = round(g["wall"] / ft_wall, 2)
     final = study.user_attrs.get("biotune:final") or {}
+    top = top_configurations(study, 1) if trials else []
     epochs = [sum(t.user_attrs.get("epochs", [])) for t in trials]
     return {
         "dataset": args.dataset,
@@ -203,8 +205,9 @@ def _summarise(study: optuna.Study, args: argparse.Namespace) -> dict[str, Any]:
         ),
         "ft_unit": {"cpu_s": round(ft_cpu, 2), "wall_s": round(ft_wall, 2)},
         "per_generation": {str(k): v for k, v in sorted(per_gen.items())},
-        "best_validation": study.best_value if trials else None,
-        "best_trial": study.best_trial.number if trials else None,
+        # The top-1 at full fidelity (a partial value can be higher: one seed, biased).
+        "best_validation": top[0]["value"] if top else None,
+        "best_trial": top[0]["trial"] if top else None,
         "top1_test_accuracy": final.get("biotune_test_accuracy"),
         "top1_test_accuracy_stderr": final.get("biotune_test_accuracy_stderr"),
         "top1_trial": (final.get("top1") or {}).get("trial"),
