@@ -33,10 +33,12 @@ member is ranked below them by its partial value (:func:`.fidelity.rank_key`).
 
 The rung epochs and ``ETA`` were chosen on the exact protocol's stored curves
 (``benchmarks/fidelity_replay.py``, rule ``rungs``, three digits-low searches,
-``benchmarks/results/fidelity_replay-digits-low.json``): rungs (2, 6) kept every search's
-top-1 configuration at 5.3, 8.4 and 6.3 full-data FT runs of search against the exact
-protocol's 22.1, 24.4 and 21.1; rungs (1, 3) cost 3.8-8.3 but lost the first search's top-1,
-a slow starter (0.9378 against 0.9533 validation). The live searches are in
+``benchmarks/results/fidelity_replay-digits-low.json``, every rule replayed on the same
+curves): rungs (2, 6) kept every search's top-1 configuration at 4.7, 7.0 and 6.3 full-data FT
+runs of search against the exact protocol's 22.1, 24.4 and 21.1 (one seed for every candidate
+and the other seeds at the bar, no rungs: 14.2-15.1); earlier or more rungs, (1, 3, 9),
+(2, 5, 10) or (2, 6, 12), cost 3.3-6.8 but lost the first search's top-1, a slow starter
+(0.9378 against 0.9533 validation). The live searches are in
 ``benchmarks/results/comparison.md``.
 
 No torch: reads the study only.
