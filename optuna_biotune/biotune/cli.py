@@ -126,7 +126,8 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="train every evaluation in full with every seed (the paper's protocol; default: "
-        "cut evaluations that cannot change the search, see README 'Search cost')",
+        "multi-fidelity, full fidelity only where it can change the search, see README "
+        "'Search cost')",
     )
     s = p.add_argument_group("search (paper: population 10, 3 elites, 10 generations)")
     s.add_argument("--population", type=_positive_int, help="population size")

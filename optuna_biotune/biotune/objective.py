@@ -16,9 +16,11 @@ Decisions the paper leaves open:
   what was trained; ``head_forced`` says when the head's gene was at or below the threshold.
 - **Invalid individuals** (no block above the threshold, head included) are not trained: they
   get the worst fitness, accuracy ``0.0``, and the user attr ``invalid=True``.
-- **Racing** (default; ``exact_protocol=True`` turns it off): an evaluation that can no
-  longer beat what it is compared with in the population is cut short, and a configuration
-  already evaluated on the same fold is reused (:mod:`optuna_biotune.biotune.racing`); the user
+- **Multi-fidelity** (default; ``exact_protocol=True`` turns it off): the first seed climbs
+  rungs (epochs 2 and 6, the top third of the study's first seeds goes on), and only a
+  candidate whose first seed reaches its bar in the population is promoted to the other seeds
+  (:mod:`optuna_biotune.biotune.rungs`), which are raced; a configuration already evaluated
+  at full fidelity on the same fold is reused (:mod:`optuna_biotune.biotune.racing`); the user
   attrs ``raced`` and ``memoised`` say so.
 - **Fidelity**: every evaluation records in the user attr ``fidelity`` the seeds it trained,
   each one's epochs and how it stopped (early stop, epoch limit, or cut), the epoch limit, the
@@ -85,11 +87,13 @@ class BioTuneObjective(FineTuner):
             dashboard shows the curves. To prune, pass ``prune=True`` and choose the pruner
             in ``optuna.create_study(pruner=...)``.
         exact_protocol: Train every evaluation with every seed to its early stop (the paper's
-            protocol, for reproductions). Off by default: an evaluation that can no longer
-            beat what it is compared with in the population is cut short, and a configuration
-            already evaluated on the same fold is not trained again
-            (:mod:`~optuna_biotune.biotune.racing`; ``benchmarks/results/search_cost.md``
-            measures it). Stored in the study at the first evaluation; a study searched with
+            protocol, for reproductions). Off by default: the first seed climbs rungs and
+            only a candidate that can still change the population's elites trains the other
+            seeds (:mod:`~optuna_biotune.biotune.rungs`), promoted seeds are raced, and a
+            configuration already evaluated on the same fold is not trained again
+            (:mod:`~optuna_biotune.biotune.racing`); every value below full fidelity says so
+            (:mod:`~optuna_biotune.biotune.fidelity`); ``benchmarks/results/comparison.md``
+            measures it. Stored in the study at the first evaluation; a study searched with
             the other protocol is refused.
 
     Example:

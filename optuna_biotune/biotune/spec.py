@@ -65,7 +65,7 @@ metric = "accuracy"
 device = "cpu"
 image_size = 32
 # true: every evaluation trained in full with every seed (the paper's protocol, for
-# reproductions); false: racing and memoisation cut what cannot change the search.
+# reproductions); false: multi-fidelity, full fidelity only where it can change the search.
 exact_protocol = false
 
 [search]
