@@ -303,7 +303,7 @@ def test_search_stops_when_the_last_generation_is_complete_even_after_wipeouts(
         study_name=study_name,
         storage=sqlite_url,
         direction="maximize",
-        sampler=BioTuneSampler(population_size=4, n_elites=1, seed=0),
+        sampler=BioTuneSampler(population_size=4, n_elites=1, seed=0, wipeout=True),
     )
     biotune_cli.run_search(
         study, _flat, generations=3, population=4, elites=1, n_jobs=1, generation=trial_generation

@@ -239,7 +239,7 @@ def test_no_invalid_individual_in_any_role_and_wipeouts_happen() -> None:
     wiped = 0
     for seed in range(3):
         for objective in (_trains_little, lambda t: 0.0 * _trains_little(t)):
-            study = optuna.create_study(sampler=BioTuneSampler(seed=seed))
+            study = optuna.create_study(sampler=BioTuneSampler(seed=seed, wipeout=True))
             study.optimize(objective, n_trials=140)  # the objective asserts validity
             roles.update(_claim(t)["role"] for t in study.trials)
             wiped += sum(

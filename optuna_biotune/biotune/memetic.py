@@ -343,8 +343,11 @@ class MemeticStrategy(GenerationStrategy):
             spare = [i for i in prev[n_elites:] if i.number not in inside]
             population = sorted(population + spare[: size - len(population)], key=_Ind.rank)
 
-        # Measured (benchmarks/results/comparison.md): on digits-low wipeout fired in 1 of 3
-        # searches and cost that search 5.4 test points; on by default until a second set.
+        # Off by default (`BioTuneSampler(wipeout=False)`, the spec's `wipeout = false`), as
+        # measured (benchmarks/results/comparison.md, "Wipeout on and off", 3 searches per set
+        # with 3 generations after the first): on digits-low it fired in 1 of 3 searches and
+        # cost that search's top-1 5.4 test points (89.98 against 95.33); on digits it fired in
+        # all 3 and changed no top-1. It never helped, and the authors' BioTune has none.
         # Wipeout (BioIK): a full generation that improved nothing (the best did not improve,
         # no elite's single-gene neighbour helped, no child beat both the parents it was bred
         # from) -> keep the best only and draw the rest afresh. Only full values improve or

@@ -71,7 +71,10 @@ class BioTuneSampler(GenerationalSampler):
             it (the trained blocks, paper eq. 4) and no individual without a gene above it (an
             invalid one, which trains nothing) is ever proposed. A study without it is evolved
             with no such rule (exploitation moves any gene); ``None`` turns the rule off.
-        wipeout: Re-initialise all but the best when a generation stagnates (BioIK).
+        wipeout: Re-initialise all but the best when a generation stagnates (BioIK; not in
+            the authors' BioTune). Off by default: it never helped in the searches measured
+            and once cost a search's top-1 5.4 test points (``benchmarks/results/
+            comparison.md``, "Wipeout on and off").
         slot_attempts: How often a slot is issued in all when its trials fail or are pruned.
         seed: Seed of all randomness; ``None`` draws one, which is stored in the study on
             first use, so a resumed process (also with ``seed=None``) continues with it.
@@ -88,7 +91,7 @@ class BioTuneSampler(GenerationalSampler):
         n_elites: int = 3,
         exploit_step: float = 0.25,
         threshold_param: str | None = THRESHOLD_PARAM,
-        wipeout: bool = True,
+        wipeout: bool = False,
         slot_attempts: int = 3,
         seed: int | None = None,
     ) -> None:

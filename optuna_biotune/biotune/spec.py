@@ -74,8 +74,9 @@ elites = 2
 generations = 2
 exploit_step = 0.25
 # BioIK's wipeout (not in the authors' BioTune): a generation that improved nothing keeps
-# only its best and draws the rest afresh.
-wipeout = true
+# only its best and draws the rest afresh. Off: it never helped in 6 measured searches and
+# once cost 5.4 test points (benchmarks/results/comparison.md, "Wipeout on and off").
+wipeout = false
 n_jobs = 1
 seed = 0
 
@@ -120,7 +121,7 @@ class StudySpec:
     elites: int = 3
     generations: int = 10
     exploit_step: float = 0.25
-    wipeout: bool = True
+    wipeout: bool = False
     n_jobs: int = 1
     seed: int | None = None
     # [final]
