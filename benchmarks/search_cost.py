@@ -362,7 +362,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sampler-seed", type=int, default=0)
     parser.add_argument("--top-k", type=int, default=1)
     parser.add_argument(
-        "--wipeout", choices=("on", "off"), default="off", help="BioTuneSampler(wipeout=...); off: the default"
+        "--wipeout",
+        choices=("on", "off"),
+        default="off",
+        help="BioTuneSampler(wipeout=...); off: the default",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--minutes", type=float, default=55.0, help="stop after this chunk")
