@@ -33,11 +33,15 @@ def test_promotion_needs_the_bar_or_without_one_a_new_best_first_seed() -> None:
     r = rungs.Rungs(at_rung={}, completed=[], max_epochs=30)
     assert r.promote(0.1, None)  # nothing before it
     r = rungs.Rungs(at_rung={}, completed=[0.8, 0.9], max_epochs=30)
-    assert not r.promote(0.9, None) and r.bar.value == 0.9
-    assert r.promote(0.91, None)
+    assert not r.promote(0.89, None) and r.bar.value == 0.9
+    assert r.promote(0.9, None) and r.promote(0.91, None)  # a tie with the record goes on
     assert r.promote(0.7, Bar(0.7, "elite #0"), role="exploit")
+    assert r.promote((0.7 + 0.7 + 0.7) / 3, Bar(0.7, "elite #0"), role="exploit")  # last bit
     assert not r.promote(0.69, Bar(0.7, "elite #0"), role="exploit")
     assert r.bar.against == "elite #0"
+    # A bred candidate without a bar (fewer full members than elites) would become an elite.
+    for role in rungs.BRED:
+        assert r.promote(0.1, None, role=role)
     # A fresh individual, or a trial no generational sampler planned, needs a record.
     for role in ("initial", None):
         assert not r.promote(0.85, Bar(0.7, "3th best so far"), role=role)

@@ -15,18 +15,23 @@ fidelity it was measured at (the user attr ``fidelity``, :mod:`.fidelity`):
 2. **Promotion to the remaining seeds** once the first seed trained to its end. A candidate
    bred from the population (roles ``exploit``, ``child``, ``random``) trains the other seeds
    only if its first seed reaches its bar (:func:`.racing.entry_bar`: it would replace its
-   elite, beat its parents, or rank among the ``n_elites`` best at full fidelity). A fresh
-   individual (role ``initial``), a candidate without a bar (too few full members yet) and a
-   trial of a sampler that keeps no population are promoted only when their first seed beats
-   every earlier first seed that trained to its end (the first one always is, so that a full
-   value exists). Everything else stays a one-seed value, below full fidelity. The promoted
-   seeds are still raced (:class:`.racing.Race`).
+   elite, beat its parents, or rank among the ``n_elites`` best at full fidelity; with fewer
+   full members than elites it has none, and any full value would become an elite, so it goes
+   on). A fresh individual (role ``initial``) and a trial of a sampler that keeps no
+   population are promoted only when their first seed is at least every earlier first seed
+   that trained to its end (the first one always is, so that a full value exists).
+   Everything else stays a one-seed value, below full fidelity. The promoted seeds are still
+   raced (:class:`.racing.Race`).
 
    Why fresh individuals need a record: their bar, the ``n_elites``-th best so far, is low
    while generation 0 fills, and in the first live digits-low search with that bar six of
    the ten fresh individuals were promoted (search 8.2 full-data FT runs, of which those six
    took two thirds), where three elites are kept; with the record rule a fresh individual is
-   promoted only if it could be the search's top-1.
+   promoted only if it could be the search's top-1. Why a tie goes on and a bred candidate
+   without a bar is promoted: in the first live digits search (two full members after
+   generation 0) an elite's neighbour whose first seed tied the elite's value was left at one
+   seed, and the search's top-1 tested 98.42 where the racing default's tested 99.63
+   (``benchmarks/results/rungs_design/``).
 
 So the population's elites and ``final``'s top-k are full-fidelity evaluations, and every other
 member is ranked below them by its partial value (:func:`.fidelity.rank_key`).
@@ -59,8 +64,12 @@ from optuna_biotune.biotune.racing import Bar
 RUNGS = (2, 6)
 #: Reduction factor of the rungs: the share ``1/ETA`` of first seeds that go on at each.
 ETA = 3
+#: Roles of candidates bred from the population (:func:`.racing.entry_bar` gives their bars).
+BRED = ("exploit", "child", "random")
+#: A first seed this close to its bar counts as reaching it.
+TIE = 1e-9
 
-__all__ = ["ETA", "RUNGS", "Rungs"]
+__all__ = ["BRED", "ETA", "RUNGS", "TIE", "Rungs"]
 
 
 def _first_seed(t: optuna.trial.FrozenTrial, max_epochs: int) -> dict[int, float]:
@@ -144,13 +153,15 @@ class Rungs:
 
     def promote(self, first: float, bar: Bar | None, *, role: str | None = None) -> bool:
         """Whether an evaluation (slot ``role``) whose first seed scored ``first`` trains its
-        other seeds."""
-        if bar is None or role in (None, "initial"):
-            best = max(self.completed, default=None)
-            self.bar = Bar(
-                float("-inf") if best is None else best, "best completed first seed so far"
-            )
-            self.bound = float(first)
-            return best is None or first > best
-        self.bar, self.bound = bar, float(first)
-        return first >= bar.value
+        other seeds (a tie with its bar goes on: validation accuracies are multiples of one
+        image's share, and a mean of equal seeds can differ from them in the last bit)."""
+        self.bound = float(first)
+        if role in BRED:
+            if bar is None:  # fewer full members than elites: a full value becomes one
+                self.bar = Bar(float("-inf"), "fewer full members than elites")
+                return True
+            self.bar = bar
+            return first >= bar.value - TIE
+        best = max(self.completed, default=None)
+        self.bar = Bar(float("-inf") if best is None else best, "best completed first seed so far")
+        return best is None or first >= best - TIE
