@@ -137,3 +137,22 @@ def test_readme_example_runs(package: str) -> None:
     study = namespace["study"]
     trials = study.get_trials(deepcopy=False)
     assert trials and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_readme_signatures_are_the_library_s(package: str) -> None:
+    """Each ``Name(*, a=1, ...)`` line of "Class or Function Names" is the class's signature,
+    defaults included (a changed default must reach the registry's page)."""
+    _, body = _readme(package)
+    section = body.split("## Class or Function Names", 1)[1].split("\n## ", 1)[0]
+    found = 0
+    for name, params in re.findall(r"- `(\w+)\((\*, [^`]*)\)`", section):
+        sig = inspect.signature(getattr(optuna_biotune, name))
+        shown = ", ".join(
+            f"{p.name}={p.default!r}".replace("'", '"')
+            for p in sig.parameters.values()
+            if p.default is not inspect.Parameter.empty
+        )
+        assert params == "*, " + shown, name
+        found += 1
+    assert found, "no signature line found"
