@@ -39,9 +39,9 @@ def test_promotion_needs_the_bar_or_without_one_a_new_best_first_seed() -> None:
     assert r.promote((0.7 + 0.7 + 0.7) / 3, Bar(0.7, "elite #0"), role="exploit")  # last bit
     assert not r.promote(0.69, Bar(0.7, "elite #0"), role="exploit")
     assert r.bar.against == "elite #0"
-    # A bred candidate without a bar (fewer full members than elites) would become an elite.
+    # A bred candidate without a bar (fewer full members than elites) needs a record too.
     for role in rungs.BRED:
-        assert r.promote(0.1, None, role=role)
+        assert not r.promote(0.1, None, role=role) and r.promote(0.9, None, role=role)
     # A fresh individual, or a trial no generational sampler planned, needs a record.
     for role in ("initial", None):
         assert not r.promote(0.85, Bar(0.7, "3th best so far"), role=role)

@@ -15,11 +15,11 @@ fidelity it was measured at (the user attr ``fidelity``, :mod:`.fidelity`):
 2. **Promotion to the remaining seeds** once the first seed trained to its end. A candidate
    bred from the population (roles ``exploit``, ``child``, ``random``) trains the other seeds
    only if its first seed reaches its bar (:func:`.racing.entry_bar`: it would replace its
-   elite, beat its parents, or rank among the ``n_elites`` best at full fidelity; with fewer
-   full members than elites it has none, and any full value would become an elite, so it goes
-   on). A fresh individual (role ``initial``) and a trial of a sampler that keeps no
-   population are promoted only when their first seed is at least every earlier first seed
-   that trained to its end (the first one always is, so that a full value exists).
+   elite, beat its parents, or rank among the ``n_elites`` best at full fidelity). A fresh
+   individual (role ``initial``), a bred candidate without a bar (its generation's population
+   has fewer full members than elites) and a trial of a sampler that keeps no population are
+   promoted only when their first seed is at least every earlier first seed that trained to
+   its end (the first one always is, so that a full value exists).
    Everything else stays a one-seed value, below full fidelity. The promoted seeds are still
    raced (:class:`.racing.Race`).
 
@@ -27,10 +27,12 @@ fidelity it was measured at (the user attr ``fidelity``, :mod:`.fidelity`):
    while generation 0 fills, and in the first live digits-low search with that bar six of
    the ten fresh individuals were promoted (search 8.2 full-data FT runs, of which those six
    took two thirds), where three elites are kept; with the record rule a fresh individual is
-   promoted only if it could be the search's top-1. Why a tie goes on and a bred candidate
-   without a bar is promoted: in the first live digits search (two full members after
-   generation 0) an elite's neighbour whose first seed tied the elite's value was left at one
-   seed, and the search's top-1 tested 98.42 where the racing default's tested 99.63
+   promoted only if it could be the search's top-1. Why a tie goes on: in the first live
+   digits search an elite's neighbour whose first seed tied the best first seed was left at
+   one seed, and the search's top-1 tested 98.42 where the racing default's tested 99.63.
+   Promoting every bred candidate of a population with fewer full members than elites (it
+   would become an elite) cost too much: the digits-low searches went from 6.3 / 8.1 / 7.3 to
+   5.9 / 8.6 / 9.7 full-data FT runs with the same top-1s
    (``benchmarks/results/rungs_design/``).
 
 So the population's elites and ``final``'s top-k are full-fidelity evaluations, and every other
@@ -156,10 +158,7 @@ class Rungs:
         other seeds (a tie with its bar goes on: validation accuracies are multiples of one
         image's share, and a mean of equal seeds can differ from them in the last bit)."""
         self.bound = float(first)
-        if role in BRED:
-            if bar is None:  # fewer full members than elites: a full value becomes one
-                self.bar = Bar(float("-inf"), "fewer full members than elites")
-                return True
+        if role in BRED and bar is not None:
             self.bar = bar
             return first >= bar.value - TIE
         best = max(self.completed, default=None)
