@@ -90,7 +90,7 @@ def _race(bar: float) -> racing.Race:
 
 
 def _rungs(at_first_epoch: list[float]) -> rungs.Rungs:
-    return rungs.Rungs(at_rung={1: at_first_epoch}, completed=[], max_epochs=2)
+    return rungs.Rungs(at_rung={1: at_first_epoch}, completed=[])
 
 
 @pytest.mark.parametrize(

@@ -17,22 +17,22 @@ LITE0_BLOCKS = [f"blocks.{i}" for i in range(7)] + ["conv_head", "classifier"]
 
 
 def test_a_first_seed_goes_on_while_fewer_than_eta_reached_its_rung() -> None:
-    r = rungs.Rungs(at_rung={2: [0.9] * (rungs.ETA - 1)}, completed=[], max_epochs=30)
+    r = rungs.Rungs(at_rung={2: [0.9] * (rungs.ETA - 1)}, completed=[])
     assert not r.cut(2, 0.1)
     assert not r.cut(3, 0.1)  # no rung at epoch 3
 
 
 def test_a_first_seed_below_the_top_share_at_its_rung_stops() -> None:
-    r = rungs.Rungs(at_rung={2: [0.5, 0.6, 0.7, 0.8]}, completed=[], max_epochs=30)
+    r = rungs.Rungs(at_rung={2: [0.5, 0.6, 0.7, 0.8]}, completed=[])
     need = float(sorted([0.5, 0.6, 0.7, 0.8])[2])  # the 2/3 quantile lies between 0.7 and 0.8
     assert r.cut(2, 0.69) and r.bound == 0.69 and 0.7 <= r.bar.value <= need
     assert not r.cut(2, 0.8)
 
 
 def test_promotion_needs_the_bar_or_without_one_a_new_best_first_seed() -> None:
-    r = rungs.Rungs(at_rung={}, completed=[], max_epochs=30)
+    r = rungs.Rungs(at_rung={}, completed=[])
     assert r.promote(0.1, None)  # nothing before it
-    r = rungs.Rungs(at_rung={}, completed=[0.8, 0.9], max_epochs=30)
+    r = rungs.Rungs(at_rung={}, completed=[0.8, 0.9])
     assert not r.promote(0.89, None) and r.bar.value == 0.9
     assert r.promote(0.9, None) and r.promote(0.91, None)  # a tie with the record goes on
     assert r.promote(0.7, Bar(0.7, "elite #0"), role="exploit")
@@ -48,11 +48,22 @@ def test_promotion_needs_the_bar_or_without_one_a_new_best_first_seed() -> None:
         assert r.bar.value == 0.9 and r.promote(0.95, Bar(0.7, "3th best so far"), role=role)
 
 
+#: A tiny objective: two seeds, 4 epochs (rung 2 applies, 6 does not), a tenth of the data.
+SETTINGS = dict(
+    seeds=[684, 559], data_fraction=0.1, max_epochs=4, patience=4, image_size=16, device="cpu"
+)
+
+
 @pytest.fixture(scope="module")
 def objective() -> BioTuneObjective:
-    return BioTuneObjective(
-        seeds=[684, 559], data_fraction=0.1, max_epochs=4, patience=4, image_size=16, device="cpu"
-    )
+    return BioTuneObjective(**SETTINGS)
+
+
+def _evaluate(objective: BioTuneObjective, study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """Evaluate the test configuration after the study's earlier trials."""
+    study.enqueue_trial(_params())
+    study.optimize(objective, n_trials=1)
+    return study.trials[-1]
 
 
 def _params() -> dict[str, float]:
@@ -86,9 +97,7 @@ def test_a_first_seed_below_its_rung_stops_there_at_partial_fidelity(objective) 
     study = optuna.create_study(direction="maximize")
     for _ in range(rungs.ETA):
         _earlier(study, curve={1: 1.0, 2: 1.0}, first=None)
-    study.enqueue_trial(_params())
-    study.optimize(objective, n_trials=1)
-    t = study.trials[-1]
+    t = _evaluate(objective, study)
     assert t.state == TrialState.COMPLETE
     cut = t.user_attrs["raced"]
     assert cut["seed"] == 1 and cut["epoch"] == 2 and cut["bar"] == 1.0
@@ -101,9 +110,7 @@ def test_a_first_seed_below_its_rung_stops_there_at_partial_fidelity(objective) 
 def test_a_first_seed_below_the_best_completed_one_is_not_promoted(objective) -> None:
     study = optuna.create_study(direction="maximize")
     _earlier(study, curve={}, first=1.0)
-    study.enqueue_trial(_params())
-    study.optimize(objective, n_trials=1)
-    t = study.trials[-1]
+    t = _evaluate(objective, study)
     cut = t.user_attrs["raced"]
     assert cut["seed"] == 2 and cut["epoch"] == 0 and cut["bar"] == 1.0
     assert len(t.user_attrs["seed_accuracies"]) == 1
@@ -113,28 +120,16 @@ def test_a_first_seed_below_the_best_completed_one_is_not_promoted(objective) ->
 def test_a_promoted_candidate_trains_every_seed_at_full_fidelity(objective) -> None:
     study = optuna.create_study(direction="maximize")
     _earlier(study, curve={}, first=0.0)
-    study.enqueue_trial(_params())
-    study.optimize(objective, n_trials=1)
-    t = study.trials[-1]
+    t = _evaluate(objective, study)
     assert "raced" not in t.user_attrs
     assert len(t.user_attrs["seed_accuracies"]) == 2 and t.user_attrs["fidelity"]["full"]
 
 
 def test_the_exact_protocol_has_no_rungs_and_no_promotion() -> None:
-    exact = BioTuneObjective(
-        seeds=[684, 559],
-        data_fraction=0.1,
-        max_epochs=4,
-        patience=4,
-        image_size=16,
-        device="cpu",
-        exact_protocol=True,
-    )
+    exact = BioTuneObjective(**SETTINGS, exact_protocol=True)
     study = optuna.create_study(direction="maximize")
     study.set_user_attr(PROTOCOL_ATTR, True)
     for _ in range(rungs.ETA):
         _earlier(study, curve={1: 1.0, 2: 1.0}, first=1.0)
-    study.enqueue_trial(_params())
-    study.optimize(exact, n_trials=1)
-    t = study.trials[-1]
+    t = _evaluate(exact, study)
     assert "raced" not in t.user_attrs and t.user_attrs["fidelity"]["full"]

@@ -219,6 +219,7 @@ class BioTuneObjective(FineTuner):
         trial.set_user_attr("trainable_share", trainable / self.total_params)
         race: racing.Race | None = None
         schedule: rungs.Rungs | None = None
+        bar: racing.Bar | None = None
         if not self.exact_protocol:
             same = racing.find_same(
                 trial.study, mask=mask, weights=weights, fold=fold, n_seeds=len(self.seeds)
@@ -230,8 +231,9 @@ class BioTuneObjective(FineTuner):
                 trial.set_user_attr(fidelity.FIDELITY_ATTR, self._reused_fidelity(same))
                 trial.set_user_attr("seconds", time.perf_counter() - started)
                 return float(np.mean(same.user_attrs["seed_accuracies"]))
+            bar = racing.entry_bar(trial, trial.study)
             race = racing.Race.for_trial(
-                trial, n_seeds=len(self.seeds), max_epochs=self.max_epochs
+                trial, bar=bar, n_seeds=len(self.seeds), max_epochs=self.max_epochs
             )
             schedule = rungs.Rungs.for_trial(trial, max_epochs=self.max_epochs)
         train, val = self.fold("train", fold), self.fold("val", fold)
@@ -253,12 +255,14 @@ class BioTuneObjective(FineTuner):
                 if self.prune and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at seed {k + 1}, epoch {epoch}")
 
-            if k == 1 and schedule is not None:  # promoted to the other seeds?
-                bar = race.bar if race is not None else racing.entry_bar(trial, trial.study)
-                if not schedule.promote(accs[0], bar, role=racing.slot_role(trial)):
-                    return self._cut(
-                        trial, schedule, accs, epochs, stops, seed=k + 1, epoch=0, t0=started
-                    )
+            if (  # the first seed trained to its end: promoted to the other seeds?
+                k == 1
+                and schedule is not None
+                and not schedule.promote(accs[0], bar, role=racing.slot_role(trial))
+            ):
+                return self._cut(
+                    trial, schedule, accs, epochs, stops, seed=k + 1, epoch=0, t0=started
+                )
             if race is not None and k > 0 and race.cut(accs):
                 return self._cut(trial, race, accs, epochs, stops, seed=k + 1, epoch=0, t0=started)
             try:

@@ -182,14 +182,19 @@ def _siblings(study: optuna.Study, namespace: str, generation: int, before: int)
     return out
 
 
+def _trial_claim(
+    trial: optuna.Trial | optuna.trial.FrozenTrial,
+) -> tuple[str, dict[str, Any]] | None:
+    """The sampler namespace and slot claim of a running or stored trial."""
+    if isinstance(trial, optuna.trial.FrozenTrial):
+        return _claim(trial.system_attrs)
+    return _claim(trial.storage.get_trial_system_attrs(trial._trial_id))
+
+
 def slot_role(trial: optuna.Trial | optuna.trial.FrozenTrial) -> str | None:
     """The role of a trial's slot in a generational sampler's plan (``initial``, ``exploit``,
     ``child``, ``random``), or ``None`` for a trial no such sampler planned."""
-    if isinstance(trial, optuna.trial.FrozenTrial):
-        attrs = trial.system_attrs
-    else:
-        attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
-    claim = _claim(attrs)
+    claim = _trial_claim(trial)
     return None if claim is None else str(claim[1].get("role"))
 
 
@@ -217,11 +222,7 @@ def entry_bar(trial: optuna.Trial | optuna.trial.FrozenTrial, study: optuna.Stud
     """
     if study.direction != StudyDirection.MAXIMIZE:
         return None
-    if isinstance(trial, optuna.trial.FrozenTrial):
-        attrs = trial.system_attrs
-    else:
-        attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
-    claim = _claim(attrs)
+    claim = _trial_claim(trial)
     n_elites = _n_elites(study)
     if claim is None or n_elites is None:
         return None
@@ -314,9 +315,11 @@ class Race:
         self.bound = float("inf")
 
     @classmethod
-    def for_trial(cls, trial: optuna.Trial, *, n_seeds: int, max_epochs: int) -> Race | None:
-        """The race of a running trial, or ``None`` when it must be trained in full."""
-        bar = entry_bar(trial, trial.study)
+    def for_trial(
+        cls, trial: optuna.Trial, *, bar: Bar | None, n_seeds: int, max_epochs: int
+    ) -> Race | None:
+        """The race of a running trial whose bar is ``bar`` (:func:`entry_bar`), or ``None``
+        when it must be trained in full."""
         if bar is None:
             return None
         trials = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -41,11 +41,12 @@ member is ranked below them by its partial value (:func:`.fidelity.rank_key`).
 The rung epochs and ``ETA`` were chosen on the exact protocol's stored curves
 (``benchmarks/fidelity_replay.py``, rule ``rungs``, three digits-low searches,
 ``benchmarks/results/fidelity_replay-digits-low.json``, every rule replayed on the same
-curves): rungs (2, 6) kept every search's top-1 configuration at 4.7, 7.0 and 6.3 full-data FT
+curves): rungs (2, 6) kept every search's top-1 configuration at 4.7, 7.9 and 6.3 full-data FT
 runs of search against the exact protocol's 22.1, 24.4 and 21.1 (one seed for every candidate
 and the other seeds at the bar, no rungs: 14.2-15.1); earlier or more rungs, (1, 3, 9),
-(2, 5, 10) or (2, 6, 12), cost 3.3-6.8 but lost the first search's top-1, a slow starter
-(0.9378 against 0.9533 validation). The live searches are in
+(2, 5, 10) or (2, 6, 12), cost 3.3-7.7 but lost the first search's top-1, a slow starter
+(0.9378 against 0.9533 validation). The replay runs this module's own promotion rule, ties
+included. The live searches are in
 ``benchmarks/results/comparison.md``.
 
 No torch: reads the study only.
@@ -109,25 +110,18 @@ class Rungs:
             reached at that epoch.
         completed: The first-seed values of earlier evaluations whose first seed trained to
             its end.
-        max_epochs: The epoch limit (no rung at or after it: nothing left to save).
     """
 
-    def __init__(
-        self,
-        *,
-        at_rung: Mapping[int, list[float]],
-        completed: list[float],
-        max_epochs: int,
-    ) -> None:
+    def __init__(self, *, at_rung: Mapping[int, list[float]], completed: list[float]) -> None:
         self.at_rung = {int(r): list(v) for r, v in at_rung.items()}
         self.completed = list(completed)
-        self.max_epochs = int(max_epochs)
         self.bar: Bar = Bar(float("nan"), "")
         self.bound = float("nan")
 
     @classmethod
     def for_trial(cls, trial: optuna.Trial, *, max_epochs: int) -> Rungs:
-        """The rungs of a running trial, from the study's other trials."""
+        """The rungs of a running trial, from the study's other trials (no rung at or after
+        the epoch limit ``max_epochs``: nothing is left to save there)."""
         at_rung: dict[int, list[float]] = {r: [] for r in RUNGS if r < max_epochs}
         completed: list[float] = []
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -141,7 +135,7 @@ class Rungs:
             value = _completed_first(t)
             if value is not None:
                 completed.append(value)
-        return cls(at_rung=at_rung, completed=completed, max_epochs=max_epochs)
+        return cls(at_rung=at_rung, completed=completed)
 
     def cut(self, epoch: int, best: float) -> bool:
         """Whether the first seed, at ``best`` after ``epoch``, stops at this rung."""
