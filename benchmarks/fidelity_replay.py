@@ -20,6 +20,11 @@ cheaper rules on those curves, in trial order, each rule seeing only what came b
     far is in the top ``1/eta`` of the first seeds of earlier evaluations at that rung
     (asynchronous successive halving, Li et al. 2020: no evaluation waits for a rung to fill;
     the first ``eta`` evaluations to reach a rung always go on).
+``rungs``
+    The default's schedule (``optuna_biotune/biotune/rungs.py``): ``asha``'s rungs, and the
+    remaining seeds only for a bred candidate whose first seed reaches its bar, or (a fresh
+    individual, or no bar) a first seed at least every earlier completed one
+    (:meth:`optuna_biotune.biotune.rungs.Rungs.promote` itself).
 
 For each rule: the epochs and CPU seconds it keeps (CPU per epoch taken from each evaluation's
 own exact run, so a frozen prefix stays cheap), in the search's unit (full-data FT runs), and
@@ -47,6 +52,7 @@ import optuna
 
 from optuna_biotune import BioTuneSampler
 from optuna_biotune.biotune import racing
+from optuna_biotune.biotune.rungs import Rungs
 
 HERE = Path(__file__).resolve().parent
 
@@ -71,10 +77,9 @@ def replay(
     rungs: tuple[int, ...] = (1, 3),
     eta: int = 3,
     slack: float = 0.0,
-    promote: str = "bar-or-top",
 ) -> dict[str, Any]:
-    """Replay ``rule`` (``exact``, ``one-seed``, ``curve-bar`` or ``asha``) on ``study``'s
-    curves."""
+    """Replay ``rule`` (``exact``, ``one-seed``, ``curve-bar``, ``asha`` or ``rungs``) on
+    ``study``'s curves."""
     spec = study.user_attrs["biotune:spec"]
     max_epochs = int(spec["max_epochs"])
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -129,10 +134,9 @@ def replay(
                 in_top = len(ranked) < top_k or first[-1] > ranked[top_k - 1]
                 done = [f[-1] for f in completed]
                 completed.append(first)
-                if rule == "rungs":  # biotune/rungs.py: a bred candidate's bar, else a record
-                    record = not done or first[-1] > max(done)
-                    role = racing.slot_role(t)
-                    go = first[-1] >= bar.value if bar and role != "initial" else record
+                if rule == "rungs":  # the default's own promotion rule
+                    schedule = Rungs(at_rung={}, completed=done)
+                    go = schedule.promote(first[-1], bar, role=racing.slot_role(t))
                 else:
                     go = (bar is None or first[-1] >= bar.value) or in_top
                 if go:
