@@ -162,7 +162,7 @@ def beats(fitness: float, full: bool, other: float) -> bool:
     return full and fitness < other
 
 
-def extinction(losses: Sequence[float], full: Sequence[bool]) -> np.ndarray:
+def extinction(losses: Sequence[float] | np.ndarray, full: Sequence[bool]) -> np.ndarray:
     """BioIK's extinction factors (:func:`~.operators.extinction_factors`) of a population with
     partial members: the full members' among themselves, 1 for a partial member. With no full
     member the partial values are all there is, and are used as they are."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -87,6 +87,11 @@ def _complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
 
 
+def _value(trial: optuna.trial.FrozenTrial) -> float:
+    """The value of a complete trial (single-objective: never None)."""
+    return cast(float, trial.value)
+
+
 def _maximize(study: optuna.Study) -> bool:
     from optuna.study import StudyDirection
 
@@ -113,7 +118,7 @@ def top_configurations(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     if k < 1:
         raise ValueError(f"`k` must be >= 1, got {k}.")
     sign = -1.0 if _maximize(study) else 1.0
-    trials = sorted(_complete(study), key=lambda t: (sign * t.value, t.number))
+    trials = sorted(_complete(study), key=lambda t: (sign * _value(t), t.number))
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for trial in trials:
@@ -139,7 +144,7 @@ def generation_table(study: optuna.Study) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     best_so_far: float | None = None
     for gen in sorted(by_gen):
-        values = [float(t.value) for t in by_gen[gen]]
+        values = [float(_value(t)) for t in by_gen[gen]]
         shares = [
             float(t.user_attrs["trainable_share"])
             for t in by_gen[gen]

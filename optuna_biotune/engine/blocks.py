@@ -27,9 +27,9 @@ composition equals ``model(x)``; the activation cache cuts it after the frozen p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -94,6 +94,11 @@ def _family(model: nn.Module) -> str:
     return "unknown"
 
 
+def _sequential(model: nn.Module, name: str) -> nn.Sequential:
+    """The ``nn.Sequential`` submodule ``name`` of a model whose family fixes that type."""
+    return cast(nn.Sequential, model.get_submodule(name))
+
+
 def _resolution_groups(features: nn.Sequential, size: int = 64) -> list[list[int]]:
     """Indices of ``features`` children grouped by the spatial size of their outputs."""
     groups: list[list[int]] = []
@@ -132,20 +137,21 @@ def _default_blocks(model: nn.Module) -> list[Block]:
         blocks.append(Block("classifier", ("classifier",)))
         return blocks
     if kind == "vgg":
-        blocks, current = [], []
-        for i, child in enumerate(model.features):
+        current: list[str] = []
+        blocks = []
+        for i, child in enumerate(_sequential(model, "features")):
             current.append(f"features.{i}")
             if isinstance(child, nn.MaxPool2d):
                 blocks.append(Block(f"conv{len(blocks) + 1}", tuple(current)))
                 current = []
         if current:
             blocks.append(Block(f"conv{len(blocks) + 1}", tuple(current)))
-        n = len(model.classifier)
+        n = len(_sequential(model, "classifier"))
         blocks.append(Block("fc", tuple(f"classifier.{i}" for i in range(n - 1))))
         blocks.append(Block("head", (f"classifier.{n - 1}",)))
         return blocks
     if kind == "mobilenet":
-        groups = _resolution_groups(model.features)
+        groups = _resolution_groups(_sequential(model, "features"))
         return [
             *(
                 Block(f"stage{j + 1}", tuple(f"features.{i}" for i in group))
@@ -154,21 +160,23 @@ def _default_blocks(model: nn.Module) -> list[Block]:
             Block("classifier", ("classifier",)),
         ]
     if kind == "features":
+        n_features = len(_sequential(model, "features"))
         return [
-            *(Block(f"features.{i}", (f"features.{i}",)) for i in range(len(model.features))),
+            *(Block(f"features.{i}", (f"features.{i}",)) for i in range(n_features)),
             Block("classifier", ("classifier",)),
         ]
     if kind == "vit":
-        layers = [name for name, _ in model.encoder.layers.named_children()]
+        layers = [name for name, _ in model.get_submodule("encoder.layers").named_children()]
         return [
             Block("embed", ("conv_proj", "class_token", "encoder.pos_embedding")),
             *(Block(name, (f"encoder.layers.{name}",)) for name in layers),
             Block("head", ("encoder.ln", "heads")),
         ]
     if kind == "timm_efficientnet":
+        n_blocks = len(_sequential(model, "blocks"))
         return [
             Block("stem", ("conv_stem", "bn1")),
-            *(Block(f"blocks.{i}", (f"blocks.{i}",)) for i in range(len(model.blocks))),
+            *(Block(f"blocks.{i}", (f"blocks.{i}",)) for i in range(n_blocks)),
             Block("conv_head", ("conv_head", "bn2")),
             Block("classifier", ("classifier",)),
         ]
@@ -203,14 +211,16 @@ def _timm_blocks(model: nn.Module) -> list[Block]:
     try:
         head = head_name(model)
     except UsageError:
-        head = model.pretrained_cfg.get("classifier", "head")
+        cfg = cast(dict[str, Any], model.pretrained_cfg)  # timm keeps its config as a dict
+        head = cfg.get("classifier", "head")
         head = head[0] if isinstance(head, (list, tuple)) else head
     if not hasattr(model, "group_matcher"):
         raise UsageError(
             f"timm model {type(model).__name__} has no group_matcher; pass `partition` as "
             "module-name prefixes."
         )
-    matcher = model.group_matcher(coarse=True)
+    group_matcher = cast(Callable[..., dict[str, Any]], model.group_matcher)
+    matcher = group_matcher(coarse=True)
     all_names = [n for n, _ in model.named_parameters()]
     groups = group_parameters(model, matcher)
     blocks = []
@@ -323,7 +333,7 @@ def block_param_groups(
 class _Apply(nn.Module):
     """A stage that applies a parameter-free function (pooling, flattening, token select)."""
 
-    def __init__(self, fn: Any, label: str) -> None:
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], label: str) -> None:
         super().__init__()
         self.fn = fn
         self.label = label
@@ -340,11 +350,14 @@ class _VitEmbed(nn.Module):
 
     def __init__(self, vit: nn.Module) -> None:
         super().__init__()
-        self.conv_proj = vit.conv_proj
-        self.class_token = vit.class_token
-        self.pos_embedding = vit.encoder.pos_embedding
-        self.dropout = vit.encoder.dropout
-        self._process = [vit._process_input]  # a list: keeps the model out of the submodules
+        self.conv_proj = vit.get_submodule("conv_proj")
+        self.class_token = vit.get_parameter("class_token")
+        self.pos_embedding = vit.get_parameter("encoder.pos_embedding")
+        self.dropout = vit.get_submodule("encoder.dropout")
+        # torchvision's VisionTransformer._process_input; a list keeps the model out of the
+        # submodules.
+        process = cast(Callable[[torch.Tensor], torch.Tensor], vit._process_input)
+        self._process = [process]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._process[0](x)
@@ -357,9 +370,9 @@ class _TimmHead(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.global_pool = model.global_pool
+        self.global_pool = model.get_submodule("global_pool")
         self.drop_rate = float(getattr(model, "drop_rate", 0.0))
-        self.classifier = model.classifier
+        self.classifier = model.get_submodule("classifier")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.global_pool(x)
@@ -379,64 +392,67 @@ def stages(model: nn.Module) -> list[nn.Module] | None:
     except generic timm models (those train through ``model.forward``, without the cache).
     """
     kind = _family(model)
+    m = model.get_submodule
+    out: list[nn.Module]
     if kind == "resnet":
-        m = model
         return [
-            nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool),
-            m.layer1,
-            m.layer2,
-            m.layer3,
-            m.layer4,
-            nn.Sequential(m.avgpool, _Apply(_flatten, "flatten"), m.fc),
+            nn.Sequential(m("conv1"), m("bn1"), m("relu"), m("maxpool")),
+            m("layer1"),
+            m("layer2"),
+            m("layer3"),
+            m("layer4"),
+            nn.Sequential(m("avgpool"), _Apply(_flatten, "flatten"), m("fc")),
         ]
     if kind == "densenet":
-        f = model.features
-        out = [nn.Sequential(f.conv0, f.norm0, f.relu0, f.pool0)]
+        f = model.get_submodule("features").get_submodule
+        out = [nn.Sequential(f("conv0"), f("norm0"), f("relu0"), f("pool0"))]
         for i in range(1, 4):
-            out += [getattr(f, f"denseblock{i}"), getattr(f, f"transition{i}")]
-        out.append(nn.Sequential(f.denseblock4, f.norm5, nn.ReLU()))
+            out += [f(f"denseblock{i}"), f(f"transition{i}")]
+        out.append(nn.Sequential(f("denseblock4"), f("norm5"), nn.ReLU()))
         out.append(
-            nn.Sequential(nn.AdaptiveAvgPool2d(1), _Apply(_flatten, "flatten"), model.classifier)
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), _Apply(_flatten, "flatten"), m("classifier"))
         )
         return out
     if kind == "vgg":
-        out, current = [], []
-        for child in model.features:
+        out = []
+        current: list[nn.Module] = []
+        for child in _sequential(model, "features"):
             current.append(child)
             if isinstance(child, nn.MaxPool2d):
                 out.append(nn.Sequential(*current))
                 current = []
         if current:
             out.append(nn.Sequential(*current))
-        cls = list(model.classifier)
-        out.append(nn.Sequential(model.avgpool, _Apply(_flatten, "flatten"), *cls[:-1]))
+        cls = list(_sequential(model, "classifier"))
+        out.append(nn.Sequential(m("avgpool"), _Apply(_flatten, "flatten"), *cls[:-1]))
         out.append(cls[-1])
         return out
     if kind in ("mobilenet", "features"):
-        pool = model.avgpool if hasattr(model, "avgpool") else nn.AdaptiveAvgPool2d(1)
+        pool = m("avgpool") if hasattr(model, "avgpool") else nn.AdaptiveAvgPool2d(1)
+        features = _sequential(model, "features")
         if kind == "mobilenet":
             out = [
-                nn.Sequential(*(model.features[i] for i in group))
-                for group in _resolution_groups(model.features)
+                nn.Sequential(*(features[i] for i in group))
+                for group in _resolution_groups(features)
             ]
         else:
-            out = list(model.features)
+            out = list(features)
         if type(model).__name__ == "ConvNeXt":
-            out.append(nn.Sequential(pool, model.classifier))
+            out.append(nn.Sequential(pool, m("classifier")))
         else:
-            out.append(nn.Sequential(pool, _Apply(_flatten, "flatten"), model.classifier))
+            out.append(nn.Sequential(pool, _Apply(_flatten, "flatten"), m("classifier")))
         return out
     if kind == "vit":
         return [
             _VitEmbed(model),
-            *model.encoder.layers,
-            nn.Sequential(model.encoder.ln, _Apply(_cls_token, "class token"), model.heads),
+            *_sequential(model, "encoder.layers"),
+            nn.Sequential(m("encoder.ln"), _Apply(_cls_token, "class token"), m("heads")),
         ]
     if kind == "timm_efficientnet":
         return [
-            nn.Sequential(model.conv_stem, model.bn1),
-            *model.blocks,
-            nn.Sequential(model.conv_head, model.bn2),
+            nn.Sequential(m("conv_stem"), m("bn1")),
+            *_sequential(model, "blocks"),
+            nn.Sequential(m("conv_head"), m("bn2")),
             _TimmHead(model),
         ]
     return None

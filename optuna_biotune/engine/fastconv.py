@@ -44,7 +44,7 @@ def center_tap(conv: nn.Conv2d) -> tuple[int, int] | None:
     if kh % 2 == 0 or kw % 2 == 0 or (conv.dilation != (1, 1) and (kh, kw) != (1, 1)):
         return None
     center = ((kh - 1) // 2, (kw - 1) // 2)
-    if conv.padding == "same" or tuple(conv.padding) == center:  # type: ignore[arg-type]
+    if conv.padding == "same" or tuple(conv.padding) == center:
         return center
     return None
 

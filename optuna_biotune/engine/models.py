@@ -17,8 +17,9 @@ the model as ``model.biotune_head`` (see :func:`head_name`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from optuna_biotune.errors import RuntimeFailure, UsageError
 
@@ -95,8 +96,8 @@ def preprocessing(name: str) -> Preprocessing:
     if name.startswith(TIMM_PREFIX):
         import timm
 
-        cfg = timm.get_pretrained_cfg(name[len(TIMM_PREFIX) :])
-        cfg = cfg.to_dict() if cfg is not None else {}
+        pretrained_cfg = timm.get_pretrained_cfg(name[len(TIMM_PREFIX) :])
+        cfg = pretrained_cfg.to_dict() if pretrained_cfg is not None else {}
         size = cfg.get("input_size", (3, 224, 224))[-1]
         return Preprocessing(
             mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
@@ -188,8 +189,9 @@ def build_model(name: str, num_classes: int, *, pretrained: bool = True) -> nn.M
                 model = timm.create_model(timm_name, pretrained=pretrained)
             except (OSError, RuntimeError, ValueError) as exc:  # hub unreachable, no weights
                 raise _download_failed(name, exc) from exc
-        model.reset_classifier(num_classes)
-        head = model.pretrained_cfg.get("classifier", "classifier")
+        # timm's models share no base class; each has these two (its config as a dict).
+        cast(Callable[[int], None], model.reset_classifier)(num_classes)
+        head = cast(dict[str, Any], model.pretrained_cfg).get("classifier", "classifier")
         if isinstance(head, (list, tuple)):
             head = head[0]
     else:
@@ -229,8 +231,9 @@ def reset_head(model: nn.Module, seed: int) -> None:
     try:
         torch.manual_seed(int(seed))
         for module in head.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if reset is not None:
+                reset()
     finally:
         torch.random.set_rng_state(gen_state)
 

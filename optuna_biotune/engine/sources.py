@@ -179,7 +179,8 @@ def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
     """The files under ``folder`` (recursively, hidden ones left out), split into those with an
     image extension (:data:`IMAGE_SUFFIXES`, any case) and the others, as torchvision's
     ``ImageFolder`` splits them (``Thumbs.db``, ``notes.txt``); each list sorted."""
-    images, others = [], []
+    images: list[Path] = []
+    others: list[Path] = []
     for path in sorted(folder.rglob("*")):
         broken = path.is_symlink() and not path.exists()
         if path.name.startswith(".") or not (path.is_file() or broken):

@@ -141,7 +141,7 @@ def stop_on_signals(*, line: Callable[[BaseException], str]) -> Iterator[None]:
         threading.Thread(target=watchdog, args=(exc,), name="biotune-stop", daemon=True).start()
         raise exc
 
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     for signum, default in (
         (signal.SIGINT, signal.default_int_handler),
         (signal.SIGTERM, signal.SIG_DFL),
