@@ -57,21 +57,13 @@ come from different folds. Elites are *not* re-scored: they keep the fitness of 
 that created them; an elite's neighbour (scored on the current fold) must beat that value to
 replace it, a child must beat its parents' to take them out of the mating pool, and the
 stagnation test compares the best across generations. This keeps the paper's budget of 13
-evaluations per generation, but the comparison is biased: the folds differ in difficulty. The
-same 12 random configurations scored on both folds of data fraction 0.5 (EfficientNet-Lite0 at
-32 px, the objective's defaults with 1 seed; ``benchmarks/results/fold_offset.md``) give fold 1
-minus fold 0 = +0.0056 ± 0.0043 on digits (7 configurations higher on fold 1, 1 lower) and
--0.0116 ± 0.0070 on mnist5k (2 higher, 8 lower; mean ± standard error over the configurations
-that learn). Both offsets exceed the median gap between the five best configurations (0.0028,
-0.0015), and a comparison across folds orders 75 % (digits) and 73 % (mnist5k) of pairs as
-their two-fold mean does, against 82 % and 84 % within a fold and 84 % and 89 % once the mean
-offset is removed. So in a generation on the harder fold the newcomers start behind the elites
-(the generation looks stagnant and may be wiped out), and on the easier fold ahead of them.
-**Decision: the paper's protocol is kept** (no re-scoring), because it is the algorithm the
-paper's figures come from and each offset alone is within 1.3-1.7 standard errors of zero at
-12 configurations. Re-scoring the elites on the current fold would remove the bias for 3 more
-evaluations per generation (16 instead of 13, +23 % compute); measure it on a search before
-making it an option.
+evaluations per generation, but the comparison is biased: the folds differ in difficulty, and
+in a generation on the harder fold the newcomers start behind the elites. **Decision: the
+paper's protocol is kept** (no re-scoring), because it is the algorithm the paper's figures
+come from and each fold's offset alone is within 1.3-1.7 standard errors of zero at 12
+configurations (the measurements: ``benchmarks/results/design_decisions.md``). Re-scoring the
+elites on the current fold would remove the bias for 3 more evaluations per generation (16
+instead of 13); measure it on a search before making it an option.
 """
 
 from __future__ import annotations
@@ -343,11 +335,9 @@ class MemeticStrategy(GenerationStrategy):
             spare = [i for i in prev[n_elites:] if i.number not in inside]
             population = sorted(population + spare[: size - len(population)], key=_Ind.rank)
 
-        # Off by default (`BioTuneSampler(wipeout=False)`, the spec's `wipeout = false`), as
-        # measured (benchmarks/results/comparison.md, "Wipeout on and off", 3 searches per set
-        # with 3 generations after the first): on digits-low it fired in 1 of 3 searches and
-        # cost that search's top-1 5.4 test points (89.98 against 95.33); on digits it fired in
-        # all 3 and changed no top-1. It never helped, and the authors' BioTune has none.
+        # Off by default (`BioTuneSampler(wipeout=False)`, the spec's `wipeout = false`): it
+        # never helped, and it cost a digits-low search's top-1 5.4 test points
+        # (benchmarks/results/design_decisions.md); the authors' BioTune has none.
         # Wipeout (BioIK): a full generation that improved nothing (the best did not improve,
         # no elite's single-gene neighbour helped, no child beat both the parents it was bred
         # from) -> keep the best only and draw the rest afresh. Only full values improve or

@@ -38,12 +38,9 @@ def extinction_factors(fitness: np.ndarray) -> np.ndarray:
     exactly then. For fitness below 0 (a ``maximize`` study of an unbounded objective) it is
     applied to the fitness shifted to ``f' = f - f_min + R`` with ``R = f_max - f_min``, which
     gives ``((f_i - f_min) / R + i / (N - 1)) / 2``, the mean of the normalised fitness and
-    the normalised rank. This shifted form was also measured on losses, in place of the exact
-    formula, and is not better there: over the 8 test functions of
-    ``benchmarks/sampler_quality.py`` x 10 seeds, paired by seed, neither form is better in any
-    case at p < 0.05 (Wilcoxon; the geometric mean of the best values is 3 % lower with the
-    shifted form, inside the noise), ``benchmarks/results/sampler_quality_compare.md``; so the
-    formula of the papers is kept wherever it is defined.
+    the normalised rank. The formula of the papers is kept wherever it is defined: the shifted
+    form, measured on losses in its place, is better on none of 8 test functions at p < 0.05
+    (``benchmarks/results/design_decisions.md``).
 
     Args:
         fitness: Fitness values (minimised) in any order.

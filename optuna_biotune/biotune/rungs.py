@@ -24,30 +24,20 @@ fidelity it was measured at (the user attr ``fidelity``, :mod:`.fidelity`):
    raced (:class:`.racing.Race`).
 
    Why fresh individuals need a record: their bar, the ``n_elites``-th best so far, is low
-   while generation 0 fills, and in the first live digits-low search with that bar six of
-   the ten fresh individuals were promoted (search 8.2 full-data FT runs, of which those six
-   took two thirds), where three elites are kept; with the record rule a fresh individual is
-   promoted only if it could be the search's top-1. Why a tie goes on: in the first live
-   digits search an elite's neighbour whose first seed tied the best first seed was left at
-   one seed, and the search's top-1 tested 98.42 where the racing default's tested 99.63.
-   Promoting every bred candidate of a population with fewer full members than elites (it
-   would become an elite) cost too much: the digits-low searches went from 6.3 / 8.1 / 7.3 to
-   5.9 / 8.6 / 9.7 full-data FT runs with the same top-1s
-   (``benchmarks/results/rungs_design/``).
+   while generation 0 fills (with it, six of the ten fresh individuals of a live digits-low
+   search were promoted). Why a tie goes on: a tied neighbour of an elite left at one seed
+   cost a digits search's top-1 (98.42 test against 99.63). Why a bred candidate without a
+   bar needs a record too: promoting it always cost more FT runs for the same top-1s.
+   The measurements: ``benchmarks/results/design_decisions.md``.
 
 So the population's elites and ``final``'s top-k are full-fidelity evaluations, and every other
 member is ranked below them by its partial value (:func:`.fidelity.rank_key`).
 
-The rung epochs and ``ETA`` were chosen on the exact protocol's stored curves
-(``benchmarks/fidelity_replay.py``, rule ``rungs``, three digits-low searches,
-``benchmarks/results/fidelity_replay-digits-low.json``, every rule replayed on the same
-curves): rungs (2, 6) kept every search's top-1 configuration at 4.7, 7.9 and 6.3 full-data FT
-runs of search against the exact protocol's 22.1, 24.4 and 21.1 (one seed for every candidate
-and the other seeds at the bar, no rungs: 14.2-15.1); earlier or more rungs, (1, 3, 9),
-(2, 5, 10) or (2, 6, 12), cost 3.3-7.7 but lost the first search's top-1, a slow starter
-(0.9378 against 0.9533 validation). The replay runs this module's own promotion rule, ties
-included. The live searches are in
-``benchmarks/results/comparison.md``.
+The rung epochs and ``ETA`` were chosen on the exact protocol's stored curves (three
+digits-low searches replayed by ``benchmarks/fidelity_replay.py`` with this module's own
+promotion rule): rungs (2, 6) kept every search's top-1 configuration for at most 7.9 full-data
+FT runs of search where the exact protocol spent 21.1 or more; earlier or more rungs lost one
+(the figures: ``benchmarks/results/design_decisions.md``).
 
 No torch: reads the study only.
 """

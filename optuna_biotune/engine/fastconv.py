@@ -6,11 +6,9 @@ center tap with real data (every other tap meets padding), so it is a matrix pro
 linear layer over the channels. PyTorch's CPU convolutions do not see that. They still do
 the whole ``k x k`` work, the depthwise backward takes a slow path, and even a 1x1 kernel runs
 through oneDNN's convolution, at half the speed of the same product as ``F.linear``. On this
-project's 2-core machine (``benchmarks/results/fastconv.md``):
-
-* a 5x5 depthwise convolution over ``64 x 1152 x 1 x 1`` took 43 ms forward and backward, and
-  its center-tap product 0.8 ms;
-* a 1x1 convolution ``192 -> 1152`` took 4.7 ms, and ``F.linear`` 1.6 ms.
+project's 2-core machine a 5x5 depthwise convolution over ``64 x 1152 x 1 x 1`` took 43 ms
+forward and backward, and its center-tap product 0.8 ms
+(``benchmarks/results/design_decisions.md``; the current runs: ``benchmarks/results/fastconv.md``).
 
 :func:`center_tap_shortcut` gives such convolutions a forward that, **only when the input is
 1x1**, computes the same function from the center tap: ``F.linear`` for ordinary convolutions,
