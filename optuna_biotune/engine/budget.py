@@ -8,7 +8,9 @@ the baselines (``run_baseline`` and the ``baseline`` command), the study spec
 (:class:`~optuna_biotune.biotune.spec.StudySpec`) and EvoPrune's head (``train_head``,
 ``EvoPruneObjective``, which trains with its own batch size, see
 :data:`optuna_biotune.evoprune.objective.HEAD_BATCH_SIZE`). Import the module
-(``from optuna_biotune.engine import budget``) and read ``budget.EPOCHS``.
+(``from optuna_biotune.engine import budget``) and read ``budget.EPOCHS``. :data:`MINIMUM` holds
+the lower bounds of the integer settings, which :func:`~optuna_biotune.engine.train.fit`, the
+fine-tuner and the study spec check against.
 """
 
 from __future__ import annotations
@@ -25,3 +27,6 @@ BASE_LR = 1e-3
 OPTIMIZER = "adam"
 #: Validation metric: ``"accuracy"`` (``"macro"``: mean per-class recall, the alternative).
 METRIC = "accuracy"
+#: Lower bounds of a training run's integer settings (``errors.check_int``); the fine-tuner adds
+#: its own (:data:`optuna_biotune.engine.finetune.MINIMUM`).
+MINIMUM = {"max_epochs": 1, "patience": 1, "batch_size": 1}

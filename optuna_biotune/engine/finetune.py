@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,12 +31,16 @@ from optuna_biotune.engine import budget
 from optuna_biotune.engine.seeds import resolve_seeds
 from optuna_biotune.errors import UsageError, check_int
 
+if TYPE_CHECKING:
+    from optuna_biotune.engine.data import TensorData
+    from optuna_biotune.engine.train import FitResult
+
 #: Largest accepted base learning rate: block rates reach 10x it (BioTune's ``W_b <= 10``, eq. 5),
 #: and far beyond this every optimiser diverges (above ~3e37 the rates do not even fit a float32).
 MAX_BASE_LR = 10.0
-#: Lower bounds of the fine-tuner's integer arguments; :func:`.train.fit` and the study spec
-#: (``epochs``, ``patience``, ``batch_size``) check against these same numbers.
-MINIMUM = {"max_epochs": 1, "patience": 1, "batch_size": 1, "cache_bytes": 0, "image_size": 8}
+#: Lower bounds of the fine-tuner's integer arguments: a training run's (:data:`.budget.MINIMUM`,
+#: which :func:`.train.fit` and the study spec check against too) and the fine-tuner's own.
+MINIMUM = {**budget.MINIMUM, "cache_bytes": 0, "image_size": 8}
 #: Default memory bound of the activation cache.
 DEFAULT_CACHE_BYTES = 2 * 2**30
 
@@ -215,7 +219,7 @@ class FineTuner:
         self._setup()
         return self._head_index
 
-    def fold(self, split: str, fold: int | None) -> Any:
+    def fold(self, split: str, fold: int | None) -> TensorData:
         """The ``train`` or ``val`` split's stratified fold ``fold`` (:func:`.data.fold_indices`
         with this tuner's ``data_fraction``), on the device and kept; ``None``: the whole split.
         """
@@ -232,7 +236,11 @@ class FineTuner:
         return self._folds[key]
 
     def plan(
-        self, mask: Sequence[bool], weights: Sequence[float], *, head_weight: float | None = None
+        self,
+        mask: Sequence[bool] | np.ndarray,
+        weights: Sequence[float] | np.ndarray,
+        *,
+        head_weight: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray, bool]:
         """Effective ``(mask, weights, head_forced)``: the head always trains (module doc).
 
@@ -240,35 +248,34 @@ class FineTuner:
         when positive, else 1.
         """
         self._setup()
-        mask = np.asarray(mask, dtype=bool).copy()
-        weights = np.asarray(weights, dtype=float).copy()
-        if mask.shape != (len(self._blocks),) or weights.shape != mask.shape:
+        mask_arr = np.array(mask, dtype=bool)
+        weights_arr = np.array(weights, dtype=float)
+        if mask_arr.shape != (len(self._blocks),) or weights_arr.shape != mask_arr.shape:
             raise UsageError(
                 f"`mask` and `weights` must have one entry per block ({len(self._blocks)})."
             )
         h = self._head_index
-        forced = not mask[h]
+        forced = not mask_arr[h]
         if forced:
-            mask[h] = True
+            mask_arr[h] = True
             if head_weight is not None:
-                weights[h] = float(head_weight)
-            elif not weights[h] > 0:
-                weights[h] = 1.0
-        weights = np.where(mask, weights, 0.0)
-        return mask, weights, forced
+                weights_arr[h] = float(head_weight)
+            elif not weights_arr[h] > 0:
+                weights_arr[h] = 1.0
+        return mask_arr, np.where(mask_arr, weights_arr, 0.0), forced
 
     def train_config(
         self,
-        mask: Sequence[bool],
-        weights: Sequence[float],
+        mask: Sequence[bool] | np.ndarray,
+        weights: Sequence[float] | np.ndarray,
         *,
         seed: int,
-        train: Any,
-        val: Any,
-        data_key: Any,
-        report: Any = None,
+        train: TensorData,
+        val: TensorData,
+        data_key: Hashable,
+        report: Callable[[int, float], None] | None = None,
         restore_best: bool = False,
-    ) -> Any:
+    ) -> FitResult:
         """Reset the model, fine-tune blocks ``mask`` at ``base_lr * weights`` for one seed.
 
         Returns the ``train.FitResult``. The frozen prefix is served from the cache.
@@ -347,7 +354,7 @@ class FineTuner:
         :meth:`reset_to_pretrained` restores them."""
         self._dirty.update(int(i) for i in blocks)
 
-    def trainable_params(self, mask: Sequence[bool]) -> int:
+    def trainable_params(self, mask: Sequence[bool] | np.ndarray) -> int:
         """Number of scalar parameters in the blocks of ``mask``."""
         self._setup()
         return int(
@@ -355,7 +362,11 @@ class FineTuner:
         )
 
     def retrain_and_test(
-        self, mask: Sequence[bool], weights: Sequence[float], *, seeds: Sequence[int]
+        self,
+        mask: Sequence[bool] | np.ndarray,
+        weights: Sequence[float] | np.ndarray,
+        *,
+        seeds: Sequence[int],
     ) -> list[float]:
         """Paper protocol after the search: train on the whole training split (early stopping
         on the whole validation split, best epoch restored), score the held-out test split.

@@ -25,18 +25,18 @@ import copy
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from optuna_biotune.engine import budget
 from optuna_biotune.engine.data import TensorData
-from optuna_biotune.engine.finetune import MINIMUM
 from optuna_biotune.errors import RuntimeFailure, UsageError, check_int
 
-Metric = Literal["accuracy", "macro"]
+#: The validation metrics (``metric``): accuracy, and macro accuracy (mean per-class recall).
 METRICS = ("accuracy", "macro")
+#: The optimisers (``optimizer``); ``budget.OPTIMIZER`` is the paper's.
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -108,7 +108,7 @@ def _autocast(device: torch.device, bf16: bool) -> Any:
 
 
 def metric_from_predictions(
-    pred: torch.Tensor, target: torch.Tensor, *, metric: Metric, num_classes: int
+    pred: torch.Tensor, target: torch.Tensor, *, metric: str, num_classes: int
 ) -> float:
     """Accuracy, or macro accuracy (mean over present classes of per-class recall)."""
     if target.numel() == 0:
@@ -134,9 +134,10 @@ def predict(
     dev = resolve_device(device) if device is not None else data.device
     bf16 = dev.type == "cuda" if bf16 is None else bf16
     data = data.to(dev)
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
+    module = model if isinstance(model, nn.Module) else None
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     try:
         preds = []
         for start in range(0, len(data), batch_size):
@@ -145,15 +146,15 @@ def predict(
                 preds.append(model(x).argmax(dim=1))
         return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=dev)
     finally:
-        if was_training:
-            model.train()
+        if module is not None and was_training:
+            module.train()
 
 
 def evaluate(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
     data: TensorData,
     *,
-    metric: Metric = "accuracy",
+    metric: str = "accuracy",
     num_classes: int | None = None,
     batch_size: int = 256,
     device: str | torch.device | None = None,
@@ -211,11 +212,11 @@ def fit(
     seed: int = 0,
     batch_size: int = budget.BATCH_SIZE,
     lr: float = budget.BASE_LR,
-    optimizer: Literal["adam", "sgd"] = budget.OPTIMIZER,
+    optimizer: str = budget.OPTIMIZER,
     momentum: float = 0.9,
     nesterov: bool = False,
     weight_decay: float = 0.0,
-    metric: Metric = budget.METRIC,
+    metric: str = budget.METRIC,
     num_classes: int | None = None,
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     on_epoch_start: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
@@ -278,7 +279,7 @@ def fit(
         ("patience", patience),
         ("batch_size", batch_size),
     ):
-        check_int(name, value, MINIMUM[name])
+        check_int(name, value, budget.MINIMUM[name])
     if not lr > 0:
         raise UsageError(f"`lr` must be positive, got {lr!r}.")
     if len(train) == 0 or len(val) == 0:
@@ -383,6 +384,7 @@ def clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 __all__ = [
     "METRICS",
+    "OPTIMIZERS",
     "EpochRecord",
     "FitResult",
     "clone_state",
