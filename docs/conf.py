@@ -39,7 +39,10 @@ napoleon_numpy_docstring = False
 
 html_theme = "alabaster"
 html_title = "optuna-biotune"
-html_theme_options = {"description": "BioTune as an Optuna sampler and objective"}
+html_theme_options = {
+    "description": "BioTune as an Optuna sampler and objective",
+    "page_width": "1180px",  # room for the 99-column code blocks and the wide tables
+}
 
 # A relative link to a file of the repository outside docs/ ([text](../benchmarks/...)) is a
 # link to that file where the markdown is read as it stands (on a forge, in an editor); MyST
