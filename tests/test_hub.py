@@ -114,10 +114,10 @@ def test_example_runs_a_complete_study(
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout == out
-    # The project README pastes this output; it must be what the example prints.
-    readme = (HUB.parent / "README.md").read_text()
+    # The documentation pastes this output; it must be what the example prints.
+    readme = (HUB.parent / "docs" / "optunahub.md").read_text()
     command = f"python hub/samplers/{package}/example.py\n"
-    assert command in readme, "README.md shows no run of this example"
+    assert command in readme, "docs/optunahub.md shows no run of this example"
     pasted = readme.split(command, 1)[1].split("\n$ ", 1)[0].split("\n```", 1)[0] + "\n"
     assert pasted == out
 

@@ -1,24 +1,30 @@
-"""The README's Python examples run as written, only their budgets cut, and the fine-tuning
-example runs the paper's algorithm: what the CLI runs, with the Python API's defaults."""
+"""The README: short, its set-up commands the ones CI runs, and its Python example runs as
+written, only its budget cut, running the paper's algorithm: what the CLI runs, with the
+Python API's defaults. The examples of the documentation site run in ``tests/test_docs.py``."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+INSTALL_AND_RUN = "pip install -e . && optuna-biotune search"
+INSTALL_AND_TEST = 'pip install -e ".[test]" && python -m pytest'
 NS = "BioTuneSampler"
+
+
+def _blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.M | re.S)
 
 
 def _block(marker: str) -> str:
     """The README's one ```python block that contains ``marker``."""
-    blocks = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.M | re.S)
-    found = [b for b in blocks if marker in b]
+    found = [b for b in _blocks() if marker in b]
     assert len(found) == 1, f"README has {len(found)} python blocks with {marker!r}"
     return found[0]
 
@@ -79,30 +85,20 @@ def test_the_fine_tuning_example_would_prune_when_asked() -> None:
     assert any(t.state == TrialState.PRUNED for t in study.trials)
 
 
-def test_the_generic_sampler_example_runs(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "studies").mkdir()
-    code = _cut(_block("exploit_step=0.25"), "n_trials=140", "n_trials=30")
-
-    def objective(trial: optuna.Trial) -> float:
-        genes = [trial.suggest_float(f"importance:b{i}", 0.0, 1.0) for i in range(4)]
-        threshold = trial.suggest_float("threshold", 0.0, 1.0)
-        return float(np.mean(np.asarray(genes) > threshold))
-
-    # The block continues the README's text: `objective` is the reader's own.
-    exec(compile(code, str(README), "exec"), {"objective": objective})
-    assert (tmp_path / "studies" / "biotune.db").is_file()
-    loaded = optuna.load_study(study_name=None, storage="sqlite:///studies/biotune.db")
-    assert len(loaded.get_trials(states=(TrialState.COMPLETE,))) == 30
+def test_the_readme_reads_in_five_minutes() -> None:
+    """At most 200 lines, the Python example on the first screen, and it is the only one (the
+    tests above run it)."""
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines"
+    assert "```python" in lines[:100], "the Python example must be within the first 100 lines"
+    assert len(_blocks()) == 1, "README.md's only Python example is the one run above"
 
 
-@pytest.mark.slow
-def test_the_baseline_and_evoprune_examples_run(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    result = _run(_cut(_block("run_baseline("), "seeds=3, epochs=30", "seeds=1, epochs=1"))
-    assert 0.0 < result["result"]["test_accuracy_mean"] <= 1.0
-    code = _block("EvoPruneObjective(dataset=")
-    code = _cut(code, "n_trials=200", "n_trials=12")
-    code = _cut(code, 'layers="first")', 'layers="first", max_epochs=2)')
-    namespace = _run(code)
-    assert len(namespace["study"].get_trials(states=(TrialState.COMPLETE,))) == 12
+def test_the_two_set_up_commands_are_the_ones_ci_runs() -> None:
+    """Exactly two commands under "Set up and go": one installs and runs the main job, one
+    installs and runs the tests, and ``.ci/run`` runs the latter word for word."""
+    section = README.read_text().split("## Set up and go", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"^```bash\n(.*?)\n```", section, flags=re.M | re.S)
+    assert commands == [INSTALL_AND_RUN, INSTALL_AND_TEST]
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert INSTALL_AND_TEST in ci, ".ci/run must run the README's test command as a line"
