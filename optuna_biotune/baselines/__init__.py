@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from optuna_biotune.baselines._plan import BlockParams, Plan
-from optuna_biotune.baselines.config import METHODS, BaselineConfig, canonical_method
-from optuna_biotune.baselines.methods import prepare_plan
+from optuna_biotune.baselines.config import BaselineConfig
+from optuna_biotune.baselines.methods import METHODS, canonical_method, prepare_plan
 
 __all__ = [
     "METHODS",

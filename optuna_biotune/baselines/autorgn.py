@@ -126,8 +126,6 @@ def prepare_autorgn(
     probe_batches: ProbeBatches,
 ) -> Plan:
     """AutoRGN: one optimizer group per parameter tensor, rates reset every epoch."""
-    if probe_batches is None:
-        raise ValueError("`probe_batches` is required by AutoRGN (training batches to probe).")
     set_trainable(model, [n for b in backbone for n in b.params], trainable=True)
     set_trainable(model, head_params, trainable=True)
     groups = [{"name": n, "params": [p], "lr": lr} for n, p in model.named_parameters()]

@@ -11,7 +11,8 @@ import dataclasses
 import sys
 from typing import Any
 
-from optuna_biotune.baselines.config import METHODS, BaselineConfig, canonical_method
+from optuna_biotune.baselines.config import BaselineConfig
+from optuna_biotune.baselines.methods import METHODS, canonical_method
 from optuna_biotune.cli_options import add_budget_options, add_device_option
 from optuna_biotune.engine import budget
 

@@ -11,25 +11,6 @@ from dataclasses import dataclass
 
 from optuna_biotune.errors import UsageError
 
-#: The eight comparison methods of paper Table I, in the paper's row order.
-METHODS: tuple[str, ...] = ("FT", "LP", "L1-SP", "L2-SP", "G-LF", "G-FL", "AutoRGN", "LoRA")
-
-_ALIASES = {m.lower().replace("-", "").replace("_", ""): m for m in METHODS}
-
-
-def canonical_method(method: str) -> str:
-    """Return the paper's spelling of ``method`` (case, ``-`` and ``_`` are ignored).
-
-    Raises:
-        UsageError: ``method`` is not one of :data:`METHODS`.
-    """
-    if not isinstance(method, str):
-        raise UsageError(f"`method` must be a string, got {type(method).__name__}.")
-    key = method.lower().replace("-", "").replace("_", "")
-    if key not in _ALIASES:
-        raise UsageError(f"`method` {method!r} is unknown; use one of {list(METHODS)}.")
-    return _ALIASES[key]
-
 
 @dataclass(frozen=True)
 class BaselineConfig:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from optuna_biotune.baselines.config import BaselineConfig, canonical_method
-from optuna_biotune.baselines.methods import prepare_plan
+from optuna_biotune.baselines.config import BaselineConfig
+from optuna_biotune.baselines.methods import canonical_method, prepare_plan
 from optuna_biotune.engine import budget
 from optuna_biotune.engine.seeds import resolve_seeds
 from optuna_biotune.errors import UsageError
