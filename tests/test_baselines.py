@@ -382,7 +382,7 @@ def test_ft_baseline_is_the_objectives_ft_step_for_step() -> None:
 
     data = _tiny_images()
     kwargs = {"image_size": 16, "device": "cpu", "patience": 2}
-    result = run_baseline("FT", dataset=data, seeds=1, epochs=2, **kwargs)
+    result = run_baseline("FT", dataset=data, seeds=1, max_epochs=2, **kwargs)
     objective = BioTuneObjective(dataset=data, seeds=1, max_epochs=2, **kwargs)
     n = len(objective.blocks)
     fitted = objective.train_config(
@@ -402,7 +402,7 @@ def test_run_baseline_reports_test_accuracy_and_trainable_share(method: str) -> 
     from optuna_biotune.baselines import run_baseline
 
     result = run_baseline(
-        method, dataset=_tiny_images(), seeds=2, epochs=1, image_size=16, device="cpu"
+        method, dataset=_tiny_images(), seeds=2, max_epochs=1, image_size=16, device="cpu"
     )
     assert result["method"] == method and result["seeds"] == [684, 559]
     assert len(result["test_accuracies"]) == 2
