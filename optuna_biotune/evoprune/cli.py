@@ -21,9 +21,9 @@ from typing import Any
 from optuna_biotune.cli_options import add_budget_options, add_device_option
 from optuna_biotune.engine import budget
 from optuna_biotune.errors import UsageError
+from optuna_biotune.evoprune.head import HEAD_BATCH_SIZE
 from optuna_biotune.evoprune.objective import (
     FINAL_ATTR,
-    HEAD_BATCH_SIZE,
     LAYERS,
     OPTIMIZERS,
     PRECISIONS,

@@ -33,7 +33,9 @@ import numpy as np
 from optuna_biotune.engine import budget
 from optuna_biotune.engine.finetune import MINIMUM
 from optuna_biotune.errors import UsageError, check_int
+from optuna_biotune.evoprune import head as head_mod
 from optuna_biotune.evoprune import operators as ops
+from optuna_biotune.evoprune.head import HEAD_BATCH_SIZE, HeadResult
 
 if TYPE_CHECKING:
     import optuna
@@ -59,10 +61,6 @@ SPEC_ATTR = "evoprune:spec"
 #: Study user attr caching :meth:`EvoPruneObjective.final`'s result.
 FINAL_ATTR = "evoprune:final"
 OPTIMIZERS = ("adam", "sgd")
-#: The head's training batch: 128, not the fine-tuning budget's 64
-#: (:data:`optuna_biotune.engine.budget.BATCH_SIZE`); a deviation with Adam, see the
-#: module docstring. The objective, :func:`.head.train_head` and the CLI take it from here.
-HEAD_BATCH_SIZE = 128
 #: Arithmetic of the head's training: float32, or bfloat16 autocast (matrix products).
 PRECISIONS = ("fp32", "bf16")
 
@@ -313,22 +311,22 @@ class EvoPruneObjective:
     def _head_masks(self, masks: Sequence[np.ndarray]) -> list[np.ndarray | None]:
         return [masks[0], masks[1] if self.n_layers == 2 else None]
 
-    def train(self, masks: Sequence[np.ndarray], *, seed: int | None = None, test: bool = False):
+    def train(
+        self, masks: Sequence[np.ndarray], *, seed: int | None = None, test: bool = False
+    ) -> HeadResult:
         """Train the head pruned by ``masks`` (one per pruned layer); a :class:`HeadResult`."""
-        from optuna_biotune.evoprune.head import build_head, threads, train_head
-
         train, val, test_data = self._splits()
         f = self.features
         s = self.seed if seed is None else seed
-        with threads(self.num_threads):
-            head = build_head(
+        with head_mod.threads(self.num_threads):
+            head = head_mod.build_head(
                 in_features=f.dim,
                 num_classes=f.num_classes,
                 masks=self._head_masks(masks),
                 hidden=self.hidden,
                 seed=s,
             )
-            return train_head(
+            return head_mod.train_head(
                 head,
                 train=train,
                 val=val,
