@@ -14,10 +14,9 @@ import copy
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
-import torch
 
 from optuna_biotune.baselines._plan import ProbeBatches
 from optuna_biotune.baselines.config import BaselineConfig
@@ -27,10 +26,12 @@ from optuna_biotune.engine.seeds import resolve_seeds
 from optuna_biotune.errors import UsageError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from optuna_biotune.engine.blocks import Block
     from optuna_biotune.engine.data import TensorData
+    from optuna_biotune.engine.train import Metric
 
 #: What ``run_baseline`` uses when no ``dataset`` or ``model`` is given.
 _DEFAULTS: dict[str, Any] = {"dataset": "digits", "model": "efficientnet_lite0"}
@@ -58,6 +59,7 @@ def _probe_batches(
     train: TensorData, *, seed: int, n_batches: int, batch_size: int
 ) -> ProbeBatches:
     """AutoRGN's probe: ``n_batches`` training batches per epoch, drawn from (seed, epoch)."""
+    import torch
 
     def probe(epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         gen = np.random.default_rng([seed, epoch])
@@ -163,8 +165,8 @@ def run_baseline(
             seed=seed,
             batch_size=ft.batch_size,
             lr=ft.base_lr,
-            optimizer=ft.optimizer,
-            metric=ft.metric,
+            optimizer=cast("Literal['adam', 'sgd']", ft.optimizer),  # FineTuner checked both
+            metric=cast("Metric", ft.metric),
             num_classes=splits.num_classes,
             penalty=plan.penalty,
             on_epoch_start=plan.on_epoch_start,

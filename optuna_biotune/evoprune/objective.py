@@ -47,7 +47,9 @@ __all__ = [
     "LAYERS",
     "PARAM_PREFIX",
     "SPEC_ATTR",
+    "SPEC_KEYS",
     "EvoPruneObjective",
+    "fitness",
     "neuron_param",
     "write_planned_bits",
 ]
@@ -61,6 +63,21 @@ SPEC_ATTR = "evoprune:spec"
 #: Study user attr caching :meth:`EvoPruneObjective.final`'s result.
 FINAL_ATTR = "evoprune:final"
 OPTIMIZERS = ("adam", "sgd")
+#: The settings :meth:`EvoPruneObjective.spec` stores (keywords and attributes of the same name).
+SPEC_KEYS = (
+    "dataset",
+    "model",
+    "layers",
+    "hidden",
+    "image_size",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "max_epochs",
+    "patience",
+    "seed",
+    "precision",
+)
 #: Arithmetic of the head's training: float32, or bfloat16 autocast (matrix products).
 PRECISIONS = ("fp32", "bf16")
 
@@ -69,6 +86,13 @@ def neuron_param(layer: int, index: int, *, hidden: int = 512) -> str:
     """Parameter name of neuron ``index`` of hidden layer ``layer`` (zero-padded, sortable)."""
     width = max(3, len(str(hidden - 1)))
     return f"{PARAM_PREFIX}:{layer}:{index:0{width}d}"
+
+
+def fitness(trial: optuna.trial.FrozenTrial) -> float:
+    """A completed trial's validation accuracy (its value: the study has one objective)."""
+    if trial.value is None:
+        raise UsageError(f"trial {trial.number} has no value; it is not a completed trial.")
+    return float(trial.value)
 
 
 def write_planned_bits(trial: optuna.Trial, names: Sequence[str]) -> int:
@@ -229,40 +253,14 @@ class EvoPruneObjective:
 
     def spec(self) -> dict[str, Any]:
         """JSON-able settings that rebuild this objective (study attr ``evoprune:spec``)."""
+        spec = {key: getattr(self, key) for key in SPEC_KEYS}
         dataset = self.dataset if isinstance(self.dataset, str | Path) else "arrays"
-        return {
-            "dataset": str(dataset),
-            "model": self.model,
-            "layers": self.layers,
-            "hidden": self.hidden,
-            "image_size": self.image_size,
-            "optimizer": self.optimizer,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "max_epochs": self.max_epochs,
-            "patience": self.patience,
-            "seed": self.seed,
-            "precision": self.precision,
-        }
+        return {**spec, "dataset": str(dataset)}
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], **kwargs: Any) -> EvoPruneObjective:
         """Rebuild an objective from :meth:`spec` (``kwargs``: device, cache_dir, ...)."""
-        known = {
-            "dataset",
-            "model",
-            "layers",
-            "hidden",
-            "image_size",
-            "optimizer",
-            "lr",
-            "batch_size",
-            "max_epochs",
-            "patience",
-            "seed",
-            "precision",
-        }
-        return cls(**{k: v for k, v in spec.items() if k in known}, **kwargs)
+        return cls(**{k: v for k, v in spec.items() if k in SPEC_KEYS}, **kwargs)
 
     # ---- data
 
@@ -353,7 +351,7 @@ class EvoPruneObjective:
             for t in trials:
                 chromosome = t.user_attrs.get("chromosome")
                 if isinstance(chromosome, str) and not t.user_attrs.get("invalid", False):
-                    self._memo.setdefault(chromosome, float(t.value))
+                    self._memo.setdefault(chromosome, fitness(t))
             self._memo_seen[study._study_id] = len(trials)
         return self._memo.get(key)
 
@@ -400,7 +398,7 @@ class EvoPruneObjective:
         ]
         if not done:
             raise UsageError("the study has no completed EvoPrune trial; run the search first.")
-        return min(done, key=lambda t: (-float(t.value), sum(t.user_attrs.get("active", [0]))))
+        return min(done, key=lambda t: (-fitness(t), sum(t.user_attrs.get("active", [0]))))
 
     def final(self, study: optuna.Study, *, seeds: Sequence[int] = (0, 1, 2)) -> dict[str, Any]:
         """Test accuracy of the best mask beside the unpruned head, each over ``seeds``.
@@ -435,7 +433,7 @@ class EvoPruneObjective:
 
         return {
             "best_trial": best.number,
-            "best_value": float(best.value),
+            "best_value": fitness(best),
             "active": active,
             "active_share": sum(active) / (self.hidden * self.n_layers),
             "neurons": self.hidden * self.n_layers,
