@@ -260,7 +260,10 @@ class EvoPruneObjective:
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], **kwargs: Any) -> EvoPruneObjective:
         """Rebuild an objective from :meth:`spec` (``kwargs``: device, cache_dir, ...)."""
-        return cls(**{k: v for k, v in spec.items() if k in SPEC_KEYS}, **kwargs)
+        unknown = sorted(set(spec) - set(SPEC_KEYS))
+        if unknown:
+            raise UsageError(f"{unknown} are not EvoPrune settings; a spec has {list(SPEC_KEYS)}.")
+        return cls(**spec, **kwargs)
 
     # ---- data
 

@@ -50,13 +50,13 @@ def _settings(
     what: str,
     study: str,
 ) -> dict[str, Any]:
-    """The defaults, then the stored settings, then ``given``; a given value that differs
-    from a stored one is a :class:`UsageError`."""
+    """The stored settings (a new study: the defaults), then ``given``; a given value that
+    differs from a stored one is a :class:`UsageError`."""
     given = dict(given or {})
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise UsageError(f"unknown {what} settings {unknown}; use some of {sorted(defaults)}.")
-    settings = {**defaults, **(stored or {})}
+    settings = dict(defaults if stored is None else stored)
     for key, value in given.items():
         if stored is not None and key in stored and stored[key] != value:
             raise UsageError(
