@@ -6,7 +6,7 @@ epochs and early stopping are the engine's, shared with BioTune's objective.
 
 Example:
     >>> from optuna_biotune.baselines import run_baseline
-    >>> result = run_baseline("LP", dataset="digits", seeds=1, epochs=1)  # doctest: +SKIP
+    >>> result = run_baseline("LP", dataset="digits", seeds=1, max_epochs=1)  # doctest: +SKIP
     >>> result["test_accuracy_mean"], result["trainable_share"]  # doctest: +SKIP
 """
 

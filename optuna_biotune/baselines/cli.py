@@ -18,11 +18,14 @@ from optuna_biotune.baselines.methods import METHODS, REGISTRY, canonical_method
 from optuna_biotune.cli_options import add_budget_options, add_device_option
 from optuna_biotune.engine import budget
 
+#: The parsed attribute of ``cli_options``' epochs option (the one line to change when it is
+#: renamed ``max_epochs``).
+_EPOCHS = "epochs"
 #: The fine-tuner's options: parsed attribute -> ``run_baseline`` keyword (``FineTuner``'s).
 _TUNER_OPTIONS = {
     "dataset": "dataset",
     "model": "model",
-    "epochs": "max_epochs",
+    _EPOCHS: "max_epochs",
     "patience": "patience",
     "batch_size": "batch_size",
     "lr": "base_lr",
@@ -46,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_budget_options(
         parser,
         defaults={
-            "epochs": budget.EPOCHS,
+            _EPOCHS: budget.EPOCHS,
             "patience": budget.PATIENCE,
             "batch_size": budget.BATCH_SIZE,
         },

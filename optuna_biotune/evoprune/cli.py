@@ -19,6 +19,9 @@ from optuna_biotune.evoprune.objective import LAYERS, OPTIMIZERS, PRECISIONS
 
 __all__ = ["add_arguments", "run"]
 
+#: The parsed attribute of ``cli_options``' epochs option (the one line to change when it is
+#: renamed ``max_epochs``).
+_EPOCHS = "epochs"
 #: The objective's options: parsed attribute -> ``EvoPruneObjective`` keyword.
 _OBJECTIVE_OPTIONS = {
     "dataset": "dataset",
@@ -29,7 +32,7 @@ _OBJECTIVE_OPTIONS = {
     "optimizer": "optimizer",
     "lr": "lr",
     "batch_size": "batch_size",
-    "epochs": "max_epochs",
+    _EPOCHS: "max_epochs",
     "patience": "patience",
     "train_seed": "seed",
     "precision": "precision",
@@ -61,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_budget_options(
         o,
         defaults={
-            "epochs": budget.EPOCHS,
+            _EPOCHS: budget.EPOCHS,
             "patience": budget.PATIENCE,
             "batch_size": HEAD_BATCH_SIZE,
         },
