@@ -115,8 +115,6 @@ def _command(argv: list[str] | None) -> str:
 
 def run_methods(args: argparse.Namespace, command: str) -> None:
     from optuna_biotune.baselines import run_baseline
-    from optuna_biotune.engine.models import preprocessing
-    from optuna_biotune.engine.sources import load_dataset
 
     path = OUT / f"methods-{args.dataset}.json"
     doc = _load(path)
@@ -126,13 +124,18 @@ def run_methods(args: argparse.Namespace, command: str) -> None:
     doc.update(dataset=args.dataset, command=command, machine=_machine())
     if hard_sets.build_info(args.dataset) is not None:
         doc["set_build"] = hard_sets.build_info(args.dataset)
-    pre = preprocessing(BUDGET["model"])
-    splits = load_dataset(
-        hard_sets.resolve(args.dataset),
-        image_size=BUDGET["image_size"],
-        mean=pre.mean,
-        std=pre.std,
-    )
+    tuners: dict[float, Any] = {}
+
+    def tuner(lr: float) -> Any:  # one fine-tuner per base rate, its data loaded once
+        if lr not in tuners:
+            tuners[lr] = units.fine_tuner(
+                args.dataset,
+                base_lr=lr,
+                max_epochs=BUDGET["epochs"],
+                patience=BUDGET["patience"],
+                image_size=BUDGET["image_size"],
+            )
+        return tuners[lr]
 
     def cell(key: str, fn) -> None:
         if key in doc["cells"]:
@@ -149,20 +152,7 @@ def run_methods(args: argparse.Namespace, command: str) -> None:
         _log(f"{key}: {out.get('test_accuracy_mean', '')} in {out['cpu_s']:.0f} CPU s")
 
     def baseline(method: str, lr: float) -> dict[str, Any]:
-        r = run_baseline(
-            method,
-            dataset=args.dataset,
-            model=BUDGET["model"],
-            seeds=list(FINAL_SEEDS),
-            epochs=BUDGET["epochs"],
-            patience=BUDGET["patience"],
-            batch_size=BUDGET["batch_size"],
-            base_lr=lr,
-            image_size=BUDGET["image_size"],
-            device="cpu",
-            splits=splits,
-            log=_log,
-        )
+        r = run_baseline(method, tuner(lr), seeds=list(FINAL_SEEDS), log=_log)
         keep = (
             "method",
             "test_accuracies",
@@ -180,7 +170,7 @@ def run_methods(args: argparse.Namespace, command: str) -> None:
         }
 
     # The unit first (one FT run, seed 1001, timed on its own), then FT at the paper's rate.
-    cell("unit", lambda: units.ft_unit(splits=splits))
+    cell("unit", lambda: units.ft_unit(tuner=tuner(units.UNIT_LR)))
     order = [1e-3, *[lr for lr in args.lrs if lr != 1e-3]]
     for lr in order:
         cell(f"FT@{lr:g}", lambda lr=lr: baseline("FT", lr))
@@ -420,7 +410,7 @@ def run_anytime(args: argparse.Namespace, command: str) -> None:
         ),
     )
     State = optuna.trial.TrialState
-    unit = units.ft_unit(splits=units.load_splits(args.dataset))
+    unit = units.ft_unit(tuner=units.fine_tuner(args.dataset))
     _log(f"{name}: unit {unit}")
     study.set_user_attr("anytime:units", [*study.user_attrs.get("anytime:units", []), unit])
     checkpoints = sorted(args.checkpoints)

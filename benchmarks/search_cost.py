@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     if not done or "biotune:final" not in study.user_attrs:
         unit = units.ft_unit(
-            splits=units.load_splits(args.dataset), epochs=args.epochs, patience=args.patience
+            tuner=units.fine_tuner(args.dataset, max_epochs=args.epochs, patience=args.patience)
         )
         ft = {"cpu": unit["unit_cpu_s"], "wall": unit["unit_wall_s"], "full_data": True} | unit
         print(f"FT unit: {ft}", file=sys.stderr, flush=True)

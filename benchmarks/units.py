@@ -21,21 +21,12 @@ UNIT_SEED = 1001
 UNIT_LR = 1e-3
 
 
-def ft_unit(*, splits: Any, epochs: int = 30, patience: int = 3) -> dict[str, Any]:
-    """Time one FT run (seed 1001, lr 1e-3) on ``splits``' full training split."""
+def ft_unit(*, tuner: Any) -> dict[str, Any]:
+    """Time one FT run (seed 1001) with ``tuner`` (:func:`fine_tuner`: lr 1e-3, data loaded)."""
     from optuna_biotune.baselines import run_baseline
 
     c0, t0 = time.process_time(), time.perf_counter()
-    r = run_baseline(
-        "FT",
-        dataset=splits.name,
-        seeds=[UNIT_SEED],
-        epochs=epochs,
-        patience=patience,
-        base_lr=UNIT_LR,
-        device="cpu",
-        splits=splits,
-    )
+    r = run_baseline("FT", tuner, seeds=[UNIT_SEED])
     return {
         "unit_cpu_s": round(time.process_time() - c0, 2),
         "unit_wall_s": round(time.perf_counter() - t0, 2),
@@ -45,15 +36,28 @@ def ft_unit(*, splits: Any, epochs: int = 30, patience: int = 3) -> dict[str, An
     }
 
 
-def load_splits(dataset: str, *, image_size: int = 32) -> Any:
-    """The dataset's splits as the objective and the baselines load them (EfficientNet-Lite0's
-    normalisation)."""
+def fine_tuner(
+    dataset: str,
+    *,
+    base_lr: float = UNIT_LR,
+    max_epochs: int = 30,
+    patience: int = 3,
+    image_size: int = 32,
+) -> Any:
+    """The fine-tuner the objective and the baselines train with (EfficientNet-Lite0, CPU),
+    its data loaded and its model built (so that a timing leaves the loading out)."""
     import hard_sets
 
-    from optuna_biotune.engine.models import preprocessing
-    from optuna_biotune.engine.sources import load_dataset
+    from optuna_biotune.engine.finetune import FineTuner
 
-    pre = preprocessing("efficientnet_lite0")
-    return load_dataset(
-        hard_sets.resolve(dataset), image_size=image_size, mean=pre.mean, std=pre.std
+    tuner = FineTuner(
+        dataset=hard_sets.resolve(dataset),
+        model="efficientnet_lite0",
+        base_lr=base_lr,
+        max_epochs=max_epochs,
+        patience=patience,
+        image_size=image_size,
+        device="cpu",
     )
+    tuner.blocks  # noqa: B018 - load the data and build the model now
+    return tuner

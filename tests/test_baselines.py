@@ -382,7 +382,7 @@ def test_ft_baseline_is_the_objectives_ft_step_for_step() -> None:
 
     data = _tiny_images()
     kwargs = {"image_size": 16, "device": "cpu", "patience": 2}
-    result = run_baseline("FT", dataset=data, seeds=1, epochs=2, **kwargs)
+    result = run_baseline("FT", dataset=data, seeds=1, max_epochs=2, **kwargs)
     objective = BioTuneObjective(dataset=data, seeds=1, max_epochs=2, **kwargs)
     n = len(objective.blocks)
     fitted = objective.train_config(
@@ -402,7 +402,7 @@ def test_run_baseline_reports_test_accuracy_and_trainable_share(method: str) -> 
     from optuna_biotune.baselines import run_baseline
 
     result = run_baseline(
-        method, dataset=_tiny_images(), seeds=2, epochs=1, image_size=16, device="cpu"
+        method, dataset=_tiny_images(), seeds=2, max_epochs=1, image_size=16, device="cpu"
     )
     assert result["method"] == method and result["seeds"] == [684, 559]
     assert len(result["test_accuracies"]) == 2
@@ -415,3 +415,25 @@ def test_run_baseline_reports_test_accuracy_and_trainable_share(method: str) -> 
         assert result["trainable_params"] == 1280 * 3 + 3
     else:
         assert 1280 * 3 + 3 < result["trainable_params"] < 0.2 * result["total_params"]
+
+
+def test_every_method_option_is_a_config_field_and_every_field_is_read() -> None:
+    import dataclasses
+
+    from optuna_biotune.baselines.methods import REGISTRY
+
+    fields = {f.name for f in dataclasses.fields(BaselineConfig)}
+    read = {option for entry in REGISTRY.values() for option in entry.options}
+    assert read == fields
+    assert tuple(REGISTRY) == METHODS
+
+
+def test_run_baseline_takes_a_tuner_or_its_settings_not_both() -> None:
+    from optuna_biotune.baselines import run_baseline
+    from optuna_biotune.engine.finetune import FineTuner
+
+    tuner = FineTuner(dataset=_tiny_images(), model="efficientnet_lite0", image_size=16)
+    with pytest.raises(UsageError, match="max_epochs"):
+        run_baseline("FT", tuner, max_epochs=2)
+    with pytest.raises(UsageError, match="max_epochs"):
+        run_baseline("FT", epochs=2)  # the FineTuner's keyword is max_epochs

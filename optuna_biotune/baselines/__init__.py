@@ -6,17 +6,16 @@ epochs and early stopping are the engine's, shared with BioTune's objective.
 
 Example:
     >>> from optuna_biotune.baselines import run_baseline
-    >>> result = run_baseline("LP", dataset="digits", seeds=1, epochs=1)  # doctest: +SKIP
+    >>> result = run_baseline("LP", dataset="digits", seeds=1, max_epochs=1)  # doctest: +SKIP
     >>> result["test_accuracy_mean"], result["trainable_share"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from optuna_biotune.baselines._plan import BlockParams, Plan
-from optuna_biotune.baselines.config import METHODS, BaselineConfig, canonical_method
-from optuna_biotune.baselines.methods import prepare_plan
+from optuna_biotune.baselines.config import BaselineConfig
+from optuna_biotune.baselines.methods import METHODS, canonical_method, prepare_plan
+from optuna_biotune.baselines.run import run_baseline
 
 __all__ = [
     "METHODS",
@@ -27,11 +26,3 @@ __all__ = [
     "prepare_plan",
     "run_baseline",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "run_baseline":
-        from optuna_biotune.baselines.run import run_baseline
-
-        return run_baseline
-    raise AttributeError(f"module 'optuna_biotune.baselines' has no attribute {name!r}")

@@ -26,8 +26,8 @@ that also nudges the stem; Lee et al. tune the base rate per method, which
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from optuna_biotune.baselines._plan import (
     BlockParams,
@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 _TINY = 1e-12
 
 
-def relative_gradient_norms(model: nn.Module, batches) -> dict[str, float]:
+def relative_gradient_norms(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, float]:
     """``||g|| / ||w||`` per parameter tensor, averaged over ``batches`` of (inputs, targets).
 
     The model is probed in training mode with its buffers (batch-norm running statistics)
@@ -105,7 +107,9 @@ class AutoRGNSchedule:
         history: A list the hook appends ``{"epoch", "multipliers"}`` to.
     """
 
-    def __init__(self, *, lr: float, probe_batches: ProbeBatches, history: list) -> None:
+    def __init__(
+        self, *, lr: float, probe_batches: ProbeBatches, history: list[dict[str, Any]]
+    ) -> None:
         self.lr = float(lr)
         self.probe_batches = probe_batches
         self.history = history
@@ -126,8 +130,6 @@ def prepare_autorgn(
     probe_batches: ProbeBatches,
 ) -> Plan:
     """AutoRGN: one optimizer group per parameter tensor, rates reset every epoch."""
-    if probe_batches is None:
-        raise ValueError("`probe_batches` is required by AutoRGN (training batches to probe).")
     set_trainable(model, [n for b in backbone for n in b.params], trainable=True)
     set_trainable(model, head_params, trainable=True)
     groups = [{"name": n, "params": [p], "lr": lr} for n, p in model.named_parameters()]

@@ -1,7 +1,9 @@
 """``optuna-biotune baseline METHOD``: train one comparison method of paper Table I and test it.
 
-Registered by ``optuna_biotune/cli.py`` (``SUBCOMMANDS``); the CLI adds ``--json`` and prints
-the returned dict. Torch is imported only when the command runs.
+A thin command over :func:`~optuna_biotune.baselines.run.run_baseline`: ``add_arguments`` declares
+the options (the method settings derived from :class:`BaselineConfig`'s fields), ``run`` maps
+them to its keywords. Registered by ``optuna_biotune/cli.py`` (``SUBCOMMANDS``); the CLI adds
+``--json`` and prints the returned dict. Torch is imported only when the command runs.
 """
 
 from __future__ import annotations
@@ -11,14 +13,31 @@ import dataclasses
 import sys
 from typing import Any
 
-from optuna_biotune.baselines.config import METHODS, BaselineConfig, canonical_method
+from optuna_biotune.baselines.config import BaselineConfig
+from optuna_biotune.baselines.methods import METHODS, REGISTRY, canonical_method
 from optuna_biotune.cli_options import add_budget_options, add_device_option
 from optuna_biotune.engine import budget
+
+#: The parsed attribute of ``cli_options``' epochs option (the one line to change when it is
+#: renamed ``max_epochs``).
+_EPOCHS = "epochs"
+#: The fine-tuner's options: parsed attribute -> ``run_baseline`` keyword (``FineTuner``'s).
+_TUNER_OPTIONS = {
+    "dataset": "dataset",
+    "model": "model",
+    _EPOCHS: "max_epochs",
+    "patience": "patience",
+    "batch_size": "batch_size",
+    "lr": "base_lr",
+    "optimizer": "optimizer",
+    "metric": "metric",
+    "image_size": "image_size",
+    "device": "device",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``baseline`` options to ``parser`` (``--json`` comes from the CLI)."""
-    defaults = BaselineConfig()
     parser.add_argument("method", help=f"one of {', '.join(METHODS)} (any case)")
     parser.add_argument("--dataset", default="digits", help="dataset spec (default: digits)")
     parser.add_argument(
@@ -30,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_budget_options(
         parser,
         defaults={
-            "epochs": budget.EPOCHS,
+            _EPOCHS: budget.EPOCHS,
             "patience": budget.PATIENCE,
             "batch_size": budget.BATCH_SIZE,
         },
@@ -47,49 +66,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image-size", type=int, default=None, help="image side (default: set's)")
     add_device_option(parser, default="auto")
-    parser.add_argument("--sp-alpha", type=float, default=defaults.sp_alpha, help="L1/L2-SP alpha")
-    parser.add_argument("--sp-beta", type=float, default=defaults.sp_beta, help="L1/L2-SP beta")
-    parser.add_argument(
-        "--unfreeze-every",
-        type=int,
-        default=defaults.unfreeze_every,
-        help="G-LF/G-FL: epochs per unfrozen block",
-    )
-    parser.add_argument(
-        "--rgn-batches", type=int, default=defaults.rgn_batches, help="AutoRGN probe batches"
-    )
-    parser.add_argument("--lora-rank", type=int, default=defaults.lora_rank, help="LoRA rank")
-    parser.add_argument(
-        "--lora-alpha", type=float, default=defaults.lora_alpha, help="LoRA scaling alpha"
-    )
+    for f in dataclasses.fields(BaselineConfig):
+        readers = "/".join(m for m, entry in REGISTRY.items() if f.name in entry.options)
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=f.default,
+            help=f"{readers}: {f.metadata['help']} (default: {f.default:g})",
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> BaselineConfig:
-    """The :class:`BaselineConfig` the options ask for (each field's option has its name; a
-    field without an option keeps its default)."""
-    names = (f.name for f in dataclasses.fields(BaselineConfig))
-    return BaselineConfig(**{n: getattr(args, n) for n in names if hasattr(args, n)})
+    """The :class:`BaselineConfig` the options ask for (each field's option has its name)."""
+    return BaselineConfig(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(BaselineConfig)}
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the baseline the options describe; progress to stderr, the result returned."""
     method = canonical_method(args.method)  # fail fast, before torch loads
     config = config_from_args(args)
+    settings = {keyword: getattr(args, option) for option, keyword in _TUNER_OPTIONS.items()}
     from optuna_biotune.baselines.run import run_baseline
 
     return run_baseline(
         method,
-        dataset=args.dataset,
-        model=args.model,
         seeds=args.seeds,
-        epochs=args.epochs,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        base_lr=args.lr,
-        optimizer=args.optimizer,
-        metric=args.metric,
-        image_size=args.image_size,
         config=config,
-        device=args.device,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        **settings,
     )

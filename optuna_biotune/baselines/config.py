@@ -1,60 +1,48 @@
 """Hyperparameters of the comparison methods of paper Table I.
 
-One dataclass for the whole family: each field says which method reads it; the defaults are
-the common published ones. Validation is eager, in ``__post_init__``.
+One dataclass for the whole family; validation is eager, in ``__post_init__``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from optuna_biotune.errors import UsageError
 
-#: The eight comparison methods of paper Table I, in the paper's row order.
-METHODS: tuple[str, ...] = ("FT", "LP", "L1-SP", "L2-SP", "G-LF", "G-FL", "AutoRGN", "LoRA")
 
-_ALIASES = {m.lower().replace("-", "").replace("_", ""): m for m in METHODS}
-
-
-def canonical_method(method: str) -> str:
-    """Return the paper's spelling of ``method`` (case, ``-`` and ``_`` are ignored).
-
-    Raises:
-        UsageError: ``method`` is not one of :data:`METHODS`.
-    """
-    if not isinstance(method, str):
-        raise UsageError(f"`method` must be a string, got {type(method).__name__}.")
-    key = method.lower().replace("-", "").replace("_", "")
-    if key not in _ALIASES:
-        raise UsageError(f"`method` {method!r} is unknown; use one of {list(METHODS)}.")
-    return _ALIASES[key]
+def _option(default: float, text: str) -> Any:
+    """A field with its default and its help text (the ``baseline`` command's option help)."""
+    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
 class BaselineConfig:
     """Method-specific settings; everything else (data, seeds, epochs, ...) is shared with FT.
 
-    Attributes:
-        sp_alpha: L1-SP / L2-SP weight of the pull toward the start weights ``w0`` of the
-            pretrained backbone (Li et al. 2018; 0.01 in a common implementation).
-        sp_beta: L1-SP / L2-SP weight of the plain L2 decay ``beta/2 ||w||^2`` of the new head.
-        unfreeze_every: G-LF / G-FL: epochs between two unfreezings of one more block
-            (ULMFiT, Howard and Ruder 2018: one block per epoch).
-        rgn_batches: AutoRGN: training batches whose gradients are averaged for the relative
-            gradient norms at the start of each epoch (Lee et al. 2023).
-        lora_rank: LoRA rank ``r`` of the adapters (Hu et al. 2021).
-        lora_alpha: LoRA scaling numerator; the update is ``(alpha / r) * B @ A``.
-        lora_dropout: dropout on the adapter input.
+    Each field is one option of ``optuna-biotune baseline`` (``--sp-alpha``, ...), with the help
+    text in its metadata; :data:`~optuna_biotune.baselines.methods.REGISTRY` says which methods
+    read it. The defaults are the common published ones.
     """
 
-    sp_alpha: float = 0.01
-    sp_beta: float = 0.01
-    unfreeze_every: int = 1
-    rgn_batches: int = 4
-    lora_rank: int = 8
-    lora_alpha: float = 8.0
-    lora_dropout: float = 0.0
+    sp_alpha: float = _option(
+        0.01,
+        "weight of the pull toward the pretrained start weights w0 (Li et al. 2018; 0.01 in a "
+        "common implementation)",
+    )
+    sp_beta: float = _option(0.01, "weight of the new head's plain L2 decay beta/2 ||w||^2")
+    unfreeze_every: int = _option(
+        1, "epochs between two unfreezings of one more block (ULMFiT: one block per epoch)"
+    )
+    rgn_batches: int = _option(
+        4,
+        "training batches whose relative gradient norms are averaged at the start of each "
+        "epoch (Lee et al. 2023)",
+    )
+    lora_rank: int = _option(8, "rank r of the adapters (Hu et al. 2021)")
+    lora_alpha: float = _option(8.0, "scaling numerator: the update is (alpha / r) * B @ A")
+    lora_dropout: float = _option(0.0, "dropout on the adapter input, in [0, 1)")
 
     def __post_init__(self) -> None:
         for name in ("sp_alpha", "sp_beta", "lora_alpha"):

@@ -10,15 +10,10 @@ is in the optimizer from the start at one learning rate; a frozen block simply g
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from optuna_biotune.baselines._plan import (
-    BlockParams,
-    Plan,
-    block_groups,
-    count_params,
-    set_trainable,
-)
+from optuna_biotune.baselines._plan import BlockParams, Plan, set_trainable
+from optuna_biotune.baselines.full import prepare_ft
 
 if TYPE_CHECKING:
     import torch
@@ -41,7 +36,7 @@ class GradualUnfreezing:
         backbone: Sequence[BlockParams],
         order: str,
         every: int,
-        history: list | None = None,
+        history: list[dict[str, Any]] | None = None,
     ) -> None:
         if order not in ("last_first", "first_last"):
             raise ValueError(f"`order` must be 'last_first' or 'first_last', got {order!r}.")
@@ -56,11 +51,16 @@ class GradualUnfreezing:
         """Backbone blocks that train in ``epoch`` (0-based), in unfreezing order."""
         return self.sequence[: min(epoch // self.every, len(self.sequence))]
 
-    def __call__(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def freeze(self, epoch: int, model: nn.Module) -> list[BlockParams]:
+        """Set which backbone blocks of ``model`` train in ``epoch``; return those."""
         trained = self.unfrozen(epoch)
         names = {b.name for b in trained}
         for block in self.sequence:
             set_trainable(model, block.params, trainable=block.name in names)
+        return trained
+
+    def __call__(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        trained = self.freeze(epoch, model)
         self.history.append({"epoch": epoch, "trained_blocks": [b.name for b in trained]})
 
 
@@ -73,17 +73,11 @@ def prepare_gradual(
     order: str,
     every: int,
 ) -> Plan:
-    """G-LF (``order="last_first"``) or G-FL (``order="first_last"``)."""
-    method = "G-LF" if order == "last_first" else "G-FL"
-    plan = Plan(
-        method=method,
-        model=model,
-        param_groups=block_groups(model, backbone, head_params, lr),
-        total_params=count_params(model),
-    )
+    """G-LF (``order="last_first"``) or G-FL (``order="first_last"``): FT's groups, with the
+    backbone frozen before the first epoch and unfrozen block by block."""
+    plan = prepare_ft(model, backbone, head_params, lr=lr)
+    plan.method = "G-LF" if order == "last_first" else "G-FL"
     hook = GradualUnfreezing(backbone=backbone, order=order, every=every, history=plan.history)
-    set_trainable(model, head_params, trainable=True)
-    hook(0, model, None)  # the state before the first epoch: head only
-    plan.history.clear()
+    hook.freeze(0, model)  # the state before the first epoch: head only
     plan.on_epoch_start = hook
     return plan

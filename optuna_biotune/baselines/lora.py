@@ -55,7 +55,12 @@ def prepare_lora(
     if not targets:
         raise ValueError("the model has no Conv2d (groups=1) or Linear layer outside the head.")
     pattern = "^(?:" + "|".join(re.escape(t) for t in targets) + ")$"
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; it scales by alpha / r
+        lora_dropout=dropout,
+        target_modules=pattern,
+    )
     model = inject_adapter_in_model(config, model)
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name)

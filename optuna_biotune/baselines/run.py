@@ -1,30 +1,45 @@
 """``run_baseline``: train one comparison method per seed with ``train.fit`` and test it.
 
-Everything but the method is FT's and the objective's: the dataset's train/val/test splits,
-the pretrained model with a fresh head seeded per seed (``models.reset_head``), the
-partition, batch size, base learning rate, optimizer, epochs and early-stopping patience on
-the validation metric. The best validation epoch's weights are restored and scored on the
-held-out test set (plain accuracy, as paper Table I).
+Everything but the method is FT's and the objective's, because it is the same
+:class:`~optuna_biotune.engine.finetune.FineTuner`: the dataset's train/val/test splits, the
+pretrained model and its partition, batch size, base learning rate, optimizer, epochs and
+early-stopping patience on the validation metric. Each seed trains a copy of the tuner's model
+with a fresh head seeded per seed (``models.reset_head``); the best validation epoch's weights
+are restored and scored on the held-out test set (plain accuracy, as paper Table I).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
-import torch
 
-from optuna_biotune.baselines.config import BaselineConfig, canonical_method
-from optuna_biotune.baselines.methods import prepare_plan
-from optuna_biotune.engine import budget
+from optuna_biotune.baselines._plan import ProbeBatches
+from optuna_biotune.baselines.config import BaselineConfig
+from optuna_biotune.baselines.methods import canonical_method, prepare_plan
+from optuna_biotune.engine.finetune import FineTuner
 from optuna_biotune.engine.seeds import resolve_seeds
 from optuna_biotune.errors import UsageError
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-def _block_summary(plan_history: list[dict[str, Any]], blocks, model) -> dict[str, Any]:
+    from optuna_biotune.engine.blocks import Block
+    from optuna_biotune.engine.data import TensorData
+    from optuna_biotune.engine.train import Metric
+
+#: What ``run_baseline`` uses when no ``dataset`` or ``model`` is given.
+_DEFAULTS: dict[str, Any] = {"dataset": "digits", "model": "efficientnet_lite0"}
+
+
+def _block_summary(
+    plan_history: list[dict[str, Any]], blocks: Sequence[Block], model: nn.Module
+) -> dict[str, Any]:
     """The schedule's last state, per block (gradual: trained blocks; AutoRGN: mean rate)."""
     if not plan_history:
         return {}
@@ -40,45 +55,65 @@ def _block_summary(plan_history: list[dict[str, Any]], blocks, model) -> dict[st
     return {"last_epoch_mean_lr_multiplier": per_block}
 
 
+def _probe_batches(
+    train: TensorData, *, seed: int, n_batches: int, batch_size: int
+) -> ProbeBatches:
+    """AutoRGN's probe: ``n_batches`` training batches per epoch, drawn from (seed, epoch)."""
+    import torch
+
+    def probe(epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        gen = np.random.default_rng([seed, epoch])
+        n = min(len(train), n_batches * batch_size)
+        index = gen.choice(len(train), size=n, replace=False)
+        return [
+            train.batch(torch.as_tensor(index[i : i + batch_size], device=train.x.device))
+            for i in range(0, n, batch_size)
+        ]
+
+    return probe
+
+
+def _fine_tuner(tuner: FineTuner | None, settings: dict[str, Any]) -> FineTuner:
+    if tuner is not None:
+        if settings:
+            raise UsageError(
+                f"pass {sorted(settings)} to the FineTuner, not beside `tuner`: its data, model "
+                "and training settings are the run's."
+            )
+        return tuner
+    try:
+        return FineTuner(**{**_DEFAULTS, **settings})
+    except TypeError as exc:
+        raise UsageError(
+            f"{exc}; run_baseline takes the FineTuner's settings (dataset, model, max_epochs, "
+            "patience, batch_size, base_lr, optimizer, metric, image_size, partition, device)."
+        ) from exc
+
+
 def run_baseline(
     method: str,
+    tuner: FineTuner | None = None,
     *,
-    dataset: Any = "digits",
-    model: str = "efficientnet_lite0",
     seeds: int | Sequence[int] = 3,
-    epochs: int = budget.EPOCHS,
-    patience: int = budget.PATIENCE,
-    batch_size: int = budget.BATCH_SIZE,
-    base_lr: float = budget.BASE_LR,
-    optimizer: str = budget.OPTIMIZER,
-    metric: str = budget.METRIC,
-    image_size: int | None = None,
-    partition: Any = None,
     config: BaselineConfig | None = None,
-    device: str = "auto",
-    splits: Any = None,
     log: Callable[[str], None] | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Train ``method`` once per seed and score the test set (paper Table I, one cell).
 
     Args:
         method: One of :data:`~optuna_biotune.baselines.METHODS` (any case).
-        dataset: A dataset spec for ``data.load_dataset`` (``digits``, ``mnist5k``, ...).
-        model: A backbone name for ``models.build_model``.
+        tuner: The :class:`~optuna_biotune.engine.finetune.FineTuner` whose data, model,
+            partition and per-run budget to use (one tuner serves several methods and loads
+            its data once); ``None``: one is built from ``settings``.
         seeds: A count (the authors' 684, 559, 629 first, as the objective) or a list.
-        epochs: Maximum epochs per seed (paper: 30).
-        patience: Early-stopping patience on the validation metric (paper: 3).
-        batch_size: Training batch size.
-        base_lr: FT's learning rate; the methods scale it (AutoRGN) or not.
-        optimizer: ``"adam"`` (paper) or ``"sgd"``.
-        metric: Validation metric for early stopping, ``"accuracy"`` or ``"macro"``.
-        image_size: Image side (``None``: the dataset's default).
-        partition: Block partition spec for ``blocks.partition`` (``None``: the default).
         config: Method hyperparameters (:class:`BaselineConfig`).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
-        splits: Already loaded ``data.Splits`` to reuse (then ``dataset``/``image_size`` are
-            only labels).
         log: Called with one progress line per seed.
+        **settings: Without ``tuner``, the FineTuner's keywords: ``dataset`` (default
+            ``digits``), ``model`` (default ``efficientnet_lite0``), ``max_epochs`` (paper:
+            30), ``patience`` (paper: 3), ``batch_size``, ``base_lr`` (FT's rate; the methods
+            scale it or not), ``optimizer``, ``metric`` (early stopping's; the test score is
+            plain accuracy), ``image_size``, ``partition``, ``device``.
 
     Returns:
         A JSON-able dict: ``method``, ``dataset``, ``model``, ``seeds``, ``test_accuracies``,
@@ -90,64 +125,48 @@ def run_baseline(
     from optuna_biotune.engine import blocks as blocks_mod
     from optuna_biotune.engine import models
     from optuna_biotune.engine.seeds import mean_sem
-    from optuna_biotune.engine.sources import load_dataset
-    from optuna_biotune.engine.train import clone_state, evaluate, fit, resolve_device
+    from optuna_biotune.engine.train import evaluate, fit
 
     name = canonical_method(method)
     seed_list = resolve_seeds(seeds)
     cfg = config or BaselineConfig()
-    for label, value in (("epochs", epochs), ("patience", patience), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UsageError(f"`{label}` must be an integer >= 1, got {value!r}.")
+    ft = _fine_tuner(tuner, settings)
     log = log or (lambda line: None)
     started = time.perf_counter()
-    dev = resolve_device(device)
-    if splits is None:
-        prep = models.preprocessing(model)
-        splits = load_dataset(dataset, image_size=image_size, mean=prep.mean, std=prep.std)
-    train, val, test = splits.train.to(dev), splits.val.to(dev), splits.test.to(dev)
-    base = models.build_model(model, splits.num_classes, pretrained=True)
-    pretrained_state = clone_state(base)
-
-    def probe_batches_for(seed: int) -> Callable[[int], list]:
-        def probe(epoch: int) -> list:
-            gen = np.random.default_rng([seed, epoch])
-            n = min(len(train), cfg.rgn_batches * batch_size)
-            index = gen.choice(len(train), size=n, replace=False)
-            return [
-                train.batch(torch.as_tensor(index[i : i + batch_size], device=dev))
-                for i in range(0, n, batch_size)
-            ]
-
-        return probe
-
+    ft.blocks  # noqa: B018 - load the data and build the model
+    splits, dev = ft.splits, ft.device
+    train, val = ft.fold("train", None), ft.fold("val", None)
+    test = splits.test.to(dev)
+    dataset = ft.dataset if isinstance(ft.dataset, str) else splits.name
     rows = []
     for seed in seed_list:
-        base.load_state_dict(pretrained_state)
-        net = copy.deepcopy(base)
+        ft.reset_to_pretrained()
+        net = copy.deepcopy(ft.net)
         models.reset_head(net, seed)
-        blocks = blocks_mod.partition(net, partition)
+        blocks = blocks_mod.partition(net, ft.partition_spec)
         plan = prepare_plan(
             name,
             model=net,
             blocks=blocks,
             head=models.head_name(net),
-            lr=base_lr,
+            lr=ft.base_lr,
             config=cfg,
-            probe_batches=probe_batches_for(seed),
+            probe_batches=_probe_batches(
+                train, seed=seed, n_batches=cfg.rgn_batches, batch_size=ft.batch_size
+            ),
         )
         result = fit(
             plan.model,
             param_groups=plan.param_groups,
             train=train,
             val=val,
-            max_epochs=epochs,
-            patience=patience,
+            max_epochs=ft.max_epochs,
+            patience=ft.patience,
             seed=seed,
-            batch_size=batch_size,
-            lr=base_lr,
-            optimizer=optimizer,
-            metric=metric,
+            batch_size=ft.batch_size,
+            lr=ft.base_lr,
+            optimizer=cast("Literal['adam', 'sgd']", ft.optimizer),  # FineTuner checked both
+            metric=cast("Metric", ft.metric),
             num_classes=splits.num_classes,
             penalty=plan.penalty,
             on_epoch_start=plan.on_epoch_start,
@@ -180,8 +199,8 @@ def run_baseline(
     return {
         "command": "baseline",
         "method": name,
-        "dataset": dataset if isinstance(dataset, str) else getattr(splits, "name", "data"),
-        "model": model,
+        "dataset": dataset,
+        "model": ft.model_name,
         "seeds": seed_list,
         "test_accuracies": accs,
         "test_accuracy_mean": mean,
@@ -191,20 +210,19 @@ def run_baseline(
         "trainable_params": round(float(np.mean([r["trainable_params"] for r in rows]))),
         "total_params": rows[0]["total_params"],
         "trainable_share": share,
-        "epochs": epochs,
-        "patience": patience,
-        "batch_size": batch_size,
-        "base_lr": base_lr,
-        "optimizer": optimizer,
-        "metric": metric,
-        "image_size": int(train.x.shape[-1]) if train.x.ndim == 4 else None,
+        "max_epochs": ft.max_epochs,
+        "patience": ft.patience,
+        "batch_size": ft.batch_size,
+        "base_lr": ft.base_lr,
+        "optimizer": ft.optimizer,
+        "metric": ft.metric,
+        "image_size": ft.image_size,
         "device": str(dev),
-        "config": {k: v for k, v in vars(cfg).items()},
+        "config": dataclasses.asdict(cfg),
         "per_seed": rows,
         "seconds": round(time.perf_counter() - started, 1),
         "summary": (
-            f"{name} on {dataset if isinstance(dataset, str) else 'data'} ({model}): test "
-            f"accuracy {mean:.4f} ± {sem:.4f} over {len(accs)} seed(s), trainable share "
-            f"{100 * share:.2f} %"
+            f"{name} on {dataset} ({ft.model_name}): test accuracy {mean:.4f} ± {sem:.4f} over "
+            f"{len(accs)} seed(s), trainable share {100 * share:.2f} %"
         ),
     }

@@ -63,6 +63,7 @@ class StartPointPenalty:
         for name in self.head:
             term = params[name].pow(2).sum()
             head_term = term if head_term is None else head_term + term
+        assert head_term is not None  # split_head: a head has at least one parameter
         scale = self.alpha if self.norm == 1 else self.alpha / 2
         total = self.beta / 2 * head_term
         return total if start_term is None else total + scale * start_term

@@ -7,7 +7,7 @@ batch 64, accuracy being the validation metric. These are the defaults of
 the baselines (``run_baseline`` and the ``baseline`` command), the study spec
 (:class:`~optuna_biotune.biotune.spec.StudySpec`) and EvoPrune's head (``train_head``,
 ``EvoPruneObjective``, which trains with its own batch size, see
-:data:`optuna_biotune.evoprune.objective.HEAD_BATCH_SIZE`). Import the module
+:data:`optuna_biotune.evoprune.head.HEAD_BATCH_SIZE`). Import the module
 (``from optuna_biotune.engine import budget``) and read ``budget.EPOCHS``. :data:`MINIMUM` holds
 the lower bounds of the integer settings, which :func:`~optuna_biotune.engine.train.fit`, the
 fine-tuner and the study spec check against.

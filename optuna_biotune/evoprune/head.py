@@ -7,7 +7,8 @@ really smaller and faster to train. Which neurons survive matters, not only how 
 full-width layers are first initialised from the training seed and the active rows/columns
 are then cut out of them, so neuron ``i`` starts from the same weights in every mask.
 
-Training uses the package's one engine, :func:`optuna_biotune.engine.train.fit`.
+Training uses the package's one engine, :func:`optuna_biotune.engine.train.fit`. Torch is
+imported when a head is built or trained, so the objective imports this module freely.
 """
 
 from __future__ import annotations
@@ -15,18 +16,24 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from optuna_biotune.engine import budget
-from optuna_biotune.engine.data import TensorData
-from optuna_biotune.engine.train import evaluate, fit
 from optuna_biotune.errors import UsageError
-from optuna_biotune.evoprune.objective import HEAD_BATCH_SIZE
 
-__all__ = ["HeadResult", "build_head", "threads", "train_head"]
+if TYPE_CHECKING:
+    from torch import nn
+
+    from optuna_biotune.engine.data import TensorData
+
+__all__ = ["HEAD_BATCH_SIZE", "HeadResult", "build_head", "threads", "train_head"]
+
+#: The head's training batch: 128, not the fine-tuning budget's 64
+#: (:data:`optuna_biotune.engine.budget.BATCH_SIZE`); a deviation with Adam, see
+#: :mod:`.objective`. The objective and the ``evoprune`` command take it from here.
+HEAD_BATCH_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,8 @@ class HeadResult:
 @contextlib.contextmanager
 def threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch CPU threads (``None``: leave the setting alone)."""
+    import torch
+
     if n is None:
         yield
         return
@@ -83,6 +92,9 @@ def build_head(
     Returns:
         ``Linear -> ReLU -> Linear -> ReLU -> Linear`` with only the active neurons.
     """
+    import torch
+    from torch import nn
+
     if len(masks) != 2:
         raise UsageError(f"`masks` must have one entry per hidden layer (2), got {len(masks)}.")
     keep = []
@@ -125,7 +137,7 @@ def train_head(
     test: TensorData | None = None,
     optimizer: str = budget.OPTIMIZER,
     lr: float = budget.BASE_LR,
-    batch_size: int = HEAD_BATCH_SIZE,  # not budget.BATCH_SIZE (64): EvoPrune trains at 128
+    batch_size: int = HEAD_BATCH_SIZE,
     max_epochs: int = budget.EPOCHS,
     patience: int = budget.PATIENCE,
     seed: int = 0,
@@ -137,6 +149,8 @@ def train_head(
     With ``test``, the best epoch's weights are restored and scored on it (used only for the
     final report, never for fitness). ``bf16``: bfloat16 autocast for training and scoring.
     """
+    from optuna_biotune.engine.train import evaluate, fit
+
     num_classes = int(max(int(train.y.max()), int(val.y.max()))) + 1
     result = fit(
         head,

@@ -33,7 +33,9 @@ import numpy as np
 from optuna_biotune.engine import budget
 from optuna_biotune.engine.finetune import MINIMUM
 from optuna_biotune.errors import UsageError, check_int
+from optuna_biotune.evoprune import head as head_mod
 from optuna_biotune.evoprune import operators as ops
+from optuna_biotune.evoprune.head import HEAD_BATCH_SIZE, HeadResult
 
 if TYPE_CHECKING:
     import optuna
@@ -45,7 +47,9 @@ __all__ = [
     "LAYERS",
     "PARAM_PREFIX",
     "SPEC_ATTR",
+    "SPEC_KEYS",
     "EvoPruneObjective",
+    "fitness",
     "neuron_param",
     "write_planned_bits",
 ]
@@ -59,10 +63,21 @@ SPEC_ATTR = "evoprune:spec"
 #: Study user attr caching :meth:`EvoPruneObjective.final`'s result.
 FINAL_ATTR = "evoprune:final"
 OPTIMIZERS = ("adam", "sgd")
-#: The head's training batch: 128, not the fine-tuning budget's 64
-#: (:data:`optuna_biotune.engine.budget.BATCH_SIZE`); a deviation with Adam, see the
-#: module docstring. The objective, :func:`.head.train_head` and the CLI take it from here.
-HEAD_BATCH_SIZE = 128
+#: The settings :meth:`EvoPruneObjective.spec` stores (keywords and attributes of the same name).
+SPEC_KEYS = (
+    "dataset",
+    "model",
+    "layers",
+    "hidden",
+    "image_size",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "max_epochs",
+    "patience",
+    "seed",
+    "precision",
+)
 #: Arithmetic of the head's training: float32, or bfloat16 autocast (matrix products).
 PRECISIONS = ("fp32", "bf16")
 
@@ -71,6 +86,13 @@ def neuron_param(layer: int, index: int, *, hidden: int = 512) -> str:
     """Parameter name of neuron ``index`` of hidden layer ``layer`` (zero-padded, sortable)."""
     width = max(3, len(str(hidden - 1)))
     return f"{PARAM_PREFIX}:{layer}:{index:0{width}d}"
+
+
+def fitness(trial: optuna.trial.FrozenTrial) -> float:
+    """A completed trial's validation accuracy (its value: the study has one objective)."""
+    if trial.value is None:
+        raise UsageError(f"trial {trial.number} has no value; it is not a completed trial.")
+    return float(trial.value)
 
 
 def write_planned_bits(trial: optuna.Trial, names: Sequence[str]) -> int:
@@ -231,40 +253,17 @@ class EvoPruneObjective:
 
     def spec(self) -> dict[str, Any]:
         """JSON-able settings that rebuild this objective (study attr ``evoprune:spec``)."""
+        spec = {key: getattr(self, key) for key in SPEC_KEYS}
         dataset = self.dataset if isinstance(self.dataset, str | Path) else "arrays"
-        return {
-            "dataset": str(dataset),
-            "model": self.model,
-            "layers": self.layers,
-            "hidden": self.hidden,
-            "image_size": self.image_size,
-            "optimizer": self.optimizer,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "max_epochs": self.max_epochs,
-            "patience": self.patience,
-            "seed": self.seed,
-            "precision": self.precision,
-        }
+        return {**spec, "dataset": str(dataset)}
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], **kwargs: Any) -> EvoPruneObjective:
         """Rebuild an objective from :meth:`spec` (``kwargs``: device, cache_dir, ...)."""
-        known = {
-            "dataset",
-            "model",
-            "layers",
-            "hidden",
-            "image_size",
-            "optimizer",
-            "lr",
-            "batch_size",
-            "max_epochs",
-            "patience",
-            "seed",
-            "precision",
-        }
-        return cls(**{k: v for k, v in spec.items() if k in known}, **kwargs)
+        unknown = sorted(set(spec) - set(SPEC_KEYS))
+        if unknown:
+            raise UsageError(f"{unknown} are not EvoPrune settings; a spec has {list(SPEC_KEYS)}.")
+        return cls(**spec, **kwargs)
 
     # ---- data
 
@@ -313,22 +312,22 @@ class EvoPruneObjective:
     def _head_masks(self, masks: Sequence[np.ndarray]) -> list[np.ndarray | None]:
         return [masks[0], masks[1] if self.n_layers == 2 else None]
 
-    def train(self, masks: Sequence[np.ndarray], *, seed: int | None = None, test: bool = False):
+    def train(
+        self, masks: Sequence[np.ndarray], *, seed: int | None = None, test: bool = False
+    ) -> HeadResult:
         """Train the head pruned by ``masks`` (one per pruned layer); a :class:`HeadResult`."""
-        from optuna_biotune.evoprune.head import build_head, threads, train_head
-
         train, val, test_data = self._splits()
         f = self.features
         s = self.seed if seed is None else seed
-        with threads(self.num_threads):
-            head = build_head(
+        with head_mod.threads(self.num_threads):
+            head = head_mod.build_head(
                 in_features=f.dim,
                 num_classes=f.num_classes,
                 masks=self._head_masks(masks),
                 hidden=self.hidden,
                 seed=s,
             )
-            return train_head(
+            return head_mod.train_head(
                 head,
                 train=train,
                 val=val,
@@ -355,7 +354,7 @@ class EvoPruneObjective:
             for t in trials:
                 chromosome = t.user_attrs.get("chromosome")
                 if isinstance(chromosome, str) and not t.user_attrs.get("invalid", False):
-                    self._memo.setdefault(chromosome, float(t.value))
+                    self._memo.setdefault(chromosome, fitness(t))
             self._memo_seen[study._study_id] = len(trials)
         return self._memo.get(key)
 
@@ -402,7 +401,7 @@ class EvoPruneObjective:
         ]
         if not done:
             raise UsageError("the study has no completed EvoPrune trial; run the search first.")
-        return min(done, key=lambda t: (-float(t.value), sum(t.user_attrs.get("active", [0]))))
+        return min(done, key=lambda t: (-fitness(t), sum(t.user_attrs.get("active", [0]))))
 
     def final(self, study: optuna.Study, *, seeds: Sequence[int] = (0, 1, 2)) -> dict[str, Any]:
         """Test accuracy of the best mask beside the unpruned head, each over ``seeds``.
@@ -437,7 +436,7 @@ class EvoPruneObjective:
 
         return {
             "best_trial": best.number,
-            "best_value": float(best.value),
+            "best_value": fitness(best),
             "active": active,
             "active_share": sum(active) / (self.hidden * self.n_layers),
             "neurons": self.hidden * self.n_layers,

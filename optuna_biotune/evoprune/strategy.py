@@ -89,7 +89,7 @@ class SteadyStateStrategy(GenerationStrategy):
             population = []  # the evolved parameters changed: start over from the results
         for ind in results:
             bits = (np.asarray(ind.x) >= 0.5).astype(np.int8)
-            member = {
+            member: dict[str, Any] = {
                 "number": ind.number,
                 "bits": ops.pack(bits) if n_bits else "",
                 "fitness": float(ind.fitness),
