@@ -102,7 +102,7 @@ def worker(name: str, url: str, study_name: str, trials: int, sleep: float, out:
 
 def check_bookkeeping(study: optuna.Study, expected: int) -> dict:
     """The generation bookkeeping of a finished BioTuneSampler study, checked."""
-    from optuna_biotune.evolution.records import generation_records
+    from optuna_biotune.evolution.layout import generation_records
 
     trials = study.get_trials(deepcopy=False)
     problems = []

@@ -209,7 +209,7 @@ def run_parallel(samplers: list[str], workers: int, per_worker: int, sleep: floa
         if name == "BioTuneSampler":
             study = optuna.load_study(study_name="p", storage=url)
             claims = [t.system_attrs.get("BioTuneSampler:slot") for t in study.trials]
-            from optuna_biotune.evolution.records import generation_records
+            from optuna_biotune.evolution.layout import generation_records
 
             records = generation_records(study, "BioTuneSampler")
             late = set()

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from optuna_biotune import EvoPruneSampler
 from optuna_biotune.errors import UsageError
 from optuna_biotune.evolution import trial_generation
-from optuna_biotune.evolution.records import generation_records
+from optuna_biotune.evolution.layout import generation_records
 from optuna_biotune.evoprune import operators as ops
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_biotune import BioTuneSampler
-from optuna_biotune.evolution.records import generation_records
+from optuna_biotune.evolution.layout import generation_records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 NS = "BioTuneSampler"

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from optuna_biotune import BioTuneSampler
 from optuna_biotune.evolution import trial_generation
-from optuna_biotune.evolution.records import generation_records
+from optuna_biotune.evolution.layout import generation_records
 from optuna_biotune.runtime.generational import slot_progress
 from optuna_biotune.runtime.storage import open_storage
 

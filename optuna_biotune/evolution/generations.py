@@ -122,7 +122,7 @@ class Generations(GenerationLedger):
             all(
                 t.state == TrialState.RUNNING
                 and not t.params
-                and not t.system_attrs[self.slot_key].get("atomic")
+                and not t.system_attrs[self.layout.slot_key].get("atomic")
                 for t in ts
             )
             for ts in view.live.values()
@@ -227,7 +227,7 @@ class Generations(GenerationLedger):
                     slot = free[random.randrange(len(free))]
                 plan = self._slot_plan(study, record, slot, view)
                 claim = self._claim(record, slot, plan)
-                storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
+                storage.set_trial_system_attr(trial._trial_id, self.layout.slot_key, claim)
                 # Write, then read: of two trials that claimed the same slot at least one sees
                 # the other, and whoever sees another live claim steps back (so at most one
                 # keeps it).
@@ -235,7 +235,7 @@ class Generations(GenerationLedger):
                 if slot not in held:
                     break
                 storage.set_trial_system_attr(
-                    trial._trial_id, self.slot_key, {**claim, "slot": -1}
+                    trial._trial_id, self.layout.slot_key, {**claim, "slot": -1}
                 )
                 conflicts += 1
                 time.sleep(random.uniform(0.0, 0.01 * min(conflicts, 10)))
@@ -296,7 +296,7 @@ class Generations(GenerationLedger):
         slot = backend.claim_slot(
             study._study_id,
             trial._trial_id,
-            self.slot_key,
+            self.layout.slot_key,
             min_number=int(record["window"]),
             generation=int(record["generation"]),
             candidates=free[k:] + free[:k],
@@ -403,7 +403,9 @@ class Generations(GenerationLedger):
         generation = int(record["generation"])
         return {
             int(claim.get("slot", -1))
-            for number, claim in live_claims(study._study_id, self.slot_key, int(record["window"]))
+            for number, claim in live_claims(
+                study._study_id, self.layout.slot_key, int(record["window"])
+            )
             if number != me
             and isinstance(claim, dict)
             and int(claim.get("generation", -1)) == generation
@@ -478,7 +480,7 @@ class Generations(GenerationLedger):
         self.use_study_seed(study)
         storage, study_id = study._storage, study._study_id
         trials = storage.get_all_trials(study_id, deepcopy=False)
-        record = self.scanned_record(trials, int(generation))
+        record = self.layout.scanned_record(trials, int(generation))
         if record is None or not 0 <= slot < len(record["slots"]):
             return None
         view = self.scan(trials, record, trial.number)
@@ -488,8 +490,10 @@ class Generations(GenerationLedger):
             return self._claim_atomically(study, trial, record, view, [slot], first=slot)
         plan = self._slot_plan(study, record, slot, view)
         claim = self._claim(record, slot, plan)
-        storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
+        storage.set_trial_system_attr(trial._trial_id, self.layout.slot_key, claim)
         if self._slot_held(study, record, slot, trial.number):
-            storage.set_trial_system_attr(trial._trial_id, self.slot_key, {**claim, "slot": -1})
+            storage.set_trial_system_attr(
+                trial._trial_id, self.layout.slot_key, {**claim, "slot": -1}
+            )
             return None
         return self._assigned(trial, record, slot, plan)
