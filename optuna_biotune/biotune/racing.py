@@ -198,10 +198,12 @@ def entry_bar(trial: optuna.Trial | optuna.trial.FrozenTrial, study: optuna.Stud
     role, generation = slot.get("role"), int(slot["generation"])
     record = layout.record(study, generation)
     state = record.get("state") if record else None
-    members = state.get("members", []) if isinstance(state, dict) else []
+    if not isinstance(state, dict):
+        state = {}
+    members = state.get("members", [])
     # Stored fitness is minimised: the negated value of a maximised study.
     values = {int(n): -float(state["ind"][str(n)][0]) for n in members}
-    partial = set(state.get("partial", ())) if isinstance(state, dict) else set()
+    partial = set(state.get("partial", ()))
     full = [v for n, v in values.items() if n not in partial]
     if role == "initial":
         known = sorted([*full, *_siblings(study, layout, generation, trial.number)])
@@ -240,7 +242,7 @@ def margins(
 ) -> Margins | None:
     """:class:`Margins` from complete, uncut evaluations (``None``: fewer than ``MIN_CURVES``
     curves, or no evaluation with two seeds when there are several)."""
-    running: list[tuple[float, ...]] = []
+    running: list[tuple[int, int, tuple[float, ...]]] = []
     seed = [0.0] * n_seeds
     seeded = 0
     for t in trials:

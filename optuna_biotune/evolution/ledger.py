@@ -19,7 +19,7 @@ import json
 import math
 import secrets
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,15 +29,17 @@ from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_biotune.errors import RuntimeFailure
+from optuna_biotune.evolution.claiming import ClaimProtocol, backend, protocol_for
 from optuna_biotune.evolution.claims import DEAD, settled, spent_attempt
 from optuna_biotune.evolution.layout import Layout
 from optuna_biotune.evolution.space import evolvable, normalize
 from optuna_biotune.evolution.strategy import GenerationStrategy, Individual
 
 if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
     from optuna.study import Study
 
-__all__ = ["DIGITS", "GenerationLedger", "SlotView", "atomic_storage"]
+__all__ = ["DIGITS", "GenerationLedger", "SlotView"]
 
 _LIVE = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
 # Trial numbers can become visible slightly out of order under concurrent creation.
@@ -46,12 +48,6 @@ _WINDOW_MARGIN = 8
 _PENDING_GENERATIONS = 3
 #: Genes are kept to 10 decimals in records (shorter rows; everyone reads the same JSON).
 DIGITS = 10
-
-
-def atomic_storage(storage: Any) -> bool:
-    """Whether ``storage`` claims slots and opens generations in one transaction each
-    (``WorkerStorage.claim_slot`` / ``open_generation``)."""
-    return bool(getattr(getattr(storage, "_backend", storage), "atomic_claims", False))
 
 
 @dataclass
@@ -93,6 +89,7 @@ class GenerationLedger:
         self.seed = secrets.randbits(63) if seed is None else int(seed)
         self._seeded_study: int | None = None  # the study whose stored seed self.seed is
         self._lock = threading.Lock()
+        self._chosen: tuple[BaseStorage, ClaimProtocol] | None = None
         # (opener trial id, generation) -> record; records never change once written.
         self._records: dict[tuple[int, int], dict[str, Any]] = {}
 
@@ -112,9 +109,9 @@ class GenerationLedger:
         read back; both go on with what they read, which is the same value unless their writes
         interleave between the other's write and read (then a generation-0 trial may come from
         the other seed; every later draw uses the stored one). A storage with atomic openings
-        (``open_generation``) stores the seed with generation 0's record and head instead, in
-        one transaction: every worker adopts it before its first claim, and nobody writes it
-        before (no write while the study has no head).
+        (:class:`~optuna_biotune.evolution.claiming.Atomic`) stores the seed with generation 0's
+        record and head instead, in one transaction: every worker adopts it before its first
+        claim, and nobody writes it before (no write while the study has no head).
         """
         if self._seeded_study == study._study_id:
             return self.seed
@@ -122,7 +119,7 @@ class GenerationLedger:
         if attrs is None:
             attrs = storage.get_study_system_attrs(study_id)
         stored = self.layout.seed(attrs)
-        if stored is None and self.layout.head(attrs) is None and atomic_storage(storage):
+        if stored is None and self.layout.head(attrs) is None and self.protocol(study).atomic:
             return self.seed  # stored when generation 0 opens (open_next)
         if stored is None:
             storage.set_study_system_attr(study_id, self.layout.seed_key, int(self.seed))
@@ -132,6 +129,14 @@ class GenerationLedger:
             self.seed = int(stored)
         self._seeded_study = study_id
         return self.seed
+
+    def protocol(self, study: Study) -> ClaimProtocol:
+        """How claims and openings reach ``study``'s storage (:func:`~optuna_biotune.evolution.
+        claiming.protocol_for`), chosen once per storage."""
+        chosen = self._chosen
+        if chosen is None or chosen[0] is not study._storage:
+            chosen = self._chosen = (study._storage, protocol_for(study._storage))
+        return chosen[1]
 
     # ---- reading the storage
 
@@ -171,7 +176,7 @@ class GenerationLedger:
             # The storage behind Optuna's cache reads the attrs alone (the cache would read
             # the whole unfinished trial).
             storage = study._storage
-            attrs = getattr(storage, "_backend", storage).get_trial_system_attrs(trial_id)
+            attrs = backend(storage).get_trial_system_attrs(trial_id)
         record = self.layout.record_in(attrs, generation)
         if record is None:
             raise RuntimeFailure(
@@ -277,7 +282,6 @@ class GenerationLedger:
         trial: FrozenTrial,
         trials: Sequence[FrozenTrial],
         *,
-        head: Mapping[str, Any] | None,
         record: Mapping[str, Any] | None,
         view: SlotView | None,
         also_pending: Sequence[int] = (),
@@ -291,16 +295,16 @@ class GenerationLedger:
         ``trials`` does not hold (created after that read); they are pending, as running
         trials are, and the next opening reads their results.
 
-        A storage that offers ``open_generation`` (the CLI's ``WorkerStorage``) writes the
-        record and the head in one transaction, serialised with every other opening, so a
-        generation is opened once; any other gets the record, then the head, and concurrent
-        openings are settled by :meth:`first_opening`.
+        The storage's claim protocol (:meth:`protocol`) writes it: on an atomic one (the CLI's
+        ``WorkerStorage``) the record and the head in one transaction, serialised with every
+        other opening, so a generation is opened once; on any other the record, then the head,
+        and concurrent openings are settled by :meth:`first_opening`.
 
         Returns:
             The new head (``{"generation", "trial"}``) when the storage opened it atomically
             with ``trial``'s record, else ``None`` (read the head again).
         """
-        storage, study_id = study._storage, study._study_id
+        study_id = study._study_id
         minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
 
         def by_number(number: int) -> FrozenTrial | None:
@@ -378,43 +382,32 @@ class GenerationLedger:
         # it from the storage) computes with bit-identical numbers.
         new_record = json.loads(json.dumps(new_record))
         new_head = {"generation": generation, "trial": trial._trial_id}
-        if atomic_storage(storage):
-            # Generation 0 stores the seed it was opened with, unless this process has seen
-            # one stored (use_study_seed); a seed stored meanwhile with another value: not
-            # opened, read again.
-            seed = None
-            if generation == 0 and self._seeded_study != study_id:
-                seed = {self.layout.seed_key: int(self.seed)}
-            attrs = self.layout.record_attrs(generation, new_record)
-            backend = getattr(storage, "_backend", storage)
-            if not backend.open_generation(
-                study_id,
-                trial._trial_id,
-                head_key=self.layout.head_key,
-                generation=generation,
-                attrs=attrs,
-                study_attrs=seed,
-            ):
-                return None  # another worker opened it first (or stored a seed): read again
-            with self._lock:
-                self._records[(trial._trial_id, generation)] = new_record
-            if seed is not None:
-                self._seeded_study = study_id
-            return new_head
-        current = self.head(study)
-        current_gen = -1 if current is None else int(current["generation"])
-        if current_gen >= generation:  # another worker opened it meanwhile: theirs is used
-            return None
-        self.layout.write_record(
-            lambda k, v: storage.set_trial_system_attr(trial._trial_id, k, v),
-            generation,
-            new_record,
+        # Generation 0 stores the seed it was opened with (on a storage whose openings are
+        # atomic), unless this process has seen one stored (use_study_seed); a seed stored
+        # meanwhile with another value: not opened, read again.
+        seed = None
+        if generation == 0 and self._seeded_study != study_id:
+            seed = {self.layout.seed_key: int(self.seed)}
+        opened = self.protocol(study).open(
+            study,
+            trial._trial_id,
+            head_key=self.layout.head_key,
+            generation=generation,
+            attrs=self.layout.record_attrs(generation, new_record),
+            seed_attrs=seed,
+            head_generation=self._head_generation(study),
         )
+        if opened is None:
+            return None  # another worker opened it first (or stored a seed): read again
         with self._lock:
             self._records[(trial._trial_id, generation)] = new_record
-        if current_gen == generation - 1:  # nobody had opened it before the write
-            storage.set_study_system_attr(study_id, self.layout.head_key, new_head)
-        return None
+        if opened == "head" and seed is not None:
+            self._seeded_study = study_id
+        return new_head if opened == "head" else None
+
+    def _head_generation(self, study: Study) -> Callable[[], int]:
+        """A reader of the head's generation (-1 before generation 0 opens)."""
+        return lambda: -1 if (h := self.head(study)) is None else int(h["generation"])
 
     def _names(self, finished: Sequence[FrozenTrial]) -> tuple[list[str], dict[str, Any]]:
         """The evolved parameters: float/int parameters every completed claim shares."""

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_biotune.errors import RuntimeFailure, UsageError
 from optuna_biotune.evolution.base import GenerationalSampler
+from optuna_biotune.evolution.claiming import backend
 from optuna_biotune.evolution.generations import Generations
 from optuna_biotune.evolution.layout import Layout
 from optuna_biotune.runtime.loop import completed, run_until, run_with_progress
@@ -116,7 +117,7 @@ def _wait_limit(study: optuna.Study) -> float:
         ),
         default=0.0,
     )
-    storage = getattr(study._storage, "_backend", study._storage)
+    storage = backend(study._storage)
     grace = float(getattr(storage, "grace_period", None) or 0)
     beat = float(getattr(storage, "heartbeat_interval", None) or 0)
     return max(2.0 * longest, SILENT_FACTOR * grace + 2 * beat, 60.0)
