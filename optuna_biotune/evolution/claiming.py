@@ -36,6 +36,7 @@ __all__ = [
     "AtomicClaims",
     "ClaimProtocol",
     "LiveClaims",
+    "OpenRequest",
     "Opened",
     "Request",
     "WriteThenRead",
@@ -63,11 +64,11 @@ class AtomicClaims(Protocol):
         trial_id: int,
         key: str,
         *,
-        min_number: int,
         generation: int,
         claims: Mapping[int, Mapping[str, Any]],
-        attempts: int | None = None,
+        min_number: int,
         holders: dict[int, int] | None = None,
+        attempts: int | None = None,
     ) -> int | None:
         """Write ``claims[slot]`` under ``key`` for the first slot of ``claims`` (in order) that
         no other live trial numbered ``min_number`` or more holds; the slot, or ``None``."""
@@ -77,9 +78,9 @@ class AtomicClaims(Protocol):
         study_id: int,
         trial_id: int,
         *,
-        head_key: str,
         generation: int,
         attrs: Mapping[str, Any],
+        head_key: str,
         study_attrs: Mapping[str, Any] | None = None,
     ) -> bool:
         """Write the record ``attrs`` and name it the head, only while the head names the
@@ -130,6 +131,29 @@ class Request:
     holders: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class OpenRequest:
+    """A generation's opening to write.
+
+    Attributes:
+        study, trial_id: The study, and the opener whose system attrs hold the record.
+        generation: The generation opened.
+        attrs: Its record as trial system attrs (``Layout.record_attrs``).
+        head_key: The study system attr of the head (``Layout.head_key``).
+        seed_attrs: The seed generation 0 was opened with, stored with it where the protocol
+            can (``None``: none to store).
+        head_generation: Reads the head's generation (-1 before generation 0 opens).
+    """
+
+    study: Study
+    trial_id: int
+    generation: int
+    attrs: Mapping[str, Any]
+    head_key: str
+    seed_attrs: Mapping[str, Any] | None
+    head_generation: Callable[[], int]
+
+
 class ClaimProtocol(abc.ABC):
     """How claims and openings are written (module docstring)."""
 
@@ -141,20 +165,8 @@ class ClaimProtocol(abc.ABC):
         """Claim one of ``request.candidates``; the slot, or ``None`` (read again)."""
 
     @abc.abstractmethod
-    def open(
-        self,
-        study: Study,
-        trial_id: int,
-        *,
-        head_key: str,
-        generation: int,
-        attrs: Mapping[str, Any],
-        seed_attrs: Mapping[str, Any] | None,
-        head_generation: Callable[[], int],
-    ) -> Opened:
-        """Write ``generation``'s record (``attrs``, on trial ``trial_id``) and name it the
-        head (:data:`Opened`). ``seed_attrs``: the seed generation 0 was opened with, stored
-        with it where the protocol can; ``head_generation()`` reads the head's generation."""
+    def open(self, request: OpenRequest) -> Opened:
+        """Write the request's record and name it the head (:data:`Opened`)."""
 
 
 class Atomic(ClaimProtocol):
@@ -178,24 +190,14 @@ class Atomic(ClaimProtocol):
             holders=request.holders,
         )
 
-    def open(
-        self,
-        study: Study,
-        trial_id: int,
-        *,
-        head_key: str,
-        generation: int,
-        attrs: Mapping[str, Any],
-        seed_attrs: Mapping[str, Any] | None,
-        head_generation: Callable[[], int],
-    ) -> Opened:
+    def open(self, request: OpenRequest) -> Opened:
         opened = self.storage.open_generation(
-            study._study_id,
-            trial_id,
-            head_key=head_key,
-            generation=generation,
-            attrs=attrs,
-            study_attrs=seed_attrs,
+            request.study._study_id,
+            request.trial_id,
+            head_key=request.head_key,
+            generation=request.generation,
+            attrs=request.attrs,
+            study_attrs=request.seed_attrs,
         )
         return "head" if opened else None
 
@@ -243,26 +245,15 @@ class WriteThenRead(ClaimProtocol):
             if not free:
                 return None
 
-    def open(
-        self,
-        study: Study,
-        trial_id: int,
-        *,
-        head_key: str,
-        generation: int,
-        attrs: Mapping[str, Any],
-        seed_attrs: Mapping[str, Any] | None,
-        head_generation: Callable[[], int],
-    ) -> Opened:
-        current = head_generation()
+    def open(self, request: OpenRequest) -> Opened:
+        current, generation = request.head_generation(), request.generation
         if current >= generation:  # another worker opened it meanwhile: theirs is used
             return None
-        for key, value in attrs.items():  # the chunks first, the record's header last
-            self.storage.set_trial_system_attr(trial_id, key, value)
+        for key, value in request.attrs.items():  # the chunks first, the record's header last
+            self.storage.set_trial_system_attr(request.trial_id, key, value)
         if current == generation - 1:  # nobody had opened it before the write
-            self.storage.set_study_system_attr(
-                study._study_id, head_key, {"generation": generation, "trial": trial_id}
-            )
+            head = {"generation": generation, "trial": request.trial_id}
+            self.storage.set_study_system_attr(request.study._study_id, request.head_key, head)
         return "record"
 
 

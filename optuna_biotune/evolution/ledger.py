@@ -29,7 +29,7 @@ from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_biotune.errors import RuntimeFailure
-from optuna_biotune.evolution.claiming import ClaimProtocol, backend, protocol_for
+from optuna_biotune.evolution.claiming import ClaimProtocol, OpenRequest, backend, protocol_for
 from optuna_biotune.evolution.claims import DEAD, settled, spent_attempt
 from optuna_biotune.evolution.layout import Layout
 from optuna_biotune.evolution.space import evolvable, normalize
@@ -389,13 +389,15 @@ class GenerationLedger:
         if generation == 0 and self._seeded_study != study_id:
             seed = {self.layout.seed_key: int(self.seed)}
         opened = self.protocol(study).open(
-            study,
-            trial._trial_id,
-            head_key=self.layout.head_key,
-            generation=generation,
-            attrs=self.layout.record_attrs(generation, new_record),
-            seed_attrs=seed,
-            head_generation=self._head_generation(study),
+            OpenRequest(
+                study=study,
+                trial_id=trial._trial_id,
+                generation=generation,
+                attrs=self.layout.record_attrs(generation, new_record),
+                head_key=self.layout.head_key,
+                seed_attrs=seed,
+                head_generation=self._head_generation(study),
+            )
         )
         if opened is None:
             return None  # another worker opened it first (or stored a seed): read again
