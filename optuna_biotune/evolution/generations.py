@@ -6,10 +6,11 @@ One mechanism for :class:`~optuna_biotune.BioTuneSampler` and ``EvoPruneSampler`
 generation opens, how many slots it has and what each proposes (role, parents, genes). This
 module claims slots for trials, issues a slot again when its trial FAILED, was PRUNED or was
 left RUNNING by a dead worker (failed by Optuna's heartbeat), and gives each trial its slot's
-values; :mod:`~optuna_biotune.evolution.ledger` (the base class) keeps the generation records
-in the storage (layout there) and opens the next generation from the results, so a new
-process continues exactly where the last stopped. No torch, no in-memory state that cannot be
-rebuilt from the storage.
+values, through the storage's claim protocol (:mod:`~optuna_biotune.evolution.claiming`);
+:mod:`~optuna_biotune.evolution.ledger` (the base class) keeps the generation records in the
+storage (their keys: :mod:`~optuna_biotune.evolution.layout`) and opens the next generation
+from the results, so a new process continues exactly where the last stopped. No torch, no
+in-memory state that cannot be rebuilt from the storage.
 
 Parallel policy: a worker first takes a free slot of the newest generation (never issued, or
 whose trial failed/was pruned, at most ``slot_attempts`` times per slot). When every slot is
@@ -37,6 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_biotune.errors import RuntimeFailure, check_int
 from optuna_biotune.evolution.claiming import Request
+from optuna_biotune.evolution.claims import settled
 from optuna_biotune.evolution.ledger import DIGITS, GenerationLedger, SlotView
 from optuna_biotune.evolution.space import denormalize, evolvable, normalize
 from optuna_biotune.evolution.strategy import (
@@ -120,9 +122,7 @@ class Generations(GenerationLedger):
         stepping back after a conflict; an atomic claim never does)."""
         return any(
             all(
-                t.state == TrialState.RUNNING
-                and not t.params
-                and not t.system_attrs[self.layout.slot_key].get("atomic")
+                t.state == TrialState.RUNNING and not settled(t, self.claim_of(t) or {})
                 for t in ts
             )
             for ts in view.live.values()
