@@ -102,7 +102,9 @@ def worker(name: str, url: str, study_name: str, trials: int, sleep: float, out:
 
 def check_bookkeeping(study: optuna.Study, expected: int) -> dict:
     """The generation bookkeeping of a finished BioTuneSampler study, checked."""
-    from optuna_biotune.evolution.records import generation_records
+    from optuna_biotune.evolution.layout import Layout
+
+    layout = Layout(NS)
 
     trials = study.get_trials(deepcopy=False)
     problems = []
@@ -111,18 +113,18 @@ def check_bookkeeping(study: optuna.Study, expected: int) -> dict:
         problems.append(f"{len(complete)} complete of {len(trials)} trials, expected {expected}")
     claims = []
     for t in complete:
-        c = t.system_attrs.get(f"{NS}:slot")
-        if not isinstance(c, dict) or int(c["slot"]) < 0:
+        c = layout.live_claim(t.system_attrs)
+        if c is None:
             problems.append(f"trial {t.number} has no slot claim")
             continue
         claims.append((int(c["generation"]), int(c["slot"])))
     if len(claims) != len(set(claims)):
         problems.append("a slot was completed twice")
-    records = generation_records(study, NS)
+    records = layout.records(study)
     generations = [int(r["generation"]) for r in records]
     if generations != list(range(len(records))):
         problems.append(f"generation records {generations} have gaps")
-    head = study._storage.get_study_system_attrs(study._study_id).get(f"{NS}:head", {})
+    head = layout.head(study._storage.get_study_system_attrs(study._study_id)) or {}
     if records and int(head.get("generation", -1)) != generations[-1]:
         problems.append(f"head {head} is not the newest generation {generations[-1]}")
     for r in records[:-1]:

@@ -208,10 +208,11 @@ def run_parallel(samplers: list[str], workers: int, per_worker: int, sleep: floa
         }
         if name == "BioTuneSampler":
             study = optuna.load_study(study_name="p", storage=url)
-            claims = [t.system_attrs.get("BioTuneSampler:slot") for t in study.trials]
-            from optuna_biotune.evolution.records import generation_records
+            from optuna_biotune.evolution.layout import Layout
 
-            records = generation_records(study, "BioTuneSampler")
+            layout = Layout("BioTuneSampler")
+            claims = [layout.claim(t.system_attrs) for t in study.trials]
+            records = layout.records(study)
             late = set()
             for r in records:
                 late.update(r["pending"])

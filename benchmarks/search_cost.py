@@ -53,7 +53,7 @@ from optuna_biotune.biotune.final import run_final
 from optuna_biotune.biotune.report import top_configurations
 from optuna_biotune.biotune.search import generation_progress
 from optuna_biotune.evolution import trial_generation
-from optuna_biotune.evolution.records import generation_records
+from optuna_biotune.evolution.layout import generation_records
 from optuna_biotune.runtime.storage import open_storage
 
 HERE = Path(__file__).resolve().parent

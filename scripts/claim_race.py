@@ -31,6 +31,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from optuna_biotune.evolution.layout import Layout
+
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
@@ -62,10 +64,11 @@ def race(sampler: str, url: str, folder: Path) -> dict[str, int]:
             failed += 1
             print(err.decode(errors="replace")[-1500:], file=sys.stderr)
     study = optuna.load_study(study_name=name, storage=url)
-    ns = "EvoPruneSampler" if sampler == "evoprune" else "BioTuneSampler"
+    layout = Layout("EvoPruneSampler" if sampler == "evoprune" else "BioTuneSampler")
     places = [
-        (t.system_attrs[f"{ns}:slot"]["generation"], t.system_attrs[f"{ns}:slot"]["slot"])
+        (c["generation"], c["slot"])
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if (c := layout.claim(t.system_attrs)) is not None
     ]
     doubles = sum(n - 1 for n in collections.Counter(places).values() if n > 1)
     unfinished = sum(t.state != TrialState.COMPLETE for t in study.get_trials(deepcopy=False))

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from optuna_biotune import EvoPruneSampler
 from optuna_biotune.errors import UsageError
 from optuna_biotune.evolution import trial_generation
-from optuna_biotune.evolution.records import generation_records
+from optuna_biotune.evolution.layout import generation_records
 from optuna_biotune.evoprune import operators as ops
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -308,7 +308,7 @@ def test_a_worker_sees_a_generation_rewritten_by_the_same_opener_trial() -> None
     assert opener.number == running.number
     trials = study.get_trials(deepcopy=False)
     view = a.generations.scan(trials, record, opener.number)
-    a.generations.open_next(study, opener, trials, head=head, record=record, view=view)
+    a.generations.open_next(study, opener, trials, record=record, view=view)
     head = b.generations.head(study_b)
     assert head == {"generation": 2, "trial": opener._trial_id}
     assert b.generations.record_of(study_b, head)["generation"] == 2

@@ -23,7 +23,7 @@ from optuna_biotune import BioTuneSampler
 from optuna_biotune.errors import UsageError
 from optuna_biotune.evolution import trial_generation
 from optuna_biotune.evolution.generations import Generations
-from optuna_biotune.evolution.records import generation_records
+from optuna_biotune.evolution.layout import generation_records
 from optuna_biotune.evolution.strategy import GenerationStrategy, Opening, SlotPlan
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from optuna_biotune import BioTuneSampler
 from optuna_biotune.biotune import planning
 from optuna_biotune.biotune.memetic import ROLE_CHILD, ROLE_RANDOM, MemeticStrategy
-from optuna_biotune.evolution.records import generation_records
+from optuna_biotune.evolution.layout import generation_records
 from optuna_biotune.evolution.strategy import Individual, SlotPlan
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_biotune import BioTuneSampler
-from optuna_biotune.evolution.records import generation_records
+from optuna_biotune.evolution.layout import generation_records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 NS = "BioTuneSampler"
@@ -112,8 +112,8 @@ def test_a_claim_that_finds_the_generation_full_opens_the_next_without_a_new_rea
     other = optuna.load_study(
         study_name="full", storage=open_storage(sqlite_url), sampler=sampler()
     )
-    gens = study.sampler.generations
-    claim = gens._claim_atomically
+    protocol = study.sampler.generations.protocol(study)  # the storage's: Atomic
+    claim = protocol.claim
     late: list[optuna.Trial] = []
 
     def claim_after_another(*args, **kwargs):
@@ -130,12 +130,12 @@ def test_a_claim_that_finds_the_generation_full_opens_the_next_without_a_new_rea
             reads.append(1)
         return get_all_trials(*args, **kwargs)
 
-    gens._claim_atomically = claim_after_another  # type: ignore[method-assign]
+    protocol.claim = claim_after_another  # type: ignore[method-assign]
     study._storage.get_all_trials = counted  # type: ignore[method-assign]
     trial = study.ask()
     trial.suggest_float("x0", -5.0, 5.0)
     study._storage.get_all_trials = get_all_trials  # type: ignore[method-assign]
-    gens._claim_atomically = claim  # type: ignore[method-assign]
+    protocol.claim = claim  # type: ignore[method-assign]
 
     (b,) = late
     mine = study._storage.get_trial_system_attrs(trial._trial_id)[f"{NS}:slot"]

@@ -30,8 +30,8 @@ from optuna.trial import TrialState
 
 from optuna_biotune import BioTuneSampler
 from optuna_biotune.errors import RuntimeFailure
-from optuna_biotune.evolution.records import generation_records
-from optuna_biotune.runtime.loop import run_generations, slot_progress
+from optuna_biotune.evolution.layout import generation_records
+from optuna_biotune.runtime.generational import run_generations, slot_progress
 from optuna_biotune.runtime.storage import open_storage
 from optuna_biotune.runtime.workers import WORKER_ATTR, worker_alive, worker_identity
 

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from optuna_biotune import BioTuneSampler
 from optuna_biotune.evolution import trial_generation
-from optuna_biotune.evolution.records import generation_records
+from optuna_biotune.evolution.layout import generation_records
 from optuna_biotune.runtime.generational import slot_progress
 from optuna_biotune.runtime.storage import open_storage
 
@@ -303,8 +303,7 @@ def test_claims_and_openings_are_atomic_on_the_worker_storage(
             "ns:slot",
             min_number=0,
             generation=1,
-            candidates=[2, 0, 1],
-            claim_for=lambda slot: {"generation": 1, "slot": slot},
+            claims={slot: {"generation": 1, "slot": slot} for slot in [2, 0, 1]},
         )
 
     threads = [threading.Thread(target=claim, args=(t,)) for t in trials]
@@ -325,8 +324,7 @@ def test_claims_and_openings_are_atomic_on_the_worker_storage(
             "ns:slot",
             min_number=0,
             generation=2,
-            candidates=[2],
-            claim_for=lambda slot: {"generation": 2, "slot": slot},
+            claims={slot: {"generation": 2, "slot": slot} for slot in [2]},
         )
         == 2
     )
@@ -347,8 +345,7 @@ def test_a_claim_counts_the_failed_attempts_of_its_slot(sqlite_url: str) -> None
             "ns:slot",
             min_number=0,
             generation=0,
-            candidates=[5],
-            claim_for=lambda slot: {"generation": 0, "slot": slot},
+            claims={slot: {"generation": 0, "slot": slot} for slot in [5]},
             attempts=attempts,
         ), trial_id
 

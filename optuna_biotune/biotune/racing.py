@@ -61,15 +61,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from optuna_biotune.biotune.fidelity import is_full
-from optuna_biotune.evolution import SLOT_SUFFIX
-from optuna_biotune.evolution.records import generation_records, read_chunked
+from optuna_biotune.evolution.layout import Layout, trial_claim
 
 #: Trial user attr of a cut evaluation: ``{"seed", "epoch", "bar", "bound", "against"}``
 #: (1-based seed and epoch of the cut; 0 epochs: cut before the seed trained).
@@ -138,38 +136,17 @@ class Margins:
         return max(near.values())
 
 
-def _claim(attrs: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    for key, value in attrs.items():
-        if key.endswith(SLOT_SUFFIX) and isinstance(value, dict) and "generation" in value:
-            return key[: -len(SLOT_SUFFIX)], value
-    return None
-
-
-def _record(study: optuna.Study, namespace: str, generation: int) -> dict[str, Any] | None:
-    storage = study._storage
-    head = storage.get_study_system_attrs(study._study_id).get(f"{namespace}:head")
-    if isinstance(head, dict) and int(head.get("generation", -1)) == generation:
-        attrs = storage.get_trial_system_attrs(int(head["trial"]))
-        record = read_chunked(attrs, f"{namespace}:record:{generation}")
-        if isinstance(record, dict):
-            return record
-    for record in generation_records(study, namespace):  # an older generation: scan
-        if isinstance(record, dict) and int(record.get("generation", -1)) == generation:
-            return record
-    return None
-
-
 def _n_elites(study: optuna.Study) -> int | None:
     n = getattr(study.sampler, "n_elites", None)  # BioTuneSampler.n_elites
     return n if isinstance(n, int) and n > 0 else None
 
 
-def _siblings(study: optuna.Study, namespace: str, generation: int, before: int) -> list[float]:
+def _siblings(study: optuna.Study, layout: Layout, generation: int, before: int) -> list[float]:
     """Values of the complete fresh individuals (role ``initial``) of ``generation`` numbered
     below ``before``, at full fidelity."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        claim = t.system_attrs.get(namespace + SLOT_SUFFIX)
+        claim = layout.claim(t.system_attrs)
         if (
             t.number < before
             and isinstance(claim, dict)
@@ -182,19 +159,10 @@ def _siblings(study: optuna.Study, namespace: str, generation: int, before: int)
     return out
 
 
-def _trial_claim(
-    trial: optuna.Trial | optuna.trial.FrozenTrial,
-) -> tuple[str, dict[str, Any]] | None:
-    """The sampler namespace and slot claim of a running or stored trial."""
-    if isinstance(trial, optuna.trial.FrozenTrial):
-        return _claim(trial.system_attrs)
-    return _claim(trial.storage.get_trial_system_attrs(trial._trial_id))
-
-
 def slot_role(trial: optuna.Trial | optuna.trial.FrozenTrial) -> str | None:
     """The role of a trial's slot in a generational sampler's plan (``initial``, ``exploit``,
     ``child``, ``random``), or ``None`` for a trial no such sampler planned."""
-    claim = _trial_claim(trial)
+    claim = trial_claim(trial)
     return None if claim is None else str(claim[1].get("role"))
 
 
@@ -222,21 +190,23 @@ def entry_bar(trial: optuna.Trial | optuna.trial.FrozenTrial, study: optuna.Stud
     """
     if study.direction != StudyDirection.MAXIMIZE:
         return None
-    claim = _trial_claim(trial)
+    claim = trial_claim(trial)
     n_elites = _n_elites(study)
     if claim is None or n_elites is None:
         return None
-    namespace, slot = claim
+    layout, slot = Layout(claim[0]), claim[1]
     role, generation = slot.get("role"), int(slot["generation"])
-    record = _record(study, namespace, generation)
+    record = layout.record(study, generation)
     state = record.get("state") if record else None
-    members = state.get("members", []) if isinstance(state, dict) else []
+    if not isinstance(state, dict):
+        state = {}
+    members = state.get("members", [])
     # Stored fitness is minimised: the negated value of a maximised study.
     values = {int(n): -float(state["ind"][str(n)][0]) for n in members}
-    partial = set(state.get("partial", ())) if isinstance(state, dict) else set()
+    partial = set(state.get("partial", ()))
     full = [v for n, v in values.items() if n not in partial]
     if role == "initial":
-        known = sorted([*full, *_siblings(study, namespace, generation, trial.number)])
+        known = sorted([*full, *_siblings(study, layout, generation, trial.number)])
         if len(known) < n_elites:
             return None
         return Bar(known[-n_elites], f"{n_elites}th best so far")
@@ -272,7 +242,7 @@ def margins(
 ) -> Margins | None:
     """:class:`Margins` from complete, uncut evaluations (``None``: fewer than ``MIN_CURVES``
     curves, or no evaluation with two seeds when there are several)."""
-    running: list[tuple[float, ...]] = []
+    running: list[tuple[int, int, tuple[float, ...]]] = []
     seed = [0.0] * n_seeds
     seeded = 0
     for t in trials:

@@ -6,10 +6,11 @@ One mechanism for :class:`~optuna_biotune.BioTuneSampler` and ``EvoPruneSampler`
 generation opens, how many slots it has and what each proposes (role, parents, genes). This
 module claims slots for trials, issues a slot again when its trial FAILED, was PRUNED or was
 left RUNNING by a dead worker (failed by Optuna's heartbeat), and gives each trial its slot's
-values; :mod:`~optuna_biotune.evolution.ledger` (the base class) keeps the generation records
-in the storage (layout there) and opens the next generation from the results, so a new
-process continues exactly where the last stopped. No torch, no in-memory state that cannot be
-rebuilt from the storage.
+values, through the storage's claim protocol (:mod:`~optuna_biotune.evolution.claiming`);
+:mod:`~optuna_biotune.evolution.ledger` (the base class) keeps the generation records in the
+storage (their keys: :mod:`~optuna_biotune.evolution.layout`) and opens the next generation
+from the results, so a new process continues exactly where the last stopped. No torch, no
+in-memory state that cannot be rebuilt from the storage.
 
 Parallel policy: a worker first takes a free slot of the newest generation (never issued, or
 whose trial failed/was pruned, at most ``slot_attempts`` times per slot). When every slot is
@@ -21,7 +22,6 @@ paper's generations exactly; parallel workers never idle.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import zlib
@@ -37,7 +37,9 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_biotune.errors import RuntimeFailure, check_int
-from optuna_biotune.evolution.ledger import DIGITS, GenerationLedger, SlotView, atomic_storage
+from optuna_biotune.evolution.claiming import Request
+from optuna_biotune.evolution.claims import settled
+from optuna_biotune.evolution.ledger import DIGITS, GenerationLedger, SlotView
 from optuna_biotune.evolution.space import denormalize, evolvable, normalize
 from optuna_biotune.evolution.strategy import (
     Assignment,
@@ -120,9 +122,7 @@ class Generations(GenerationLedger):
         stepping back after a conflict; an atomic claim never does)."""
         return any(
             all(
-                t.state == TrialState.RUNNING
-                and not t.params
-                and not t.system_attrs[self.slot_key].get("atomic")
+                t.state == TrialState.RUNNING and not settled(t, self.claim_of(t) or {})
                 for t in ts
             )
             for ts in view.live.values()
@@ -142,19 +142,16 @@ class Generations(GenerationLedger):
         trial: FrozenTrial,
         trials: Any,
         *,
-        head: Mapping[str, Any],
         record: Mapping[str, Any],
         view: SlotView,
-        atomic: bool,
         also_pending: Sequence[int] = (),
     ) -> tuple[int, Any, Any, Any] | None:
         """Open the generation after ``record``'s from this read (:meth:`open_next`); what
         :meth:`assign` goes on from (:meth:`_after_opening`)."""
         opened = self.open_next(
-            study, trial, trials, head=head, record=record, view=view, also_pending=also_pending
+            study, trial, trials, record=record, view=view, also_pending=also_pending
         )
-        generation = int(record["generation"]) + 1
-        return self._after_opening(study, opened, trials, generation, atomic)
+        return self._after_opening(study, opened, trials, int(record["generation"]) + 1)
 
     # ---- the public operations
 
@@ -164,12 +161,17 @@ class Generations(GenerationLedger):
             return self._assignments.get(trial_id)
 
     def assign(self, study: Study, trial: FrozenTrial) -> Assignment:
-        """Claim a slot for ``trial`` (opening generations as needed) and return its plan."""
+        """Claim a slot for ``trial`` (opening generations as needed) and return its plan.
+
+        The claim goes through the storage's protocol (:meth:`protocol`, chosen once per
+        storage): one transaction (:class:`~optuna_biotune.evolution.claiming.Atomic`) or
+        write, then read (:class:`~optuna_biotune.evolution.claiming.WriteThenRead`).
+        """
         known = self.assignment(trial._trial_id)
         if known is not None:
             return known
         storage, study_id = study._storage, study._study_id
-        atomic = atomic_storage(storage)
+        protocol = self.protocol(study)
         conflicts = waits = 0
         with self._lock:
             just_read = self._head_read.pop(threading.get_ident(), None)
@@ -183,8 +185,8 @@ class Generations(GenerationLedger):
             if trials is None:
                 trials = storage.get_all_trials(study_id, deepcopy=False)
             if head is None:
-                opened = self.open_next(study, trial, trials, head=None, record=None, view=None)
-                just_read = self._after_opening(study, opened, trials, 0, atomic)
+                opened = self.open_next(study, trial, trials, record=None, view=None)
+                just_read = self._after_opening(study, opened, trials, 0)
                 continue
             head = self.first_opening(study, head, trials)
             record = self.record_of(study, head, trials)
@@ -195,56 +197,29 @@ class Generations(GenerationLedger):
                     waits += 1
                     time.sleep(_CONFIRM_DELAY)
                     continue
+                just_read = self._open_after(study, trial, trials, record=record, view=view)
+                continue
+            k = view.earlier_unclaimed % len(free) if conflicts == 0 else 0
+            request, plans = self._request(study, trial, record, view, free[k:] + free[:k])
+            request.conflicts = conflicts
+            slot = protocol.claim(request)
+            conflicts = request.conflicts
+            if slot is not None:
+                return self._assigned(trial, record, slot, plans[slot])
+            # Every slot this read found free is held by now. When an atomic claim's transaction
+            # saw every slot held, the generation is full: open the next one from this read, the
+            # holders it did not know waited for as pending (as a running trial is), without
+            # reading the study again (at 16 workers that read was the tail).
+            if set(request.holders) | self._used_up(view) >= set(range(len(record["slots"]))):
+                known_numbers = {t.number for ts in view.live.values() for t in ts}
                 just_read = self._open_after(
-                    study, trial, trials, head=head, record=record, view=view, atomic=atomic
+                    study,
+                    trial,
+                    trials,
+                    record=record,
+                    view=view,
+                    also_pending=[n for n in request.holders.values() if n not in known_numbers],
                 )
-                continue
-            if atomic:
-                holders: dict[int, int] = {}
-                claimed = self._claim_atomically(study, trial, record, view, free, holders)
-                if claimed is not None:
-                    return claimed
-                # Every slot this read found free is held by now. When the claim's transaction
-                # saw every slot held, the generation is full: open the next one from this read,
-                # the holders it did not know waited for as pending (as a running trial is),
-                # without reading the study again (at 16 workers that read was the tail).
-                if set(holders) | self._used_up(view) >= set(range(len(record["slots"]))):
-                    known = {t.number for ts in view.live.values() for t in ts}
-                    just_read = self._open_after(
-                        study,
-                        trial,
-                        trials,
-                        head=head,
-                        record=record,
-                        view=view,
-                        atomic=atomic,
-                        also_pending=[n for n in holders.values() if n not in known],
-                    )
-                continue
-            slot = free[view.earlier_unclaimed % len(free)] if conflicts == 0 else free[0]
-            while True:  # after a conflict, the other slots this read found free, then read again
-                if conflicts > 0:
-                    slot = free[random.randrange(len(free))]
-                plan = self._slot_plan(study, record, slot, view)
-                claim = self._claim(record, slot, plan)
-                storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
-                # Write, then read: of two trials that claimed the same slot at least one sees
-                # the other, and whoever sees another live claim steps back (so at most one
-                # keeps it).
-                held = self._held_slots(study, record, trial.number)
-                if slot not in held:
-                    break
-                storage.set_trial_system_attr(
-                    trial._trial_id, self.slot_key, {**claim, "slot": -1}
-                )
-                conflicts += 1
-                time.sleep(random.uniform(0.0, 0.01 * min(conflicts, 10)))
-                free = [s for s in free if s not in held]  # those still free at that read
-                if not free:
-                    break
-            if not free:
-                continue
-            return self._assigned(trial, record, slot, plan)
 
     def _after_opening(
         self,
@@ -252,7 +227,6 @@ class Generations(GenerationLedger):
         opened: Mapping[str, Any] | None,
         trials: Any,
         generation: int,
-        atomic: bool,
     ) -> tuple[int, Any, Any, Any] | None:
         """What :meth:`assign` goes on from after trying to open ``generation``: ``None`` (read
         the head and the trials again), or, on a storage with atomic openings, the new head
@@ -261,7 +235,7 @@ class Generations(GenerationLedger):
         known to be taken from those trials; the storage's claim sees every claim made since."""
         if opened is not None:
             return (study._study_id, opened, trials, None)
-        if not atomic:
+        if not self.protocol(study).atomic:
             return None
         head, attrs = self.head_and_attrs(study)
         if head is None or int(head["generation"]) != generation:
@@ -269,44 +243,40 @@ class Generations(GenerationLedger):
         self.record_of(study, head)  # cached for the claim
         return (study._study_id, head, trials, attrs)
 
-    def _claim_atomically(
+    def _request(
         self,
         study: Study,
-        trial: FrozenTrial,
+        trial: FrozenTrial | optuna.Trial,
         record: Mapping[str, Any],
         view: SlotView,
-        free: list[int],
-        holders: dict[int, int] | None = None,
-        *,
-        first: int | None = None,
-    ) -> Assignment | None:
-        """Claim one of ``free`` through the storage's ``claim_slot`` (one transaction, never
-        withdrawn): the slot this read suggests first (``first``, else the one after the free
-        slots that trials numbered below this one may take), then the others in order.
-        ``None`` when every one of them is held by now. ``holders``: filled as
-        ``claim_slot`` fills it."""
-        k = view.earlier_unclaimed % len(free) if first is None else free.index(first)
-        plans: dict[int, dict[str, Any]] = {}
+        candidates: list[int],
+    ) -> tuple[Request, dict[int, Mapping[str, Any]]]:
+        """A claim on one of ``candidates`` of ``record``'s generation, and the plans of the
+        slots it planned: each slot's claim is planned from this read (:meth:`_slot_plan`:
+        the strategy decides, never the storage)."""
+        plans: dict[int, Mapping[str, Any]] = {}
 
         def claim_for(slot: int) -> dict[str, Any]:
             plans[slot] = plan = self._slot_plan(study, record, slot, view)
-            return {**self._claim(record, slot, plan), "atomic": True}
+            return self._claim(record, slot, plan)
 
-        backend = getattr(study._storage, "_backend", study._storage)
-        slot = backend.claim_slot(
-            study._study_id,
-            trial._trial_id,
-            self.slot_key,
-            min_number=int(record["window"]),
+        def held_by_scan() -> set[int]:
+            fresh = study._storage.get_all_trials(study._study_id, deepcopy=False)
+            return set(self.scan(fresh, record, trial.number).live)
+
+        request = Request(
+            study=study,
+            trial_id=trial._trial_id,
+            trial_number=trial.number,
+            key=self.layout.slot_key,
             generation=int(record["generation"]),
-            candidates=free[k:] + free[:k],
+            window=int(record["window"]),
+            candidates=candidates,
             claim_for=claim_for,
-            attempts=self.slot_attempts,  # the storage counts them too: the read may be old
-            holders=holders,
+            held_by_scan=held_by_scan,
+            attempts=self.slot_attempts,
         )
-        if slot is None:
-            return None
-        return self._assigned(trial, record, slot, plans[slot])
+        return request, plans
 
     def _slot_plan(
         self, study: Study, record: Mapping[str, Any], slot: int, view: SlotView
@@ -328,7 +298,11 @@ class Generations(GenerationLedger):
         }
 
     def _assigned(
-        self, trial: FrozenTrial, record: Mapping[str, Any], slot: int, plan: Mapping[str, Any]
+        self,
+        trial: FrozenTrial | optuna.Trial,
+        record: Mapping[str, Any],
+        slot: int,
+        plan: Mapping[str, Any],
     ) -> Assignment:
         """Note and return ``trial``'s assignment to ``slot`` (claimed) with ``plan``."""
         names = record["names"]
@@ -383,32 +357,6 @@ class Generations(GenerationLedger):
                 f"{len(names)} evolved parameters; plan one gene per parameter."
             )
         return {"role": decided.role, "parents": [int(p) for p in decided.parents], "x": x}
-
-    def _slot_held(self, study: Study, record: Mapping[str, Any], slot: int, me: int) -> bool:
-        """Whether a trial other than number ``me`` holds a live claim on ``slot``."""
-        return slot in self._held_slots(study, record, me)
-
-    def _held_slots(self, study: Study, record: Mapping[str, Any], me: int) -> set[int]:
-        """The slots of ``record``'s generation that trials other than number ``me`` hold with
-        a live claim, read fresh from the storage (the "read" of write-then-read).
-
-        A storage that offers ``live_claims(study_id, key, min_number)`` (the CLI's
-        ``WorkerStorage``: one query) answers it directly; any other is read whole.
-        """
-        backend = getattr(study._storage, "_backend", study._storage)
-        live_claims = getattr(backend, "live_claims", None)
-        if live_claims is None:
-            fresh = study._storage.get_all_trials(study._study_id, deepcopy=False)
-            return set(self.scan(fresh, record, me).live)
-        generation = int(record["generation"])
-        return {
-            int(claim.get("slot", -1))
-            for number, claim in live_claims(study._study_id, self.slot_key, int(record["window"]))
-            if number != me
-            and isinstance(claim, dict)
-            and int(claim.get("generation", -1)) == generation
-            and int(claim.get("slot", -1)) >= 0
-        }
 
     def forget(self, trial_id: int) -> None:
         """Drop this process's note of ``trial_id``'s assignment (after the trial finished)."""
@@ -478,18 +426,12 @@ class Generations(GenerationLedger):
         self.use_study_seed(study)
         storage, study_id = study._storage, study._study_id
         trials = storage.get_all_trials(study_id, deepcopy=False)
-        record = self.scanned_record(trials, int(generation))
+        record = self.layout.scanned_record(trials, int(generation))
         if record is None or not 0 <= slot < len(record["slots"]):
             return None
         view = self.scan(trials, record, trial.number)
         if slot in view.live or view.dead.get(slot, 0) >= self.slot_attempts:
             return None
-        if atomic_storage(storage):
-            return self._claim_atomically(study, trial, record, view, [slot], first=slot)
-        plan = self._slot_plan(study, record, slot, view)
-        claim = self._claim(record, slot, plan)
-        storage.set_trial_system_attr(trial._trial_id, self.slot_key, claim)
-        if self._slot_held(study, record, slot, trial.number):
-            storage.set_trial_system_attr(trial._trial_id, self.slot_key, {**claim, "slot": -1})
-            return None
-        return self._assigned(trial, record, slot, plan)
+        request, plans = self._request(study, trial, record, view, [slot])
+        claimed = self.protocol(study).claim(request)
+        return None if claimed is None else self._assigned(trial, record, slot, plans[slot])

@@ -5,20 +5,8 @@ the window of recent trials says about its slots, and how the next generation op
 Generations` (which claims slots, reissues them and samples values). No torch, no in-memory
 state that cannot be rebuilt from the storage.
 
-Storage layout (``ns`` is the sampler's class name, e.g. ``BioTuneSampler``):
-
-* study system attr ``{ns}:seed``: the seed of all randomness, stored on first use;
-* study system attr ``{ns}:head``: ``{"generation": g, "trial": id}``, the newest generation and
-  the trial whose system attrs hold its record (one small row: reading it costs the same at any
-  study size);
-* trial system attr ``{ns}:record:<g>`` (on the trial that opened generation ``g``; chunked
-  above 2045 characters as ``{ns}:record:<g>:<i>``): ``generation``, ``names`` (evolved
-  parameters), ``space`` (their distributions), ``state`` (the strategy's population),
-  ``slots`` (the proposals), ``pending`` (trials of older generations still running, merged
-  when they finish) and ``window`` (the lowest trial number that can still matter);
-* trial system attr ``{ns}:slot`` = ``{"generation", "slot", "role", "parents"}``: the claim,
-  the only write per trial (``slot`` is ``-1`` for a claim withdrawn after a conflict); read
-  by :func:`~optuna_biotune.evolution.trial_generation`.
+Every key is read and written through :class:`~optuna_biotune.evolution.layout.Layout` (the
+storage layout is described there).
 
 Randomness is derived from ``(seed, generation, slot)`` (and the parameter name), never from
 process history, so a sequential run resumed in a new process proposes exactly what an
@@ -31,7 +19,7 @@ import json
 import math
 import secrets
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,15 +29,17 @@ from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_biotune.errors import RuntimeFailure
+from optuna_biotune.evolution.claiming import ClaimProtocol, OpenRequest, backend, protocol_for
 from optuna_biotune.evolution.claims import DEAD, settled, spent_attempt
-from optuna_biotune.evolution.records import read_chunked, write_chunked
+from optuna_biotune.evolution.layout import Layout
 from optuna_biotune.evolution.space import evolvable, normalize
 from optuna_biotune.evolution.strategy import GenerationStrategy, Individual
 
 if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
     from optuna.study import Study
 
-__all__ = ["DIGITS", "GenerationLedger", "SlotView", "atomic_storage"]
+__all__ = ["DIGITS", "GenerationLedger", "SlotView"]
 
 _LIVE = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
 # Trial numbers can become visible slightly out of order under concurrent creation.
@@ -58,12 +48,6 @@ _WINDOW_MARGIN = 8
 _PENDING_GENERATIONS = 3
 #: Genes are kept to 10 decimals in records (shorter rows; everyone reads the same JSON).
 DIGITS = 10
-
-
-def atomic_storage(storage: Any) -> bool:
-    """Whether ``storage`` claims slots and opens generations in one transaction each
-    (``WorkerStorage.claim_slot`` / ``open_generation``)."""
-    return bool(getattr(getattr(storage, "_backend", storage), "atomic_claims", False))
 
 
 @dataclass
@@ -98,20 +82,14 @@ class GenerationLedger:
         strategy: GenerationStrategy,
         seed: int | None,
     ) -> None:
-        if not namespace or ":" in namespace:
-            raise ValueError(
-                f"`namespace` must be a non-empty name without ':', got {namespace!r}."
-            )
+        self.layout = Layout(namespace)
         self.namespace = namespace
         self.strategy = strategy
         self.fixed_seed = seed is not None
         self.seed = secrets.randbits(63) if seed is None else int(seed)
         self._seeded_study: int | None = None  # the study whose stored seed self.seed is
-        self.head_key = f"{namespace}:head"
-        self.seed_key = f"{namespace}:seed"
-        self.record_key = f"{namespace}:record"
-        self.slot_key = f"{namespace}:slot"
         self._lock = threading.Lock()
+        self._chosen: tuple[BaseStorage, ClaimProtocol] | None = None
         # (opener trial id, generation) -> record; records never change once written.
         self._records: dict[tuple[int, int], dict[str, Any]] = {}
 
@@ -131,25 +109,34 @@ class GenerationLedger:
         read back; both go on with what they read, which is the same value unless their writes
         interleave between the other's write and read (then a generation-0 trial may come from
         the other seed; every later draw uses the stored one). A storage with atomic openings
-        (``open_generation``) stores the seed with generation 0's record and head instead, in
-        one transaction: every worker adopts it before its first claim, and nobody writes it
-        before (no write while the study has no head).
+        (:class:`~optuna_biotune.evolution.claiming.Atomic`) stores the seed with generation 0's
+        record and head instead, in one transaction: every worker adopts it before its first
+        claim, and nobody writes it before (no write while the study has no head).
         """
         if self._seeded_study == study._study_id:
             return self.seed
         storage, study_id = study._storage, study._study_id
         if attrs is None:
             attrs = storage.get_study_system_attrs(study_id)
-        stored = attrs.get(self.seed_key)
-        if stored is None and attrs.get(self.head_key) is None and atomic_storage(storage):
+        stored = self.layout.seed(attrs)
+        if stored is None and self.layout.head(attrs) is None and self.protocol(study).atomic:
             return self.seed  # stored when generation 0 opens (open_next)
         if stored is None:
-            storage.set_study_system_attr(study_id, self.seed_key, int(self.seed))
-            stored = storage.get_study_system_attrs(study_id).get(self.seed_key, self.seed)
+            storage.set_study_system_attr(study_id, self.layout.seed_key, int(self.seed))
+            stored = self.layout.seed(storage.get_study_system_attrs(study_id))
+            stored = self.seed if stored is None else stored
         if not self.fixed_seed:
             self.seed = int(stored)
         self._seeded_study = study_id
         return self.seed
+
+    def protocol(self, study: Study) -> ClaimProtocol:
+        """How claims and openings reach ``study``'s storage (:func:`~optuna_biotune.evolution.
+        claiming.protocol_for`), chosen once per storage."""
+        chosen = self._chosen
+        if chosen is None or chosen[0] is not study._storage:
+            chosen = self._chosen = (study._storage, protocol_for(study._storage))
+        return chosen[1]
 
     # ---- reading the storage
 
@@ -160,15 +147,7 @@ class GenerationLedger:
     def head_and_attrs(self, study: Study) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         """The head and the study system attrs it was read with (one read)."""
         attrs = study._storage.get_study_system_attrs(study._study_id)
-        return attrs.get(self.head_key), attrs
-
-    def record_key_of(self, generation: int) -> str:
-        """The trial system attr holding ``generation``'s record: ``{ns}:record:<g>``.
-
-        One key per generation, so a trial that opens a generation, finds its slots already
-        taken and opens the next one too keeps both records.
-        """
-        return f"{self.record_key}:{int(generation)}"
+        return self.layout.head(attrs), attrs
 
     def cached_record(self, head: Mapping[str, Any]) -> dict[str, Any] | None:
         """The record of the generation ``head`` names if this process has read it (no I/O)."""
@@ -191,15 +170,14 @@ class GenerationLedger:
         # `trials`, read after the head, hold the record (written before the head names it):
         # no storage round trip when the opener is among them (it is recent).
         opener = next((t for t in reversed(trials or ()) if t._trial_id == trial_id), None)
-        key = self.record_key_of(generation)
-        if opener is not None and key in opener.system_attrs:
+        if opener is not None and self.layout.holds_record(opener.system_attrs, generation):
             attrs = opener.system_attrs
         else:
             # The storage behind Optuna's cache reads the attrs alone (the cache would read
             # the whole unfinished trial).
             storage = study._storage
-            attrs = getattr(storage, "_backend", storage).get_trial_system_attrs(trial_id)
-        record = read_chunked(attrs, key)
+            attrs = backend(storage).get_trial_system_attrs(trial_id)
+        record = self.layout.record_in(attrs, generation)
         if record is None:
             raise RuntimeFailure(
                 f"the {self.namespace} record of trial id {trial_id} is missing from the "
@@ -221,14 +199,12 @@ class GenerationLedger:
         record = self.record_of(study, head, trials)
         generation, best = int(record["generation"]), int(record["opened_by"])
         found = None
-        key = self.record_key_of(generation)
         for t in reversed(trials):
             if t.number < int(record["window"]):
                 break
-            if t.number >= best or key not in t.system_attrs:
+            if t.number >= best or not self.layout.holds_record(t.system_attrs, generation):
                 continue
-            rival = read_chunked(t.system_attrs, key)
-            if isinstance(rival, dict) and int(rival.get("generation", -1)) == generation:
+            if self.layout.record_in(t.system_attrs, generation) is not None:
                 best, found = t.number, t._trial_id
         if found is None:
             return head
@@ -236,10 +212,7 @@ class GenerationLedger:
 
     def claim_of(self, trial: FrozenTrial) -> dict[str, Any] | None:
         """``trial``'s live slot claim (``None``: none, or one withdrawn after a conflict)."""
-        claim = trial.system_attrs.get(self.slot_key)
-        if isinstance(claim, dict) and int(claim.get("slot", -1)) >= 0:
-            return claim
-        return None
+        return self.layout.live_claim(trial.system_attrs)
 
     def scan(self, trials: Sequence[FrozenTrial], record: Mapping[str, Any], me: int) -> SlotView:
         """Which slots of ``record``'s generation are live or dead (trial ``me`` left out)."""
@@ -309,7 +282,6 @@ class GenerationLedger:
         trial: FrozenTrial,
         trials: Sequence[FrozenTrial],
         *,
-        head: Mapping[str, Any] | None,
         record: Mapping[str, Any] | None,
         view: SlotView | None,
         also_pending: Sequence[int] = (),
@@ -323,16 +295,16 @@ class GenerationLedger:
         ``trials`` does not hold (created after that read); they are pending, as running
         trials are, and the next opening reads their results.
 
-        A storage that offers ``open_generation`` (the CLI's ``WorkerStorage``) writes the
-        record and the head in one transaction, serialised with every other opening, so a
-        generation is opened once; any other gets the record, then the head, and concurrent
-        openings are settled by :meth:`first_opening`.
+        The storage's claim protocol (:meth:`protocol`) writes it: on an atomic one (the CLI's
+        ``WorkerStorage``) the record and the head in one transaction, serialised with every
+        other opening, so a generation is opened once; on any other the record, then the head,
+        and concurrent openings are settled by :meth:`first_opening`.
 
         Returns:
             The new head (``{"generation", "trial"}``) when the storage opened it atomically
             with ``trial``'s record, else ``None`` (read the head again).
         """
-        storage, study_id = study._storage, study._study_id
+        study_id = study._study_id
         minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
 
         def by_number(number: int) -> FrozenTrial | None:
@@ -348,7 +320,8 @@ class GenerationLedger:
         else:
             generation = int(record["generation"]) + 1
             names, state, space = list(record["names"]), record["state"], dict(record["space"])
-            finished, running = [], []
+            running: list[FrozenTrial] = []
+            finished = []
             for number in record["pending"]:
                 t = by_number(int(number))
                 if t is None or t.state in DEAD:
@@ -409,44 +382,34 @@ class GenerationLedger:
         # it from the storage) computes with bit-identical numbers.
         new_record = json.loads(json.dumps(new_record))
         new_head = {"generation": generation, "trial": trial._trial_id}
-        if atomic_storage(storage):
-            # Generation 0 stores the seed it was opened with, unless this process has seen
-            # one stored (use_study_seed); a seed stored meanwhile with another value: not
-            # opened, read again.
-            seed = None
-            if generation == 0 and self._seeded_study != study_id:
-                seed = {self.seed_key: int(self.seed)}
-            attrs: dict[str, Any] = {}
-            write_chunked(attrs.__setitem__, self.record_key_of(generation), new_record)
-            backend = getattr(storage, "_backend", storage)
-            if not backend.open_generation(
-                study_id,
-                trial._trial_id,
-                head_key=self.head_key,
+        # Generation 0 stores the seed it was opened with (on a storage whose openings are
+        # atomic), unless this process has seen one stored (use_study_seed); a seed stored
+        # meanwhile with another value: not opened, read again.
+        seed = None
+        if generation == 0 and self._seeded_study != study_id:
+            seed = {self.layout.seed_key: int(self.seed)}
+        opened = self.protocol(study).open(
+            OpenRequest(
+                study=study,
+                trial_id=trial._trial_id,
                 generation=generation,
-                attrs=attrs,
-                study_attrs=seed,
-            ):
-                return None  # another worker opened it first (or stored a seed): read again
-            with self._lock:
-                self._records[(trial._trial_id, generation)] = new_record
-            if seed is not None:
-                self._seeded_study = study_id
-            return new_head
-        current = self.head(study)
-        current_gen = -1 if current is None else int(current["generation"])
-        if current_gen >= generation:  # another worker opened it meanwhile: theirs is used
-            return None
-        write_chunked(
-            lambda k, v: storage.set_trial_system_attr(trial._trial_id, k, v),
-            self.record_key_of(generation),
-            new_record,
+                attrs=self.layout.record_attrs(generation, new_record),
+                head_key=self.layout.head_key,
+                seed_attrs=seed,
+                head_generation=self._head_generation(study),
+            )
         )
+        if opened is None:
+            return None  # another worker opened it first (or stored a seed): read again
         with self._lock:
             self._records[(trial._trial_id, generation)] = new_record
-        if current_gen == generation - 1:  # nobody had opened it before the write
-            storage.set_study_system_attr(study_id, self.head_key, new_head)
-        return None
+        if opened == "head" and seed is not None:
+            self._seeded_study = study_id
+        return new_head if opened == "head" else None
+
+    def _head_generation(self, study: Study) -> Callable[[], int]:
+        """A reader of the head's generation (-1 before generation 0 opens)."""
+        return lambda: -1 if (h := self.head(study)) is None else int(h["generation"])
 
     def _names(self, finished: Sequence[FrozenTrial]) -> tuple[list[str], dict[str, Any]]:
         """The evolved parameters: float/int parameters every completed claim shares."""
@@ -463,18 +426,3 @@ class GenerationLedger:
             return [], {}
         names = sorted(common)
         return names, {n: distribution_to_json(common[n]) for n in names}
-
-    # ---- slots left behind (their trial died after the generation had moved on)
-
-    def scanned_record(
-        self, trials: Sequence[FrozenTrial], generation: int
-    ) -> dict[str, Any] | None:
-        """``generation``'s record, found by scanning ``trials`` (of concurrent openings, the
-        lowest trial number's); ``None`` when no trial holds it."""
-        key, best = self.record_key_of(generation), None
-        for t in trials:
-            if key in t.system_attrs and (best is None or t.number < best[0]):
-                record = read_chunked(t.system_attrs, key)
-                if isinstance(record, dict) and int(record.get("generation", -1)) == generation:
-                    best = (t.number, record)
-        return None if best is None else best[1]

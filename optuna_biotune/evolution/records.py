@@ -1,5 +1,5 @@
-"""Values in the storage's attrs: chunked JSON records over the RDB column limit, and the
-generation records of a study (for reports). No torch."""
+"""Values in the storage's attrs: chunked JSON records over the RDB column limit (the keys they
+are stored under are :mod:`~optuna_biotune.evolution.layout`'s). No torch."""
 
 from __future__ import annotations
 
@@ -7,13 +7,9 @@ import base64
 import json
 import zlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from optuna.study import Study
-
-
-__all__ = ["CHUNK", "generation_records", "read_chunked", "write_chunked"]
+__all__ = ["CHUNK", "read_chunked", "write_chunked"]
 
 #: Longest attr value written in one piece (the RDB column limit of older Optuna schemas).
 CHUNK = 2045
@@ -50,21 +46,3 @@ def read_chunked(attrs: Mapping[str, Any], key: str) -> Any:
         packed = "".join(attrs[f"{key}:{i}"] for i in range(int(value[_CHUNK_MARK])))
         return json.loads(zlib.decompress(base64.b64decode(packed)).decode("utf-8"))
     return value
-
-
-def generation_records(study: Study, namespace: str) -> list[dict[str, Any]]:
-    """All generation records of ``namespace`` in ``study``, oldest first (for reports).
-
-    Scans the whole study (a report-time helper; the samplers never call it).
-    """
-    prefix = f"{namespace}:record:"
-    records: dict[int, dict[str, Any]] = {}
-    for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
-        for key in t.system_attrs:
-            tail = key[len(prefix) :] if key.startswith(prefix) else ""
-            if not tail.isdigit():  # "<g>" is a record, "<g>:<i>" one of its chunks
-                continue
-            rec = read_chunked(t.system_attrs, key)
-            # Of concurrent openings of a generation, the lowest trial number's is the one.
-            records.setdefault(int(tail), rec)
-    return [records[g] for g in sorted(records)]

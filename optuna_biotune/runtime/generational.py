@@ -19,6 +19,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_biotune.errors import RuntimeFailure, UsageError
+from optuna_biotune.evolution.base import GenerationalSampler
+from optuna_biotune.evolution.claiming import backend
+from optuna_biotune.evolution.generations import Generations
+from optuna_biotune.evolution.layout import Layout
 from optuna_biotune.runtime.loop import completed, run_until, run_with_progress
 from optuna_biotune.runtime.workers import SILENT_FACTOR, WORKER_ATTR
 
@@ -55,24 +60,8 @@ def slot_progress(
 ) -> SlotProgress:
     """Read the generation records and slot claims of ``namespace`` (scans the whole study:
     once per generation or per wait, not per trial)."""
-    from optuna_biotune.evolution.claims import spent_attempt
-    from optuna_biotune.evolution.records import generation_records
-
-    records = generation_records(study, namespace)
-    complete: set[tuple[int, int]] = set()
-    dead: dict[tuple[int, int], int] = {}
-    holders: dict[tuple[int, int], FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False):
-        claim = t.system_attrs.get(f"{namespace}:slot")
-        if not isinstance(claim, dict) or int(claim.get("slot", -1)) < 0:
-            continue
-        key = (int(claim["generation"]), int(claim["slot"]))
-        if t.state == TrialState.COMPLETE:
-            complete.add(key)
-        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
-            holders[key] = t
-        elif spent_attempt(t):  # an interrupted trial spent no attempt
-            dead[key] = dead.get(key, 0) + 1
+    states = Layout(namespace).slot_states(study)
+    records, complete, dead, holders = states.records, states.complete, states.dead, states.holders
     newest = len(records) - 1
 
     def unfinished(g: int) -> list[int]:
@@ -128,14 +117,14 @@ def _wait_limit(study: optuna.Study) -> float:
         ),
         default=0.0,
     )
-    storage = getattr(study._storage, "_backend", study._storage)
+    storage = backend(study._storage)
     grace = float(getattr(storage, "grace_period", None) or 0)
     beat = float(getattr(storage, "heartbeat_interval", None) or 0)
     return max(2.0 * longest, SILENT_FACTOR * grace + 2 * beat, 60.0)
 
 
 def _describe(t: FrozenTrial, namespace: str) -> str:
-    claim = t.system_attrs.get(f"{namespace}:slot", {})
+    claim = Layout(namespace).claim(t.system_attrs) or {}
     worker = t.system_attrs.get(WORKER_ATTR)
     where = f"pid {worker.get('pid')} on {worker.get('host')}" if isinstance(worker, dict) else "?"
     place = f"generation {claim.get('generation')} slot {claim.get('slot')}"
@@ -178,9 +167,12 @@ def run_generations(
     Returns:
         The final :class:`SlotProgress` (``done`` is true).
     """
-    from optuna_biotune.errors import RuntimeFailure
-
-    gens = study.sampler.generations  # type: ignore[attr-defined]
+    if not isinstance(study.sampler, GenerationalSampler):
+        raise UsageError(
+            f"run_generations needs a generational sampler (BioTuneSampler, EvoPruneSampler), "
+            f"got {type(study.sampler).__name__}."
+        )
+    gens = study.sampler.generations
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if bar is not None:
         say = lambda line: bar.write(line, file=sys.stderr)  # noqa: E731
@@ -260,7 +252,7 @@ def run_generations(
 
 def _behind_round(
     study: optuna.Study,
-    gens: Any,
+    gens: Generations,
     objective: Callable[[optuna.Trial], float],
     behind: Sequence[tuple[int, int]],
 ) -> tuple[Callable[[optuna.Trial], float], int, Callable[[], bool]]:

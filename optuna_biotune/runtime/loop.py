@@ -4,8 +4,8 @@
 lost storage (:mod:`optuna_biotune.runtime.workers`) and stopping after two rounds that complete
 nothing; :func:`fail_on_out_of_memory` makes a device out of memory fail only its trial; the
 progress bar is the commands' one bar. A generational search's rounds of this loop
-(``run_generations``, ``slot_progress``) are in :mod:`optuna_biotune.runtime.generational`
-(also importable from here, as before).
+(``run_generations``) are in :mod:`optuna_biotune.runtime.generational`, which imports this
+module (never the other way round).
 """
 
 from __future__ import annotations
@@ -37,17 +37,6 @@ __all__ = [
     "run_until",
     "run_with_progress",
 ]
-
-#: Names that moved to :mod:`optuna_biotune.runtime.generational` (still importable from here).
-_GENERATIONAL = ("SlotProgress", "run_generations", "slot_progress")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _GENERATIONAL:
-        from optuna_biotune.runtime import generational
-
-        return getattr(generational, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def completed(study: optuna.Study) -> int:

@@ -10,18 +10,23 @@ query or one transaction each, where Optuna's RDB storage takes many (no torch h
   sampler's two hottest reads, one query each;
 - :meth:`~SamplerQueries.claim_slot` and :meth:`~SamplerQueries.open_generation`: a slot claim
   and a generation's opening, each one serialised transaction (PostgreSQL and SQLite,
-  :attr:`~SamplerQueries.atomic_claims`), used by ``evolution.generations.Generations``.
+  :attr:`~SamplerQueries.atomic_claims`), the ``evolution.claiming.AtomicClaims`` protocol
+  (``LiveClaims`` for :meth:`~SamplerQueries.live_claims`) that ``evolution.claiming.Atomic``
+  and ``WriteThenRead`` use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 from optuna.trial import TrialState
 
 from optuna_biotune.evolution.claims import INTERRUPTED_ATTR
+
+if TYPE_CHECKING:
+    import sqlalchemy.engine
 
 __all__ = ["SamplerQueries"]
 
@@ -30,6 +35,13 @@ class SamplerQueries:
     """The samplers' reads and writes on an RDB storage in one query or transaction each
     (module docstring). Needs ``self._known_distributions`` (a dict), set by the storage's
     ``__init__``."""
+
+    if TYPE_CHECKING:  # what Optuna's RDBStorage, which this is mixed into, provides
+        engine: sqlalchemy.engine.Engine
+        scoped_session: Any
+        _known_distributions: dict[int, dict[str, optuna.distributions.BaseDistribution]]
+
+        def check_trial_is_updatable(self, trial_id: int, trial_state: TrialState) -> None: ...
 
     def set_trial_params(
         self,
@@ -58,7 +70,7 @@ class SamplerQueries:
         with _create_scoped_session(self.scoped_session, False) as session:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
             self.check_trial_is_updatable(trial_id, trial.state)
-            study_id = trial.study_id
+            study_id = cast(int, trial.study_id)  # a stored trial always has its study
             known = self._known_distributions.setdefault(study_id, {})
             unknown = [n for n in values if n not in known]
             for i in range(0, len(unknown), 500):  # SQLite's bound on query variables
@@ -96,7 +108,7 @@ class SamplerQueries:
     def live_claims(self, study_id: int, key: str, min_number: int) -> list[tuple[int, Any]]:
         """``(number, value)`` of the trial system attr ``key`` on the study's trials numbered
         ``min_number`` or more that are RUNNING, WAITING or COMPLETE: one query (the sampler's
-        check that nobody else claimed its slot, ``Generations._slot_held``)."""
+        check that nobody else claimed its slot, ``evolution.claiming.WriteThenRead.held``)."""
         import json
 
         from optuna.storages._rdb import models
@@ -128,6 +140,16 @@ class SamplerQueries:
         trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
         self.check_trial_is_updatable(trial_id, trial.state)
 
+    def _insert(self) -> Any:
+        """The dialect's INSERT that takes ``ON CONFLICT`` (PostgreSQL's or SQLite's)."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            return postgresql_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+
     def _upsert_trial_system_attrs(
         self, session: Any, trial_id: int, attrs: Mapping[str, Any]
     ) -> None:
@@ -139,12 +161,8 @@ class SamplerQueries:
 
         from optuna.storages._rdb import models
 
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
         table = models.TrialSystemAttributeModel.__table__
-        stmt = insert(table).values(
+        stmt = self._insert()(table).values(
             [
                 {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
                 for k, v in attrs.items()
@@ -227,12 +245,11 @@ class SamplerQueries:
         *,
         min_number: int,
         generation: int,
-        candidates: Sequence[int],
-        claim_for: Callable[[int], dict[str, Any]],
+        claims: Mapping[int, Mapping[str, Any]],
         attempts: int | None = None,
         holders: dict[int, int] | None = None,
     ) -> int | None:
-        """Claim for trial ``trial_id`` the first of ``candidates`` (slots of ``generation``)
+        """Claim for trial ``trial_id`` the first slot of ``claims`` (slots of ``generation``)
         that no other live trial numbered ``min_number`` or more holds (and, with ``attempts``,
         whose claims did not end FAIL or PRUNED that often): one transaction,
         serialised with every other claim on that generation of the study (PostgreSQL: an
@@ -240,18 +257,20 @@ class SamplerQueries:
         by writing first), so a claim written here is never withdrawn (the sampler's
         write-then-read, ``Generations.assign``, in one round trip and without conflicts).
 
-        ``claim_for(slot)`` gives the value written under the trial system attr ``key`` (a
-        dict with ``"generation"`` and ``"slot"``). Returns the slot claimed, or ``None`` when
-        every candidate is held (nothing is written). ``holders``, when given, is filled with
-        the slot and trial number of every other live claim on the generation the transaction
-        saw (so a caller whose claim failed knows who holds the slots without reading the
-        study again).
+        ``claims[slot]`` is the value written under the trial system attr ``key`` (a dict with
+        ``"generation"`` and ``"slot"``), decided before the transaction (the sampler's plan
+        of each candidate slot: nothing here calls back into the sampler). Returns the slot
+        claimed, or ``None`` when every candidate is held (nothing is written). ``holders``,
+        when given, is filled with the slot and trial number of every other live claim on the
+        generation the transaction saw (so a caller whose claim failed knows who holds the
+        slots without reading the study again).
         """
         import hashlib
 
         import sqlalchemy
         from optuna.storages._rdb.storage import _create_scoped_session
 
+        candidates = [int(s) for s in claims]
         if not candidates:
             return None
         with _create_scoped_session(self.scoped_session) as session:
@@ -266,23 +285,23 @@ class SamplerQueries:
                 held = self._held_slots(
                     session, study_id, trial_id, key, min_number, generation, attempts, holders
                 )
-                slot = next((int(s) for s in candidates if int(s) not in held), None)
+                slot = next((s for s in candidates if s not in held), None)
                 if slot is None:
                     return None
-                self._upsert_trial_system_attrs(session, trial_id, {key: claim_for(slot)})
+                self._upsert_trial_system_attrs(session, trial_id, {key: claims[slot]})
                 return slot
             # SQLite: the first write takes the write lock the read below relies on.
-            slot = int(candidates[0])
-            self._upsert_trial_system_attrs(session, trial_id, {key: claim_for(slot)})
+            slot = candidates[0]
+            self._upsert_trial_system_attrs(session, trial_id, {key: claims[slot]})
             held = self._held_slots(
                 session, study_id, trial_id, key, min_number, generation, attempts, holders
             )
             if slot in held:
-                slot = next((int(s) for s in candidates if int(s) not in held), None)
+                slot = next((s for s in candidates if s not in held), None)
                 if slot is None:
                     session.rollback()
                     return None
-                self._upsert_trial_system_attrs(session, trial_id, {key: claim_for(slot)})
+                self._upsert_trial_system_attrs(session, trial_id, {key: claims[slot]})
         return slot
 
     def open_generation(
@@ -317,10 +336,8 @@ class SamplerQueries:
         with _create_scoped_session(self.scoped_session) as session:
             self._updatable(session, trial_id)
             self._upsert_trial_system_attrs(session, trial_id, attrs)
-            if self.engine.dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
+            insert = self._insert()
+            stmt: Any
             for key, value in (study_attrs or {}).items():
                 new = insert(table).values(
                     study_id=study_id, key=key, value_json=json.dumps(value)
@@ -353,7 +370,8 @@ class SamplerQueries:
             if self.engine.dialect.name == "postgresql":  # its driver may not count rows
                 done = session.execute(stmt.returning(table.c.study_id)).first() is not None
             else:
-                done = session.execute(stmt).rowcount == 1
+                result: Any = session.execute(stmt)
+                done = result.rowcount == 1
             if not done:
                 session.rollback()
         return done

@@ -56,6 +56,7 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_biotune.evolution.claiming import backend
 from optuna_biotune.evolution.claims import INTERRUPTED_ATTR
 from optuna_biotune.runtime import interrupts
 from optuna_biotune.runtime.queries import SamplerQueries
@@ -469,5 +470,5 @@ _JOURNAL_BEAT = 3600
 
 def worker_storage_of(study: optuna.Study) -> _WorkerTrials | None:
     """The study's :class:`WorkerStorage` or :class:`WorkerJournalStorage` (``None``: another)."""
-    storage = getattr(study._storage, "_backend", study._storage)
+    storage = backend(study._storage)
     return storage if isinstance(storage, _WorkerTrials) else None
