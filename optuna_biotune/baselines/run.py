@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
     from optuna_biotune.engine.blocks import Block
     from optuna_biotune.engine.data import TensorData
-    from optuna_biotune.engine.train import Metric
 
 #: What ``run_baseline`` uses when no ``dataset`` or ``model`` is given.
 _DEFAULTS: dict[str, Any] = {"dataset": "digits", "model": "efficientnet_lite0"}
@@ -166,7 +165,7 @@ def run_baseline(
             batch_size=ft.batch_size,
             lr=ft.base_lr,
             optimizer=cast("Literal['adam', 'sgd']", ft.optimizer),  # FineTuner checked both
-            metric=cast("Metric", ft.metric),
+            metric=ft.metric,
             num_classes=splits.num_classes,
             penalty=plan.penalty,
             on_epoch_start=plan.on_epoch_start,

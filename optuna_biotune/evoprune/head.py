@@ -162,7 +162,7 @@ def train_head(
         seed=seed,
         batch_size=batch_size,
         lr=lr,
-        optimizer=optimizer,  # type: ignore[arg-type]
+        optimizer=optimizer,
         momentum=0.9,
         nesterov=optimizer == "sgd",
         num_classes=num_classes,
