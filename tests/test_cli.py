@@ -174,7 +174,7 @@ def test_sigint_marks_the_trial_and_the_same_command_finishes(tmp_path: Path) ->
     ("args", "code", "message"),
     [
         (("search", "nope.toml"), 2, "does not exist"),
-        (("search", "--population", "2"), 2, "`population` must be an integer >= 3"),
+        (("search", "--population", "2"), 2, "`population_size` must be an integer >= 3"),
         (("search", "--population", "4", "--elites", "4"), 2, "must be smaller"),
         (("search", "--epochs", "x"), 2, "expected an integer"),
         (("search", "--data-fraction", "0"), 2, "`data_fraction` must be in (0, 1]"),

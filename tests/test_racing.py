@@ -184,12 +184,10 @@ def test_the_same_configuration_is_not_trained_twice(objectives) -> None:
             assert second.user_attrs["seed_accuracies"] == first.user_attrs["seed_accuracies"]
 
 
-def test_exact_protocol_is_in_the_spec_and_old_specs_were_exact(objectives) -> None:
+def test_exact_protocol_is_in_the_spec(objectives) -> None:
     spec = objectives[False].spec()
     assert spec["exact_protocol"] is False
     assert BioTuneObjective.from_spec(spec).exact_protocol is False
-    legacy = {k: v for k, v in spec.items() if k != "exact_protocol"}
-    assert BioTuneObjective.from_spec(legacy).exact_protocol is True
     with pytest.raises(Exception, match="`exact_protocol` must be true or false"):
         BioTuneObjective(exact_protocol="yes")
 
@@ -198,11 +196,6 @@ def test_a_study_keeps_the_protocol_it_was_searched_with(objectives) -> None:
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial(_params())
     study.optimize(objectives[True], n_trials=1)
-    assert study.user_attrs["biotune:exact_protocol"] is True
+    assert study.user_attrs["biotune:spec"]["exact_protocol"] is True
     with pytest.raises(Exception, match=r"exact_protocol=true; continue it with"):
         study.optimize(objectives[False], n_trials=1)
-    # A study evaluated before the option existed (no stored protocol) was exact.
-    legacy = optuna.create_study(direction="maximize")
-    legacy.add_trial(create_trial(value=0.5, user_attrs={"seed_accuracies": [0.5, 0.5]}))
-    with pytest.raises(Exception, match=r"exact_protocol=true"):
-        legacy.optimize(objectives[False], n_trials=1)

@@ -42,14 +42,19 @@ import numpy as np
 import optuna
 
 from optuna_biotune.biotune import fidelity, genome, racing, rungs
-from optuna_biotune.biotune.attrs import OBJECTIVE_SPEC_KEYS, PROTOCOL_ATTR
+from optuna_biotune.biotune.attrs import OBJECTIVE_SPEC_ATTR
+from optuna_biotune.biotune.settings import settings
+from optuna_biotune.biotune.spec import StudySpec
 from optuna_biotune.engine.finetune import FineTuner
 from optuna_biotune.engine.seeds import AUTHOR_SEEDS, resolve_seeds
 from optuna_biotune.errors import RuntimeFailure, UsageError
 from optuna_biotune.evolution import trial_generation
 
-#: Keys of :meth:`BioTuneObjective.spec`, the constructor's arguments.
-SPEC_KEYS = OBJECTIVE_SPEC_KEYS
+#: Keys of :meth:`BioTuneObjective.spec`, the constructor's arguments: the ``[objective]``
+#: settings of :class:`~optuna_biotune.biotune.spec.StudySpec`, in its order.
+SPEC_KEYS = tuple(f.name for f in settings(StudySpec, table="objective"))
+#: The attribute that holds a setting, where its name differs from the keyword's.
+_ATTRIBUTE = {"model": "model_name", "partition": "partition_spec", "device": "device_name"}
 
 
 class BioTuneObjective(FineTuner):
@@ -140,34 +145,17 @@ class BioTuneObjective(FineTuner):
             }
         elif partition is not None:
             partition = [p if isinstance(p, str) else list(p) for p in partition]
+        values = {key: getattr(self, _ATTRIBUTE.get(key, key)) for key in SPEC_KEYS}
         return {
+            **values,
             "dataset": str(self.dataset),
-            "model": self.model_name,
             "partition": partition,
             "seeds": list(self.seeds),
-            "data_fraction": self.data_fraction,
-            "max_epochs": self.max_epochs,
-            "patience": self.patience,
-            "batch_size": self.batch_size,
-            "base_lr": self.base_lr,
-            "optimizer": self.optimizer,
-            "metric": self.metric,
-            "device": self.device_name,
-            "image_size": self.image_size,
-            "cache_bytes": self.cache_bytes,
-            "use_cache": self.use_cache,
-            "compile": self.compile,
-            "prune": self.prune,
-            "exact_protocol": self.exact_protocol,
         }
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> BioTuneObjective:
-        """Rebuild the objective from :meth:`spec` (unknown keys are a usage error).
-
-        A spec without ``exact_protocol`` predates the option: its study was searched with the
-        paper's exact protocol, so it is rebuilt with ``exact_protocol=True``.
-        """
+        """Rebuild the objective from :meth:`spec` (unknown keys are a usage error)."""
         if not isinstance(spec, Mapping):
             raise UsageError(f"`spec` must be a dict from BioTuneObjective.spec(), got {spec!r}.")
         unknown = sorted(set(spec) - set(SPEC_KEYS))
@@ -175,7 +163,7 @@ class BioTuneObjective(FineTuner):
             raise UsageError(
                 f"`spec` has unknown keys {unknown}; it must come from BioTuneObjective.spec()."
             )
-        return cls(**{"exact_protocol": True, **dict(spec)})
+        return cls(**dict(spec))
 
     @property
     def param_names(self) -> list[str]:
@@ -339,28 +327,29 @@ class BioTuneObjective(FineTuner):
         return self._fidelity(None, stops, epochs)
 
     def _check_protocol(self, study: optuna.Study) -> None:
-        """Store ``exact_protocol`` in the study on first use; refuse the other one after.
-
-        A study evaluated before the option existed (BioTune trials, no stored protocol) was
-        searched exactly.
-        """
+        """Store the settings in a study that has none (:meth:`spec`, or ``exact_protocol``
+        alone for in-memory data) on first use; refuse a study searched with the other
+        protocol."""
         key = (id(study._storage), study._study_id)
         if key in self._protocol_checked:
             return
-        stored = study.user_attrs.get(PROTOCOL_ATTR)
-        if stored is None:
-            done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if any("seed_accuracies" in t.user_attrs for t in done):
-                stored = True
-            else:
-                study.set_user_attr(PROTOCOL_ATTR, self.exact_protocol)
-                stored = self.exact_protocol
-        if bool(stored) != self.exact_protocol:
+        stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
+        if not isinstance(stored, dict) or "exact_protocol" not in stored:
+            from optuna_biotune.engine.data import ArrayDataset
+
+            mine = (
+                {"exact_protocol": self.exact_protocol}
+                if isinstance(self.dataset, ArrayDataset)
+                else self.spec()
+            )
+            stored = {**mine, **(stored if isinstance(stored, dict) else {})}
+            study.set_user_attr(OBJECTIVE_SPEC_ATTR, stored)
+        if bool(stored["exact_protocol"]) != self.exact_protocol:
             raise UsageError(
                 f"study {study.study_name!r} was searched with exact_protocol="
-                f"{str(bool(stored)).lower()}; continue it with "
-                f"BioTuneObjective(exact_protocol={bool(stored)}) (a search cannot mix the two "
-                "protocols) or use another study."
+                f"{str(bool(stored['exact_protocol'])).lower()}; continue it with "
+                f"BioTuneObjective(exact_protocol={bool(stored['exact_protocol'])}) (a search "
+                "cannot mix the two protocols) or use another study."
             )
         self._protocol_checked.add(key)
 

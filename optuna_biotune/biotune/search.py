@@ -10,8 +10,6 @@ artifact store and progress lines on stderr.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 import threading
 import time
@@ -19,16 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optuna_biotune.biotune.attrs import ARTIFACTS_ATTR, OBJECTIVE_SPEC_ATTR, STUDY_ATTR
+from optuna_biotune.biotune.attrs import ARTIFACTS_ATTR, OBJECTIVE_SPEC_ATTR
 from optuna_biotune.biotune.compute import Compute
 from optuna_biotune.biotune.memetic import evaluations_per_generation
-from optuna_biotune.biotune.spec import (
-    SECTIONS,
-    StudySpec,
-    default_spec,
-    load_spec,
-    spec_from_dict,
-)
+from optuna_biotune.biotune.settings import settings
+from optuna_biotune.biotune.spec import StudySpec, default_spec, load_spec, spec_from_stored
 from optuna_biotune.errors import UsageError
 from optuna_biotune.runtime.storage import jsonable, open_storage
 
@@ -48,46 +41,18 @@ __all__ = [
 ]
 
 
-#: Objective-spec keys that may change between runs of one study (hardware only).
-_RESUMABLE_KEYS = {"device"}
-#: Study-spec fields that may change between runs of one study.
-_RESUMABLE_FIELDS = {
-    "generations",
-    "n_jobs",
-    "device",
-    "final",
-    "top_k",
-    "final_seeds",
-    "out",
-    "storage",
-    "artifacts",
-}
-
-#: Study-spec fields never compared on resume (names and places, not settings).
-_FIXED_EXEMPT = _RESUMABLE_FIELDS | {"study", "base_dir"}
-
 # -- the stored spec ----------------------------------------------------------------------
 
 
-def _with_protocol(data: dict[str, Any], table: str | None) -> dict[str, Any]:
-    """A stored spec without ``exact_protocol`` predates the option: its study was exact."""
-    data = json.loads(json.dumps(data))
-    inner = data.setdefault(table, {}) if table else data
-    inner.setdefault("exact_protocol", True)
-    return data
-
-
 def stored_spec(study: optuna.Study, fallback: StudySpec) -> StudySpec:
-    """The spec ``study`` was searched with (``fallback`` when it has none), with the
-    fallback's storage and the study's artifact folder."""
-    data = study.user_attrs.get(STUDY_ATTR)
+    """The spec ``study`` was searched with (``biotune:spec`` over ``fallback``, whose name,
+    storage and folders it keeps), with the study's artifact folder; ``fallback`` when the
+    study stores none."""
+    data = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
     if not isinstance(data, dict):
         return fallback
-    data = _with_protocol(data, "objective")
-    spec = spec_from_dict(data, base_dir=fallback.base_dir, source=f"study {study.study_name!r}")
-    return spec.replace(
-        storage=fallback.storage, artifacts=study.user_attrs.get(ARTIFACTS_ATTR) or None
-    )
+    spec = spec_from_stored(data, fallback, source=f"study {study.study_name!r}")
+    return spec.replace(artifacts=study.user_attrs.get(ARTIFACTS_ATTR))
 
 
 def artifact_store(directory: str) -> optuna.artifacts.FileSystemArtifactStore:
@@ -100,54 +65,30 @@ def artifact_store(directory: str) -> optuna.artifacts.FileSystemArtifactStore:
 
 # -- search -------------------------------------------------------------------------------
 
-# Every spec field a `search` option overrides as is (`partition` is parsed below; `out` is
-# `report`'s): one list of options, the spec's.
-_OVERRIDES = tuple(field for field in SECTIONS.values() if field not in ("partition", "out"))
-
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = {k: getattr(args, k, None) for k in _OVERRIDES}
-    partition = getattr(args, "partition", None)
-    if partition is not None:
-        out["partition"] = [x.strip() for x in partition.split(",") if x.strip()]
-    return {k: v for k, v in out.items() if v is not None}
+    """The spec settings given on the command line (argparse leaves the others ``None``)."""
+    names = (f.name for f in settings(StudySpec, python_only=False) if f.name != "out")
+    return {k: v for k in names if (v := getattr(args, k, None)) is not None}
 
 
-def _check_resume(study: optuna.Study, spec: StudySpec, objective_spec: dict[str, Any]) -> None:
-    """Refuse to continue a study with settings that would change what its trials mean."""
+def _check_resume(study: optuna.Study, spec: StudySpec) -> None:
+    """Refuse to continue a study with settings that would change what its trials mean: the
+    stored settings, field by field, but the resumable ones (hardware, length, ``final``)."""
     stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
-    if isinstance(stored, dict):
-        stored = _with_protocol(stored, None)
-        new = jsonable(objective_spec)
-        if stored["exact_protocol"] != new.get("exact_protocol"):
-            _refuse_mixed_protocols(study, bool(stored["exact_protocol"]))
-        diff = sorted(
-            k
-            for k in set(stored) | set(new)
-            if k not in _RESUMABLE_KEYS and stored.get(k) != new.get(k)
+    if not isinstance(stored, dict):
+        return
+    new = jsonable(spec.stored())
+    resumable = {f.name for f in settings(StudySpec, resumable=True)}
+    diff = [k for k in new if k in stored and k not in resumable and stored[k] != new[k]]
+    if "exact_protocol" in diff:
+        _refuse_mixed_protocols(study, bool(stored["exact_protocol"]))
+    if diff:
+        detail = ", ".join(f"{k}: {stored[k]!r} -> {new[k]!r}" for k in diff)
+        raise UsageError(
+            f"study {study.study_name!r} was searched with other settings ({detail}); "
+            "use the same settings or another --study."
         )
-        if diff:
-            detail = ", ".join(f"{k}: {stored.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
-            raise UsageError(
-                f"study {study.study_name!r} was made with other objective settings ({detail}); "
-                "use the same settings or another --study."
-            )
-    data = study.user_attrs.get(STUDY_ATTR)
-    if isinstance(data, dict):
-        data = _with_protocol(data, "objective")
-        old = spec_from_dict(data, base_dir=spec.base_dir, source="stored spec")
-        # Every setting but the resumable ones: the gene layout (model, partition), the
-        # objective, the population; a bare `search --study NAME --model X` lands here too.
-        fields = [f.name for f in dataclasses.fields(spec) if f.name not in _FIXED_EXEMPT]
-        diff = [f for f in fields if getattr(old, f) != getattr(spec, f)]
-        if "exact_protocol" in diff:
-            _refuse_mixed_protocols(study, old.exact_protocol)
-        if diff:
-            detail = ", ".join(f"{f}: {getattr(old, f)!r} -> {getattr(spec, f)!r}" for f in diff)
-            raise UsageError(
-                f"study {study.study_name!r} was searched with other settings ({detail}); "
-                "use the same settings or another --study."
-            )
 
 
 def _refuse_mixed_protocols(study: optuna.Study, stored: bool) -> None:
@@ -165,16 +106,10 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def make_objective(spec: StudySpec, stored: dict[str, Any] | None) -> Any:
-    """The objective a study's stored ``biotune:spec`` describes (with ``spec.device``), else
-    the one ``spec`` describes."""
-    from optuna_biotune import BioTuneObjective
+def make_objective(spec: StudySpec) -> Any:
+    """The :class:`~optuna_biotune.BioTuneObjective` that ``spec`` describes."""
+    from optuna_biotune.biotune.objective import BioTuneObjective
 
-    if stored is not None:
-        spec_dict = dict(stored)
-        if spec.device:
-            spec_dict["device"] = spec.device
-        return BioTuneObjective.from_spec(spec_dict)
     return BioTuneObjective(**spec.objective_kwargs())
 
 
@@ -182,7 +117,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     """Create or resume the study and run it until the planned generations are complete."""
     import optuna
 
-    from optuna_biotune import BioTuneSampler
+    from optuna_biotune.biotune.sampler import BioTuneSampler
     from optuna_biotune.evolution import trial_generation
 
     overrides = _overrides(args)
@@ -193,11 +128,9 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     if existing is not None and not args.spec:
         # A bare `search --study NAME` continues the stored spec (workers join this way).
         spec = stored_spec(existing, spec).replace(**overrides)
-    stored_objective = existing.user_attrs.get(OBJECTIVE_SPEC_ATTR) if existing else None
-    objective = make_objective(spec, stored_objective if not args.spec else None)
-    objective_spec = objective.spec()
     if existing is not None:
-        _check_resume(existing, spec, objective_spec)
+        _check_resume(existing, spec)
+    objective = make_objective(spec)
 
     sampler = BioTuneSampler(**spec.sampler_kwargs(), threshold_param="threshold")
     _prepare(objective)
@@ -214,11 +147,10 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     if OBJECTIVE_SPEC_ATTR not in study.user_attrs:
         import warnings
 
-        study.set_user_attr(OBJECTIVE_SPEC_ATTR, jsonable(objective_spec))
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["validation accuracy"])
-    study.set_user_attr(STUDY_ATTR, jsonable(_storable(spec)))
+    study.set_user_attr(OBJECTIVE_SPEC_ATTR, jsonable(spec.stored()))
     artifact_dir = str(Path(spec.artifact_dir).resolve())
     study.set_user_attr(ARTIFACTS_ATTR, artifact_dir)
 
@@ -228,15 +160,15 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     info(
         args,
         f"study {spec.study!r} in {spec.storage_url}: {done_before}/{target} evaluations done "
-        f"(population {spec.population}, {spec.elites} elites, {spec.generations} generations"
-        f" after the first, {spec.seeds} seed(s), {spec.epochs} epochs)",
+        f"(population {spec.population_size}, {spec.n_elites} elites, {spec.generations} "
+        f"generations after the first, {len(spec.seed_list)} seed(s), {spec.max_epochs} epochs)",
     )
     run_search(
         study,
         objective,
         generations=spec.generations,
-        population=spec.population,
-        elites=spec.elites,
+        population=spec.population_size,
+        elites=spec.n_elites,
         n_jobs=spec.n_jobs,
         generation=trial_generation,
     )
@@ -255,7 +187,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(seconds, 1),
     }
     result.update(report.best_summary(study))
-    if spec.final:
+    if spec.after_search:
         result["final"] = run_final(args, study, spec, objective)
     result["compute"] = Compute.of_study(study).as_dict()  # FT runs once `final` timed one
     result["report"] = report.write_report(
@@ -271,14 +203,6 @@ def _prepare(objective: Any) -> None:
     _ = objective.param_names  # loads the dataset, builds the model and its blocks
     for split in (objective.splits.train, objective.splits.val):
         fold_indices(split.y, data_fraction=objective.data_fraction, fold=0)
-
-
-def _storable(spec: StudySpec) -> dict[str, Any]:
-    data = spec.to_toml_dict()
-    data.get("study", {}).pop("storage", None)
-    data.get("study", {}).pop("artifacts", None)
-    data.get("report", {}).pop("out", None)
-    return data
 
 
 def existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
