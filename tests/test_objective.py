@@ -65,7 +65,7 @@ def _run(objective, params: dict[str, float], *, generation: int = 0, **study_kw
 def test_names_follow_the_blocks(objective) -> None:
     assert objective.blocks == LITE0_BLOCKS
     assert objective.param_names == gene_names(LITE0_BLOCKS)
-    assert objective.head_index == len(LITE0_BLOCKS) - 1
+    assert objective.tuner.head_index == len(LITE0_BLOCKS) - 1
 
 
 def test_trial_records_the_contract_attrs(objective, sqlite_url: str) -> None:
@@ -202,15 +202,15 @@ def test_reset_restores_every_trained_block_and_leaves_frozen_ones(objective) ->
 
     n = len(LITE0_BLOCKS)
     mask = np.arange(n) >= 6
-    train, val = objective.fold("train", 0), objective.fold("val", 0)
-    objective.train_config(
+    train, val = objective.tuner.fold("train", 0), objective.tuner.fold("val", 0)
+    objective.tuner.train_config(
         mask, np.where(mask, 1.0, 0.0), seed=1, train=train, val=val, data_key=("fold", 0)
     )
-    state = objective.net.state_dict()
-    changed = [k for k in state if not torch.equal(state[k], objective.pretrained_state[k])]
+    state = objective.tuner.net.state_dict()
+    changed = [k for k in state if not torch.equal(state[k], objective.tuner.pretrained_state[k])]
     assert changed and all(
         k.startswith(("blocks.5", "blocks.6", "conv_head", "bn2", "classifier")) for k in changed
     )
-    objective.reset_to_pretrained()
-    state = objective.net.state_dict()
-    assert all(torch.equal(state[k], objective.pretrained_state[k]) for k in state)
+    objective.tuner.reset_to_pretrained()
+    state = objective.tuner.net.state_dict()
+    assert all(torch.equal(state[k], objective.tuner.pretrained_state[k]) for k in state)

@@ -45,7 +45,8 @@ from optuna_biotune.biotune import fidelity, genome, racing, rungs
 from optuna_biotune.biotune.attrs import OBJECTIVE_SPEC_ATTR
 from optuna_biotune.biotune.settings import settings
 from optuna_biotune.biotune.spec import StudySpec
-from optuna_biotune.engine.finetune import FineTuner
+from optuna_biotune.engine import budget
+from optuna_biotune.engine.finetune import DEFAULT_CACHE_BYTES, FineTuner
 from optuna_biotune.engine.seeds import AUTHOR_SEEDS, resolve_seeds
 from optuna_biotune.errors import RuntimeFailure, UsageError
 from optuna_biotune.evolution import trial_generation
@@ -54,15 +55,16 @@ from optuna_biotune.evolution import trial_generation
 #: settings of :class:`~optuna_biotune.biotune.spec.StudySpec`, in its order.
 SPEC_KEYS = tuple(f.name for f in settings(StudySpec, table="objective"))
 #: The attribute that holds a setting, where its name differs from the keyword's.
-_ATTRIBUTE = {"model": "model_name", "partition": "partition_spec", "device": "device_name"}
+_ATTRIBUTE = {"model": "model_name", "device": "device_name"}
 
 
-class BioTuneObjective(FineTuner):
+class BioTuneObjective:
     """Fitness of a BioTune individual: mean best validation accuracy over seeds.
 
-    The fine-tuner's settings (``partition`` and ``data_fraction`` to ``compile`` below) go to
-    :class:`~optuna_biotune.engine.finetune.FineTuner` as given, with its defaults (written
-    there only).
+    It holds a :class:`~optuna_biotune.engine.finetune.FineTuner` (:attr:`tuner`), which gets
+    the fine-tuner's settings (``dataset`` to ``compile`` below) as given; the keywords are the
+    ``[objective]`` settings of :class:`~optuna_biotune.biotune.spec.StudySpec`, the same names
+    as the study spec's keys and the ``search`` command's options.
 
     Args:
         dataset: ``digits`` (default), ``mnist5k``, a torchvision dataset name, an ImageFolder
@@ -114,18 +116,75 @@ class BioTuneObjective(FineTuner):
         *,
         dataset: Any = "digits",
         model: str = "efficientnet_lite0",
+        partition: Any = None,
         seeds: int | Sequence[int] = AUTHOR_SEEDS,
+        data_fraction: float = 0.5,
+        max_epochs: int = budget.EPOCHS,
+        patience: int = budget.PATIENCE,
+        batch_size: int = budget.BATCH_SIZE,
+        base_lr: float = budget.BASE_LR,
+        optimizer: str = budget.OPTIMIZER,
+        metric: str = budget.METRIC,
+        device: str = "auto",
+        image_size: int | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        use_cache: bool = True,
+        compile: bool = False,
         prune: bool = False,
         exact_protocol: bool = False,
-        **settings: Any,
     ) -> None:
         self.seeds = resolve_seeds(seeds)
-        super().__init__(dataset=dataset, model=model, **settings)
+        #: The fine-tuner every evaluation trains with (one model, built on first use).
+        self.tuner = FineTuner(
+            dataset=dataset,
+            model=model,
+            partition=partition,
+            data_fraction=data_fraction,
+            max_epochs=max_epochs,
+            patience=patience,
+            batch_size=batch_size,
+            base_lr=base_lr,
+            optimizer=optimizer,
+            metric=metric,
+            device=device,
+            image_size=image_size,
+            cache_bytes=cache_bytes,
+            use_cache=use_cache,
+            compile=compile,
+        )
         self.prune = bool(prune)
         if not isinstance(exact_protocol, bool):
             raise UsageError(f"`exact_protocol` must be true or false, got {exact_protocol!r}.")
         self.exact_protocol = exact_protocol
         self._protocol_checked: set[tuple[int, int]] = set()  # (storage, study) ids checked
+
+    # -- what the search and ``final`` read of the fine-tuner ---------------------------------
+
+    @property
+    def max_epochs(self) -> int:
+        """Epoch limit per training run."""
+        return self.tuner.max_epochs
+
+    @property
+    def data_fraction(self) -> float:
+        """Share of the train and val splits per generation."""
+        return self.tuner.data_fraction
+
+    @property
+    def n_folds(self) -> int:
+        """Folds of the data, ``ceil(1 / data_fraction)``."""
+        return self.tuner.n_folds
+
+    @property
+    def blocks(self) -> list[str]:
+        """Block names, in the genes' order (builds the model on first use)."""
+        return self.tuner.blocks
+
+    def retrain_and_test(
+        self, mask: Sequence[bool], weights: Sequence[float], *, seeds: Sequence[int]
+    ) -> list[float]:
+        """``final``'s retraining (:meth:`.FineTuner.retrain_and_test`)."""
+        return self.tuner.retrain_and_test(mask, weights, seeds=seeds)
 
     # ------------------------------------------------------------------ spec round trip
 
@@ -133,24 +192,28 @@ class BioTuneObjective(FineTuner):
         """The constructor's arguments as a JSON-able dict (stored in the study)."""
         from optuna_biotune.engine.data import ArrayDataset
 
-        if isinstance(self.dataset, ArrayDataset):
+        if isinstance(self.tuner.dataset, ArrayDataset):
             raise UsageError(
                 "an objective on in-memory arrays has no storable spec; save the images as an "
                 "ImageFolder directory to resume or run `final` from the storage."
             )
-        partition = self.partition_spec
+        partition = self.tuner.partition_spec
         if isinstance(partition, Mapping):
             partition = {
                 str(k): ([v] if isinstance(v, str) else list(v)) for k, v in partition.items()
             }
         elif partition is not None:
             partition = [p if isinstance(p, str) else list(p) for p in partition]
-        values = {key: getattr(self, _ATTRIBUTE.get(key, key)) for key in SPEC_KEYS}
-        return {
-            **values,
-            "dataset": str(self.dataset),
+        own = {
+            "dataset": str(self.tuner.dataset),
             "partition": partition,
             "seeds": list(self.seeds),
+            "prune": self.prune,
+            "exact_protocol": self.exact_protocol,
+        }
+        return {
+            key: own[key] if key in own else getattr(self.tuner, _ATTRIBUTE.get(key, key))
+            for key in SPEC_KEYS
         }
 
     @classmethod
@@ -187,24 +250,28 @@ class BioTuneObjective(FineTuner):
             trial.set_user_attr("mask", [False] * len(self.blocks))
             trial.set_user_attr("lr_weights", [0.0] * len(self.blocks))
             trial.set_user_attr("trainable_params", 0)
-            trial.set_user_attr("total_params", int(self.total_params))
+            trial.set_user_attr("total_params", int(self.tuner.total_params))
             trial.set_user_attr("trainable_share", 0.0)
             trial.set_user_attr("seed_accuracies", [])
             trial.set_user_attr("epochs", [])
             self._fidelity(trial, [], [], invalid=True)
             trial.set_user_attr("seconds", time.perf_counter() - started)
             return 0.0
-        head_gene = params[genome.importance_param(self.blocks[self.head_index])]
-        mask, weights, forced = self.plan(
-            genes_mask, genes_weights, head_weight=genome.lr_weight(head_gene)
+        head_gene = params[genome.importance_param(self.blocks[self.tuner.head_index])]
+        planned, planned_weights, forced = self.tuner.plan(
+            genes_mask.tolist(),
+            genes_weights.tolist(),
+            head_weight=float(genome.lr_weight(head_gene)),
         )
-        trainable = self.trainable_params(mask)
-        trial.set_user_attr("mask", [bool(m) for m in mask])
-        trial.set_user_attr("lr_weights", [float(w) for w in weights])
+        mask = [bool(m) for m in planned]
+        weights = [float(w) for w in planned_weights]
+        trainable = self.tuner.trainable_params(mask)
+        trial.set_user_attr("mask", mask)
+        trial.set_user_attr("lr_weights", weights)
         trial.set_user_attr("head_forced", bool(forced))
         trial.set_user_attr("trainable_params", trainable)
-        trial.set_user_attr("total_params", int(self.total_params))
-        trial.set_user_attr("trainable_share", trainable / self.total_params)
+        trial.set_user_attr("total_params", int(self.tuner.total_params))
+        trial.set_user_attr("trainable_share", trainable / self.tuner.total_params)
         race: racing.Race | None = None
         schedule: rungs.Rungs | None = None
         bar: racing.Bar | None = None
@@ -224,7 +291,7 @@ class BioTuneObjective(FineTuner):
                 trial, bar=bar, n_seeds=len(self.seeds), max_epochs=self.max_epochs
             )
             schedule = rungs.Rungs.for_trial(trial, max_epochs=self.max_epochs)
-        train, val = self.fold("train", fold), self.fold("val", fold)
+        train, val = self.tuner.fold("train", fold), self.tuner.fold("val", fold)
         accs: list[float] = []
         epochs: list[int] = []
         stops: list[str] = []  # how each seed stopped (`fidelity`)
@@ -254,16 +321,15 @@ class BioTuneObjective(FineTuner):
             if race is not None and k > 0 and race.cut(accs):
                 return self._cut(trial, race, accs, epochs, stops, seed=k + 1, epoch=0, t0=started)
             try:
-                with self._lock:
-                    result = self.train_config(
-                        mask,
-                        weights,
-                        seed=seed,
-                        train=train,
-                        val=val,
-                        data_key=("fold", fold),
-                        report=report,
-                    )
+                result = self.tuner.train_config(
+                    mask,
+                    weights,
+                    seed=seed,
+                    train=train,
+                    val=val,
+                    data_key=("fold", fold),
+                    report=report,
+                )
             except RuntimeFailure as exc:
                 trial.set_user_attr("fail_reason", str(exc))
                 trial.set_user_attr("seconds", time.perf_counter() - started)
@@ -275,7 +341,7 @@ class BioTuneObjective(FineTuner):
                 cutter = schedule if k == 0 and schedule is not None else race
                 assert cutter is not None
                 return self._cut(
-                    trial, cutter, accs, epochs, stops, seed=k + 1, epoch=best[1], t0=started
+                    trial, cutter, accs, epochs, stops, seed=k + 1, epoch=int(best[1]), t0=started
                 )
             except optuna.TrialPruned:
                 self._fidelity(trial, [*stops, fidelity.STOP_CUT], [*epochs, int(best[1])])
@@ -339,7 +405,7 @@ class BioTuneObjective(FineTuner):
 
             mine = (
                 {"exact_protocol": self.exact_protocol}
-                if isinstance(self.dataset, ArrayDataset)
+                if isinstance(self.tuner.dataset, ArrayDataset)
                 else self.spec()
             )
             stored = {**mine, **(stored if isinstance(stored, dict) else {})}

@@ -201,7 +201,7 @@ def _prepare(objective: Any) -> None:
     from optuna_biotune.engine.data import fold_indices
 
     _ = objective.param_names  # loads the dataset, builds the model and its blocks
-    for split in (objective.splits.train, objective.splits.val):
+    for split in (objective.tuner.splits.train, objective.tuner.splits.val):
         fold_indices(split.y, data_fraction=objective.data_fraction, fold=0)
 
 
