@@ -22,7 +22,7 @@ from product_studies import make_study
 from tiny_cli import CLI
 
 from optuna_biotune import cli
-from optuna_biotune.biotune import cli as biotune_cli
+from optuna_biotune.biotune import search
 
 TINY = (
     *("--dataset", "digits", "--population", "3", "--elites", "1", "--epochs", "1"),
@@ -305,7 +305,7 @@ def test_search_stops_when_the_last_generation_is_complete_even_after_wipeouts(
         direction="maximize",
         sampler=BioTuneSampler(population_size=4, n_elites=1, seed=0, wipeout=True),
     )
-    biotune_cli.run_search(
+    search.search_generations(
         study, _flat, generations=3, population=4, elites=1, n_jobs=1, generation=trial_generation
     )
     sizes = Counter(trial_generation(t) for t in study.trials)
@@ -313,10 +313,10 @@ def test_search_stops_when_the_last_generation_is_complete_even_after_wipeouts(
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     # A normal generation is 2 exploits + 3 children; a wipeout one re-draws 3 of 4.
     assert any(sizes[g] != 5 for g in (1, 2, 3)), sizes
-    done, newest, left = biotune_cli.generation_progress(study, generations=3, population=4)
+    done, newest, left = search.generation_progress(study, generations=3, population=4)
     assert (done, newest, left) == (True, 3, 0)
     # Resuming a finished search evaluates nothing more.
-    biotune_cli.run_search(
+    search.search_generations(
         study, _flat, generations=3, population=4, elites=1, n_jobs=1, generation=trial_generation
     )
     assert len(study.trials) == sum(sizes.values())
@@ -334,3 +334,33 @@ def test_final_rejects_bad_seeds(value: str, capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as exit_info:
         cli.build_parser().parse_args(["final", "--seeds", value])
     assert exit_info.value.code == 2 and "--seeds" in capsys.readouterr().err
+
+
+def test_run_search_and_run_final_are_plain_functions(tmp_path: Path) -> None:
+    """What `search` and `final` run, called from Python with a spec (no argparse)."""
+    from optuna_biotune.biotune.spec import StudySpec
+
+    spec = StudySpec(
+        study="py",
+        base_dir=str(tmp_path),
+        population_size=3,
+        n_elites=1,
+        generations=0,
+        max_epochs=1,
+        patience=1,
+        seeds=1,
+        data_fraction=0.25,
+        image_size=8,
+        device="cpu",
+        seed=7,
+        top_k=1,
+        final_seeds=1,
+    )
+    lines: list[str] = []
+    result = search.run_search(spec, log=lines.append)
+    assert result["evaluations"] == 3 and "final" not in result
+    assert lines and lines[0].startswith("study 'py'")
+    study = optuna.load_study(study_name="py", storage=spec.storage_url)
+    assert study.user_attrs["biotune:spec"] == json.loads(json.dumps(spec.stored()))
+    final = search.run_final(study, spec, log=lines.append)
+    assert final["seeds"] == [1001] and len(final["configurations"]) == 1

@@ -190,7 +190,7 @@ def test_partition_lists_blocks_as_prefixes_or_prefix_lists(tmp_path: Path) -> N
 
 def test_wipeout_is_one_setting_in_the_spec_the_cli_and_the_sampler(tmp_path: Path) -> None:
     from optuna_biotune import BioTuneSampler
-    from optuna_biotune.biotune.search import _overrides
+    from optuna_biotune.biotune.cli import _overrides
 
     assert default_spec().wipeout is False  # measured: benchmarks/results/comparison.md
     assert BioTuneSampler()._strategy.wipeout is False  # the same default in Python

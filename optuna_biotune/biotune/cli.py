@@ -5,9 +5,13 @@ spec asks), ``final`` retrains the top-k configurations on the full training set
 test set beside plain fine-tuning, ``report`` writes tables and the paper's Fig. 2 (PNG + HTML,
 attached to the study as dashboard artifacts), ``dashboard`` starts optuna-dashboard on the
 study's storage with its artifacts. The dispatcher (:mod:`optuna_biotune.cli`) registers them
-with :func:`add_commands`, prints the result and maps errors to exit codes. ``search`` itself
-and what the commands share (the stored spec, the final retraining) are in
-:mod:`optuna_biotune.biotune.search`.
+with :func:`add_commands`, prints the result and maps errors to exit codes.
+
+Each handler (``cmd_*``) only turns its options into a spec and calls functions a Python user
+calls directly: :func:`.search.run_search`, :func:`.search.run_final`,
+:func:`.report.write_report` (the way torchvision's reference scripts are a parser and a
+``main(args)``). The options of ``search`` are the fields of :class:`.spec.StudySpec`, each
+declared once there (:mod:`.settings`).
 """
 
 from __future__ import annotations
@@ -20,16 +24,13 @@ from optuna_biotune.biotune.attrs import ARTIFACTS_ATTR, OBJECTIVE_SPEC_ATTR
 from optuna_biotune.biotune.compute import Compute
 from optuna_biotune.biotune.search import (
     artifact_store,
-    cmd_search,
     existing_study,
-    generation_progress,
-    make_objective,
     run_final,
     run_search,
     stored_spec,
 )
 from optuna_biotune.biotune.settings import GROUPS, non_negative_int, settings
-from optuna_biotune.biotune.spec import StudySpec, default_spec
+from optuna_biotune.biotune.spec import StudySpec, default_spec, load_spec
 from optuna_biotune.cli_options import add_device_option
 from optuna_biotune.errors import UsageError
 from optuna_biotune.runtime.storage import load_study, open_storage
@@ -44,8 +45,6 @@ __all__ = [
     "cmd_final",
     "cmd_report",
     "cmd_search",
-    "generation_progress",
-    "run_search",
 ]
 
 
@@ -139,7 +138,25 @@ def _spec_for(args: argparse.Namespace) -> StudySpec:
     return spec.replace(study=args.study, storage=args.storage, artifacts=args.artifacts)
 
 
-# -- final, report, dashboard ------------------------------------------------------------
+# -- the handlers ---------------------------------------------------------------------------
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec settings given on the command line (argparse leaves the others ``None``)."""
+    names = (f.name for f in settings(StudySpec, python_only=False) if f.name != "out")
+    return {k: v for k in names if (v := getattr(args, k, None)) is not None}
+
+
+def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    """Create or resume the study and run it until the planned generations are complete
+    (:func:`.search.run_search` on the spec file, or the embedded default, with the options)."""
+    overrides = _overrides(args)
+    spec = (load_spec(args.spec) if args.spec else default_spec()).replace(**overrides)
+    storage = open_storage(spec.storage_url)
+    existing = None if args.spec else existing_study(spec.study, storage)
+    if existing is not None:  # a bare `search --study NAME` continues the stored spec
+        spec = stored_spec(existing, spec).replace(**overrides)  # (workers join this way)
+    return run_search(spec, storage=storage)
 
 
 def _open_existing(args: argparse.Namespace) -> tuple[optuna.Study, StudySpec]:
@@ -185,9 +202,8 @@ def cmd_final(args: argparse.Namespace) -> dict[str, Any]:
             f"study {study.study_name!r} has no `{OBJECTIVE_SPEC_ATTR}`; "
             "it was not made by `optuna-biotune search`."
         )
-    objective = make_objective(spec)
     result = _summary("final", study, spec)
-    result["final"] = run_final(args, study, spec, objective, seeds=listed)
+    result["final"] = run_final(study, spec, seeds=listed)
     result["compute"] = Compute.of_study(study).as_dict()  # the search's, in FT runs now
     result["report"] = _write_report(study, spec, out_dir=spec.report_dir)
     return result

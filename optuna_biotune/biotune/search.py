@@ -1,15 +1,20 @@
-"""BioTune's ``search`` command: create or resume a study and run the evolutionary search.
+"""BioTune's search and final retraining as functions a Python user calls directly.
 
-Also what the other commands of :mod:`optuna_biotune.biotune.cli` share with it: the spec
-stored in a study (:func:`stored_spec`, read by ``final``/``report``/``dashboard`` and checked
-on resume), the objective rebuilt from it (:func:`make_objective`), the final retraining
-(:func:`run_final`, after a search when the spec asks, and the ``final`` command), the
-artifact store and progress lines on stderr.
+:func:`run_search` creates or resumes the study a :class:`~.spec.StudySpec` describes (a resume
+with other settings is refused) and runs the evolutionary search until its generations are
+complete, then ``final`` when the spec asks; :func:`run_final` retrains a study's top-k; the
+spec stored in a study (:func:`stored_spec`) and the objective it describes
+(:func:`make_objective`). The commands of :mod:`optuna_biotune.biotune.cli` are thin layers
+over these (they parse options into a spec and print the result)::
+
+    from optuna_biotune.biotune.search import run_search
+    from optuna_biotune.biotune.spec import default_spec
+
+    result = run_search(default_spec().replace(study="mine", generations=1))
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
@@ -21,7 +26,7 @@ from optuna_biotune.biotune.attrs import ARTIFACTS_ATTR, OBJECTIVE_SPEC_ATTR
 from optuna_biotune.biotune.compute import Compute
 from optuna_biotune.biotune.memetic import evaluations_per_generation
 from optuna_biotune.biotune.settings import settings
-from optuna_biotune.biotune.spec import StudySpec, default_spec, load_spec, spec_from_stored
+from optuna_biotune.biotune.spec import StudySpec, spec_from_stored
 from optuna_biotune.errors import UsageError
 from optuna_biotune.runtime.storage import jsonable, open_storage
 
@@ -30,13 +35,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "artifact_store",
-    "cmd_search",
     "existing_study",
     "generation_progress",
     "info",
     "make_objective",
     "run_final",
     "run_search",
+    "search_generations",
     "stored_spec",
 ]
 
@@ -64,12 +69,6 @@ def artifact_store(directory: str) -> optuna.artifacts.FileSystemArtifactStore:
 
 
 # -- search -------------------------------------------------------------------------------
-
-
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The spec settings given on the command line (argparse leaves the others ``None``)."""
-    names = (f.name for f in settings(StudySpec, python_only=False) if f.name != "out")
-    return {k: v for k in names if (v := getattr(args, k, None)) is not None}
 
 
 def _check_resume(study: optuna.Study, spec: StudySpec) -> None:
@@ -113,21 +112,33 @@ def make_objective(spec: StudySpec) -> Any:
     return BioTuneObjective(**spec.objective_kwargs())
 
 
-def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
-    """Create or resume the study and run it until the planned generations are complete."""
+def run_search(
+    spec: StudySpec,
+    *,
+    storage: optuna.storages.BaseStorage | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Create or resume ``spec``'s study and search until its generations are complete; then
+    ``final`` when ``spec.after_search``, and the report.
+
+    Args:
+        spec: The study and its settings; a stored study with other settings (but the
+            resumable ones) is refused.
+        storage: The opened ``spec.storage_url`` (opened here when ``None``).
+        log: Called with each progress line (default: :func:`info`, standard error).
+
+    Returns:
+        The result the ``search`` command prints: evaluations, the best trial, ``final``'s
+        result, the compute spent, the report's files.
+    """
     import optuna
 
     from optuna_biotune.biotune.sampler import BioTuneSampler
     from optuna_biotune.evolution import trial_generation
 
-    overrides = _overrides(args)
-    spec = (load_spec(args.spec) if args.spec else default_spec()).replace(**overrides)
-    storage = open_storage(spec.storage_url)
-
+    log = log or info
+    storage = storage if storage is not None else open_storage(spec.storage_url)
     existing = existing_study(spec.study, storage)
-    if existing is not None and not args.spec:
-        # A bare `search --study NAME` continues the stored spec (workers join this way).
-        spec = stored_spec(existing, spec).replace(**overrides)
     if existing is not None:
         _check_resume(existing, spec)
     objective = make_objective(spec)
@@ -157,13 +168,12 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     target = spec.evaluations
     started = time.perf_counter()
     done_before = len(_finished(study))
-    info(
-        args,
+    log(
         f"study {spec.study!r} in {spec.storage_url}: {done_before}/{target} evaluations done "
         f"(population {spec.population_size}, {spec.n_elites} elites, {spec.generations} "
         f"generations after the first, {len(spec.seed_list)} seed(s), {spec.max_epochs} epochs)",
     )
-    run_search(
+    search_generations(
         study,
         objective,
         generations=spec.generations,
@@ -188,7 +198,7 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     }
     result.update(report.best_summary(study))
     if spec.after_search:
-        result["final"] = run_final(args, study, spec, objective)
+        result["final"] = run_final(study, spec, objective=objective, log=log)
     result["compute"] = Compute.of_study(study).as_dict()  # FT runs once `final` timed one
     result["report"] = report.write_report(
         study, out_dir=spec.report_dir, artifact_store=artifact_store(artifact_dir)
@@ -241,7 +251,7 @@ def generation_progress(
     return p.done, p.newest, (p.left if p.newest >= 0 else population)
 
 
-def run_search(
+def search_generations(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
     *,
@@ -291,32 +301,38 @@ def run_search(
 
 
 def run_final(
-    args: argparse.Namespace,
     study: optuna.Study,
     spec: StudySpec,
-    objective: Any,
     *,
+    objective: Any = None,
     seeds: Sequence[int] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Retrain the top-k configurations and FT (:func:`optuna_biotune.biotune.final.run_final`)
-    with ``seeds`` (default: the spec's final seeds), logging to stderr."""
+    """Retrain ``study``'s top ``spec.top_k`` configurations and FT with ``seeds`` (default:
+    ``spec.final_seed_list``) and score the test set
+    (:func:`optuna_biotune.biotune.final.run_final`).
+
+    Args:
+        objective: The objective to retrain with (default: :func:`make_objective`).
+        log: Called with each progress line (default: :func:`info`, standard error).
+    """
     from optuna_biotune.biotune import final
 
+    log = log or info
     seeds = list(seeds or spec.final_seed_list)
-    info(
-        args,
+    log(
         f"final: retraining the top {spec.top_k} configuration(s) and FT on the full training "
-        f"set with seed(s) {', '.join(str(s) for s in seeds)}, scoring the test set",
+        f"set with seed(s) {', '.join(str(s) for s in seeds)}, scoring the test set"
     )
     return final.run_final(
         study,
-        objective=objective,
+        objective=objective if objective is not None else make_objective(spec),
         top_k=spec.top_k,
         seeds=seeds,
-        log=lambda line: info(args, line),
+        log=log,
     )
 
 
-def info(args: argparse.Namespace, line: str) -> None:
+def info(line: str) -> None:
     """Progress lines go to stderr, so stdout stays the summary (and the JSON line)."""
     print(line, file=sys.stderr, flush=True)
