@@ -364,3 +364,13 @@ def test_run_search_and_run_final_are_plain_functions(tmp_path: Path) -> None:
     assert study.user_attrs["biotune:spec"] == json.loads(json.dumps(spec.stored()))
     final = search.run_final(study, spec, log=lines.append)
     assert final["seeds"] == [1001] and len(final["configurations"]) == 1
+
+
+def test_the_search_functions_import_neither_the_package_root_nor_argparse() -> None:
+    """`biotune/search.py` is a library under the commands, not a command itself."""
+    import ast
+
+    tree = ast.parse(Path(search.__file__).read_text(encoding="utf-8"))
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "optuna_biotune" not in names and "argparse" not in names, names
