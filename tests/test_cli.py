@@ -338,23 +338,12 @@ def test_final_rejects_bad_seeds(value: str, capsys: pytest.CaptureFixture[str])
 
 def test_run_search_and_run_final_are_plain_functions(tmp_path: Path) -> None:
     """What `search` and `final` run, called from Python with a spec (no argparse)."""
-    from optuna_biotune.biotune.spec import StudySpec
+    from optuna_biotune.biotune.cli import _overrides
+    from optuna_biotune.biotune.spec import default_spec
 
-    spec = StudySpec(
-        study="py",
-        base_dir=str(tmp_path),
-        population_size=3,
-        n_elites=1,
-        generations=0,
-        max_epochs=1,
-        patience=1,
-        seeds=1,
-        data_fraction=0.25,
-        image_size=8,
-        device="cpu",
-        seed=7,
-        top_k=1,
-        final_seeds=1,
+    tiny = ["search", *TINY, "--generations", "0", "--top-k", "1", "--final-seeds", "1"]
+    spec = default_spec(base_dir=tmp_path).replace(
+        study="py", **_overrides(cli.build_parser().parse_args(tiny))
     )
     lines: list[str] = []
     result = search.run_search(spec, log=lines.append)

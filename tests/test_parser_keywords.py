@@ -3,6 +3,9 @@
 Walks the ``search`` parser: every option of its objective group is a keyword of
 ``BioTuneObjective`` and every option of its search group a keyword of ``BioTuneSampler``, with
 the same name (``--max-epochs`` is ``max_epochs``); the study spec's keys are those names too.
+``BioTuneObjective`` passes the fine-tuner's keywords through (``**settings``) to
+``FineTuner``, whose signature holds them once: they count as its keywords, and the objective
+is built with every one of them to show it takes them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import inspect
 from optuna_biotune import BioTuneObjective, BioTuneSampler, cli
 from optuna_biotune.biotune.settings import GROUPS
 from optuna_biotune.biotune.spec import SECTIONS, StudySpec
+from optuna_biotune.engine.finetune import FineTuner
+
+#: Where a class passes ``**kwargs`` through: the class whose keywords those are.
+_PASSED_TO = {BioTuneObjective: FineTuner}
 
 
 def _search_parser() -> argparse.ArgumentParser:
@@ -30,8 +37,11 @@ def _options(group: str) -> dict[str, list[str]]:
 
 def _keywords(cls: type) -> set[str]:
     params = inspect.signature(cls.__init__).parameters.values()
-    assert not any(p.kind is p.VAR_KEYWORD for p in params), f"{cls.__name__} takes **kwargs"
-    return {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+    names = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        assert cls in _PASSED_TO, f"{cls.__name__} takes **kwargs"
+        names |= _keywords(_PASSED_TO[cls])
+    return names
 
 
 def _check(group: str, cls: type) -> None:
@@ -54,8 +64,12 @@ def test_every_search_option_is_a_keyword_of_biotune_sampler() -> None:
 def test_the_spec_builds_the_objective_and_the_sampler_by_those_names() -> None:
     spec = StudySpec()
     assert set(spec.objective_kwargs()) <= _keywords(BioTuneObjective)
+    assert set(_options("objective")) <= set(spec.objective_kwargs())
     assert set(spec.sampler_kwargs()) == set(_options("search"))
-    assert set(spec.sampler_kwargs()) <= _keywords(BioTuneSampler)
+    objective = BioTuneObjective(**spec.objective_kwargs())  # takes every one (no data read)
+    assert objective.max_epochs == spec.max_epochs
+    sampler = BioTuneSampler(**spec.sampler_kwargs())
+    assert sampler.n_elites == spec.n_elites
     for (_, key), field in SECTIONS.items():  # TOML keys are the field names ([study] name)
         assert key == field or (key, field) == ("name", "study")
 

@@ -45,8 +45,7 @@ from optuna_biotune.biotune import fidelity, genome, racing, rungs
 from optuna_biotune.biotune.attrs import OBJECTIVE_SPEC_ATTR
 from optuna_biotune.biotune.settings import settings
 from optuna_biotune.biotune.spec import StudySpec
-from optuna_biotune.engine import budget
-from optuna_biotune.engine.finetune import DEFAULT_CACHE_BYTES, FineTuner
+from optuna_biotune.engine.finetune import FineTuner
 from optuna_biotune.engine.seeds import AUTHOR_SEEDS, resolve_seeds
 from optuna_biotune.errors import RuntimeFailure, UsageError
 from optuna_biotune.evolution import trial_generation
@@ -62,9 +61,10 @@ class BioTuneObjective:
     """Fitness of a BioTune individual: mean best validation accuracy over seeds.
 
     It holds a :class:`~optuna_biotune.engine.finetune.FineTuner` (:attr:`tuner`), which gets
-    the fine-tuner's settings (``dataset`` to ``compile`` below) as given; the keywords are the
-    ``[objective]`` settings of :class:`~optuna_biotune.biotune.spec.StudySpec`, the same names
-    as the study spec's keys and the ``search`` command's options.
+    the fine-tuner's settings (``dataset`` to ``compile`` below) as given, with its defaults
+    (written there only). The keywords are the ``[objective]`` settings of
+    :class:`~optuna_biotune.biotune.spec.StudySpec`: the same names as the study spec's keys
+    and the ``search`` command's options.
 
     Args:
         dataset: ``digits`` (default), ``mnist5k``, a torchvision dataset name, an ImageFolder
@@ -116,42 +116,14 @@ class BioTuneObjective:
         *,
         dataset: Any = "digits",
         model: str = "efficientnet_lite0",
-        partition: Any = None,
         seeds: int | Sequence[int] = AUTHOR_SEEDS,
-        data_fraction: float = 0.5,
-        max_epochs: int = budget.EPOCHS,
-        patience: int = budget.PATIENCE,
-        batch_size: int = budget.BATCH_SIZE,
-        base_lr: float = budget.BASE_LR,
-        optimizer: str = budget.OPTIMIZER,
-        metric: str = budget.METRIC,
-        device: str = "auto",
-        image_size: int | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        use_cache: bool = True,
-        compile: bool = False,
         prune: bool = False,
         exact_protocol: bool = False,
+        **settings: Any,
     ) -> None:
         self.seeds = resolve_seeds(seeds)
         #: The fine-tuner every evaluation trains with (one model, built on first use).
-        self.tuner = FineTuner(
-            dataset=dataset,
-            model=model,
-            partition=partition,
-            data_fraction=data_fraction,
-            max_epochs=max_epochs,
-            patience=patience,
-            batch_size=batch_size,
-            base_lr=base_lr,
-            optimizer=optimizer,
-            metric=metric,
-            device=device,
-            image_size=image_size,
-            cache_bytes=cache_bytes,
-            use_cache=use_cache,
-            compile=compile,
-        )
+        self.tuner = FineTuner(dataset=dataset, model=model, **settings)
         self.prune = bool(prune)
         if not isinstance(exact_protocol, bool):
             raise UsageError(f"`exact_protocol` must be true or false, got {exact_protocol!r}.")
