@@ -13,6 +13,9 @@ configurations) everything the other shapes of the setting derive from:
   ``None``: not a ``search`` option;
 - ``flags``: the option's other spellings (today's ``--epochs`` for ``--max-epochs``);
 - ``parse``: how the command line reads a value (``bool``: ``--x/--no-x``);
+- ``low``, ``choices``: the bound of an integer, the values of a string
+  (:func:`~optuna_biotune.biotune.validate.validate` checks them, and that a ``bool`` setting is
+  true or false and a ``float_number`` one a finite number);
 - ``resumable``: may change between runs of one study (the resume check skips it);
 - ``stored``: kept in the study (``biotune:spec``); places (name, storage, folders) are not;
 - ``python_only``: a keyword of the Python API only (neither TOML nor command line).
@@ -55,6 +58,8 @@ def setting(
     group: str | None = None,
     flags: tuple[str, ...] = (),
     parse: Callable[[str], Any] | None = None,
+    low: int | None = None,
+    choices: tuple[str, ...] | None = None,
     resumable: bool = False,
     stored: bool = True,
     python_only: bool = False,
@@ -69,6 +74,8 @@ def setting(
             "group": group,
             "flags": flags,
             "parse": parse,
+            "low": low,
+            "choices": choices,
             "resumable": resumable,
             "stored": stored,
             "python_only": python_only,

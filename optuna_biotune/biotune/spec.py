@@ -37,11 +37,12 @@ from optuna_biotune.biotune.settings import (
     setting,
     settings,
 )
-from optuna_biotune.biotune.validate import validate
+from optuna_biotune.biotune.validate import SPEC_MIN_ELITES, validate
 from optuna_biotune.engine import budget
-from optuna_biotune.engine.finetune import DEFAULT_CACHE_BYTES
-from optuna_biotune.engine.seeds import final_seed_list, resolve_seeds
+from optuna_biotune.engine.finetune import DEFAULT_CACHE_BYTES, MINIMUM
+from optuna_biotune.engine.seeds import MIN_SEEDS, final_seed_list, resolve_seeds
 from optuna_biotune.errors import UsageError
+from optuna_biotune.evolution.base import MIN_POPULATION
 
 #: The embedded default study: digits + ImageNet-pretrained EfficientNet-Lite0 on the CPU,
 #: a budget that searches and retrains in under two minutes on two CPU cores.
@@ -143,16 +144,24 @@ class StudySpec:
         "maximum epochs per training run",
         flags=("--epochs",),
         parse=non_negative_int,
+        low=MINIMUM["max_epochs"],
     )
     patience: int = _objective(
-        budget.PATIENCE, "early-stopping patience in epochs", parse=non_negative_int
+        budget.PATIENCE,
+        "early-stopping patience in epochs",
+        parse=non_negative_int,
+        low=MINIMUM["patience"],
     )
-    batch_size: int = _objective(budget.BATCH_SIZE, "batch size", parse=non_negative_int)
+    batch_size: int = _objective(
+        budget.BATCH_SIZE, "batch size", parse=non_negative_int, low=MINIMUM["batch_size"]
+    )
     base_lr: float = _objective(
         budget.BASE_LR, "base learning rate (scaled by 0.1-10)", parse=float_number
     )
-    optimizer: str = _objective(budget.OPTIMIZER, "adam or sgd")
-    metric: str = _objective(budget.METRIC, "accuracy or macro (mean per-class recall)")
+    optimizer: str = _objective(budget.OPTIMIZER, "adam or sgd", choices=("adam", "sgd"))
+    metric: str = _objective(
+        budget.METRIC, "accuracy or macro (mean per-class recall)", choices=("accuracy", "macro")
+    )
     device: str = _objective("auto", "auto, cpu or cuda", resumable=True)
     image_size: int | None = _objective(None, "input side in pixels", parse=non_negative_int)
     exact_protocol: bool = _objective(
@@ -168,22 +177,39 @@ class StudySpec:
         "memory bound of the frozen-prefix activation cache",
         table="objective",
         python_only=True,
+        low=MINIMUM["cache_bytes"],
     )
     use_cache: bool = setting(
-        True, "train from cached prefix activations", table="objective", python_only=True
+        True,
+        "train from cached prefix activations",
+        table="objective",
+        python_only=True,
+        parse=bool,
     )
     compile: bool = setting(
-        False, "train through torch.compile", table="objective", python_only=True
+        False, "train through torch.compile", table="objective", python_only=True, parse=bool
     )
     prune: bool = setting(
-        False, "let the study's pruner stop an evaluation", table="objective", python_only=True
+        False,
+        "let the study's pruner stop an evaluation",
+        table="objective",
+        python_only=True,
+        parse=bool,
     )
     # [search]: BioTuneSampler's keywords
     population_size: int = _search(
-        10, "population size", flags=("--population",), parse=non_negative_int
+        10,
+        "population size",
+        flags=("--population",),
+        parse=non_negative_int,
+        low=MIN_POPULATION,
     )
     n_elites: int = _search(
-        3, "elites per generation", flags=("--elites",), parse=non_negative_int
+        3,
+        "elites per generation",
+        flags=("--elites",),
+        parse=non_negative_int,
+        low=SPEC_MIN_ELITES,
     )
     exploit_step: float = _search(0.25, "exploitation perturbation (0.25)", parse=float_number)
     wipeout: bool = _search(
@@ -194,8 +220,8 @@ class StudySpec:
     )
     seed: int | None = _search(None, "sampler seed (reproducible proposals)", parse=int)
     # [search]: the worker loop's
-    generations: int = _run(10, "generations after the first", parse=non_negative_int)
-    n_jobs: int = _run(1, "parallel trials in this process", parse=non_negative_int)
+    generations: int = _run(10, "generations after the first", parse=non_negative_int, low=0)
+    n_jobs: int = _run(1, "parallel trials in this process", parse=non_negative_int, low=1)
     # [final]
     after_search: bool = _final(
         False,
@@ -203,8 +229,10 @@ class StudySpec:
         flags=("--final",),
         parse=bool,
     )
-    top_k: int = _final(5, "configurations to retrain (5)", parse=non_negative_int)
-    final_seeds: int = _final(3, "seeds of the final retraining (3)", parse=non_negative_int)
+    top_k: int = _final(5, "configurations to retrain (5)", parse=non_negative_int, low=1)
+    final_seeds: int = _final(
+        3, "seeds of the final retraining (3)", parse=non_negative_int, low=MIN_SEEDS
+    )
     # [report]
     out: str | None = _place(
         None, "output folder (default: studies/reports/<study>)", table="report"

@@ -1,8 +1,10 @@
 """The checks of a study spec's values (:class:`~optuna_biotune.biotune.spec.StudySpec`
 runs :func:`validate` on construction): one-line :class:`~optuna_biotune.errors.UsageError`s.
 
-The bounds are those of the classes that take the settings (``engine.finetune.MINIMUM``,
-``evolution.base.MIN_POPULATION``, ``memetic.check_elites``), imported, not repeated.
+Each field's declaration (:func:`.settings.setting`) says what is checked: an integer's
+``low`` bound (those of the classes that take the settings, ``engine.finetune.MINIMUM``,
+``evolution.base.MIN_POPULATION``, imported by the spec, not repeated), a string's
+``choices``, a ``bool`` or a finite number; the rules between fields are written here.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import re
 from typing import Any
 
 from optuna_biotune.biotune.memetic import check_elites, check_exploit_step
-from optuna_biotune.engine.finetune import MINIMUM, check_base_lr
+from optuna_biotune.biotune.settings import float_number, settings
+from optuna_biotune.engine.finetune import check_base_lr
 from optuna_biotune.engine.seeds import MIN_SEEDS, resolve_seeds
 from optuna_biotune.errors import UsageError, check_int
-from optuna_biotune.evolution.base import MIN_POPULATION
 
 __all__ = ["SPEC_MIN_ELITES", "validate"]
 
@@ -24,22 +26,6 @@ __all__ = ["SPEC_MIN_ELITES", "validate"]
 #: (``memetic.MIN_ELITES``); both check through ``memetic.check_elites``.
 SPEC_MIN_ELITES = 1
 
-_INT_FIELDS = {
-    "max_epochs": MINIMUM["max_epochs"],
-    "patience": MINIMUM["patience"],
-    "batch_size": MINIMUM["batch_size"],
-    "cache_bytes": MINIMUM["cache_bytes"],
-    "population_size": MIN_POPULATION,
-    "n_elites": SPEC_MIN_ELITES,
-    "generations": 0,
-    "n_jobs": 1,
-    "top_k": 1,
-    "final_seeds": MIN_SEEDS,
-}
-_CHOICES = {
-    "optimizer": ("adam", "sgd"),
-    "metric": ("accuracy", "macro"),
-}
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -54,31 +40,27 @@ def validate(spec: Any) -> None:
     if isinstance(spec.seeds, int):
         check_int("seeds", spec.seeds, MIN_SEEDS, fix="fix the spec")
     resolve_seeds(spec.seeds)
-    for name, low in _INT_FIELDS.items():
-        check_int(name, getattr(spec, name), low, fix="fix the spec")
-    check_elites(spec.n_elites, spec.population_size, low=SPEC_MIN_ELITES)
-    for name in ("data_fraction", "base_lr", "exploit_step"):
-        value = getattr(spec, name)
-        if (
+    for f in settings(spec):  # what each field's declaration asks (`settings.setting`)
+        name, value, meta = f.name, getattr(spec, f.name), f.metadata
+        if meta["low"] is not None:
+            check_int(name, value, meta["low"], fix="fix the spec")
+        if meta["parse"] is float_number and (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
         ):
             raise UsageError(f"`{name}` must be a number, got {value!r}; fix the spec.")
+    check_elites(spec.n_elites, spec.population_size, low=SPEC_MIN_ELITES)
     if not 0 < spec.data_fraction <= 1:
         raise UsageError(f"`data_fraction` must be in (0, 1], got {spec.data_fraction}.")
     check_base_lr(spec.base_lr)
     check_exploit_step(spec.exploit_step)
-    for name, choices in _CHOICES.items():
-        if getattr(spec, name) not in choices:
-            raise UsageError(
-                f"`{name}` must be one of {list(choices)}, got {getattr(spec, name)!r}."
-            )
-    for name in ("exact_protocol", "wipeout", "after_search", "use_cache", "compile", "prune"):
-        if not isinstance(getattr(spec, name), bool):
-            raise UsageError(
-                f"`{name}` must be true or false, got {getattr(spec, name)!r}; fix the spec."
-            )
+    for f in settings(spec):
+        name, value, meta = f.name, getattr(spec, f.name), f.metadata
+        if meta["choices"] is not None and value not in meta["choices"]:
+            raise UsageError(f"`{name}` must be one of {list(meta['choices'])}, got {value!r}.")
+        if meta["parse"] is bool and not isinstance(value, bool):
+            raise UsageError(f"`{name}` must be true or false, got {value!r}; fix the spec.")
     if not isinstance(spec.device, str) or not _DEVICE.match(spec.device):
         raise UsageError(f"`device` must be auto, cpu, cuda, cuda:N or mps, got {spec.device!r}.")
     for name in ("study", "dataset", "model"):
