@@ -36,7 +36,7 @@ def _options(group: str) -> dict[str, list[str]]:
 
 
 def _keywords(cls: type) -> set[str]:
-    params = inspect.signature(cls.__init__).parameters.values()
+    params = inspect.signature(cls).parameters.values()
     names = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
     if any(p.kind is p.VAR_KEYWORD for p in params):
         assert cls in _PASSED_TO, f"{cls.__name__} takes **kwargs"
