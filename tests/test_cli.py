@@ -350,7 +350,8 @@ def test_run_search_and_run_final_are_plain_functions(tmp_path: Path) -> None:
     assert result["evaluations"] == 3 and "final" not in result
     assert lines and lines[0].startswith("study 'py'")
     study = optuna.load_study(study_name="py", storage=spec.storage_url)
-    assert study.user_attrs["biotune:spec"] == json.loads(json.dumps(spec.stored()))
+    stored = study.user_attrs["biotune:spec"]
+    assert stored == {**json.loads(json.dumps(spec.stored())), "image_size": 8}
     final = search.run_final(study, spec, log=lines.append)
     assert final["seeds"] == [1001] and len(final["configurations"]) == 1
 
@@ -363,3 +364,22 @@ def test_the_search_functions_import_neither_the_package_root_nor_argparse() -> 
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "optuna_biotune" not in names and "argparse" not in names, names
+
+
+def test_a_study_the_objective_stored_its_settings_in_resumes_from_a_spec() -> None:
+    """The Python API's objective stores its own settings at its first evaluation; a spec with
+    the same settings (``image_size`` left to the objective) compares alike, another does not."""
+    import dataclasses
+
+    from optuna_biotune.biotune.search import _check_resume, _settings, make_objective
+    from optuna_biotune.biotune.spec import default_spec
+    from optuna_biotune.errors import UsageError
+
+    spec = dataclasses.replace(default_spec(), image_size=None)
+    study = optuna.create_study(direction="maximize")
+    make_objective(spec)._check_protocol(study)  # what its first evaluation stores
+    assert study.user_attrs["biotune:spec"]["image_size"] == 32  # as the objective resolved it
+    _check_resume(study, _settings(spec, make_objective(spec)))
+    other = spec.replace(max_epochs=spec.max_epochs + 1)
+    with pytest.raises(UsageError, match="max_epochs"):
+        _check_resume(study, _settings(other, make_objective(other)))

@@ -71,13 +71,19 @@ def artifact_store(directory: str) -> optuna.artifacts.FileSystemArtifactStore:
 # -- search -------------------------------------------------------------------------------
 
 
-def _check_resume(study: optuna.Study, spec: StudySpec) -> None:
+def _settings(spec: StudySpec, objective: Any) -> dict[str, Any]:
+    """What ``biotune:spec`` holds: ``spec``'s settings, the objective's as it resolved them
+    (``image_size`` left out is the one it uses), so a study written by the objective alone
+    (:meth:`.objective.BioTuneObjective.spec`) compares alike."""
+    return dict(jsonable({**spec.stored(), **objective.spec()}))
+
+
+def _check_resume(study: optuna.Study, new: dict[str, Any]) -> None:
     """Refuse to continue a study with settings that would change what its trials mean: the
     stored settings, field by field, but the resumable ones (hardware, length, ``final``)."""
     stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
     if not isinstance(stored, dict):
         return
-    new = jsonable(spec.stored())
     resumable = {f.name for f in settings(StudySpec, resumable=True)}
     diff = [k for k in new if k in stored and k not in resumable and stored[k] != new[k]]
     if "exact_protocol" in diff:
@@ -139,9 +145,10 @@ def run_search(
     log = log or info
     storage = storage if storage is not None else open_storage(spec.storage_url)
     existing = existing_study(spec.study, storage)
-    if existing is not None:
-        _check_resume(existing, spec)
     objective = make_objective(spec)
+    stored = _settings(spec, objective)
+    if existing is not None:
+        _check_resume(existing, stored)
 
     sampler = BioTuneSampler(**spec.sampler_kwargs(), threshold_param="threshold")
     _prepare(objective)
@@ -161,7 +168,7 @@ def run_search(
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["validation accuracy"])
-    study.set_user_attr(OBJECTIVE_SPEC_ATTR, jsonable(spec.stored()))
+    study.set_user_attr(OBJECTIVE_SPEC_ATTR, stored)
     artifact_dir = str(Path(spec.artifact_dir).resolve())
     study.set_user_attr(ARTIFACTS_ATTR, artifact_dir)
 
