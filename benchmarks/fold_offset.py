@@ -209,12 +209,12 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
             }
         )
     f = np.array([r["fitness"] for r in rows])
-    train_sizes = [len(objective.fold("train", g)) for g in range(objective.n_folds)]
-    val_sizes = [len(objective.fold("val", g)) for g in range(objective.n_folds)]
+    train_sizes = [len(objective.tuner.fold("train", g)) for g in range(objective.n_folds)]
+    val_sizes = [len(objective.tuner.fold("val", g)) for g in range(objective.n_folds)]
     return {
         "dataset": dataset,
-        "model": objective.model_name,
-        "image_size": int(objective.splits.train.x.shape[-1]),
+        "model": objective.tuner.model_name,
+        "image_size": int(objective.tuner.splits.train.x.shape[-1]),
         "objective": objective.spec(),
         "blocks": blocks,
         "n_folds": objective.n_folds,

@@ -132,10 +132,10 @@ def time_mask(objective: Any, mask: list[int], train: Any, val: Any, key: str) -
     import torch
 
     weights = [float(m) for m in mask]
-    sync = torch.cuda.synchronize if objective.device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if objective.tuner.device.type == "cuda" else (lambda: None)
     sync()
     started = time.perf_counter()
-    result = objective.train_config(
+    result = objective.tuner.train_config(
         [bool(m) for m in mask], weights, seed=684, train=train, val=val, data_key=key
     )
     sync()
@@ -144,8 +144,8 @@ def time_mask(objective: Any, mask: list[int], train: Any, val: Any, key: str) -
     steady = epochs[1:] if len(epochs) > 1 else epochs
     return {
         "mask": mask,
-        "trainable_share": objective.trainable_params([bool(m) for m in mask])
-        / objective.total_params,
+        "trainable_share": objective.tuner.trainable_params([bool(m) for m in mask])
+        / objective.tuner.total_params,
         "wall_seconds": round(wall, 3),
         "epoch_seconds": [round(s, 3) for s in epochs],
         "seconds_per_epoch": statistics.median(steady),
@@ -158,9 +158,9 @@ def throughput(objective: Any, train: Any, steps: int, batch_size: int) -> dict[
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    net = objective.net
+    net = objective.tuner.net
     net.train()
-    dev = objective.device
+    dev = objective.tuner.device
     cuda = dev.type == "cuda"
     if cuda:
         net.to(memory_format=torch.channels_last)

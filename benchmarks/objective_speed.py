@@ -75,15 +75,15 @@ def _evaluate(
 ) -> dict[str, Any]:
     """One fitness evaluation; ``warm``: the prefix activations were cached by an earlier
     trial (the cache is otherwise emptied first, so the evaluation pays for filling it)."""
-    objective.use_cache = use_cache
+    objective.tuner.use_cache = use_cache
     if not warm:
-        objective.cache.clear()
+        objective.tuner.cache.clear()
     weights = np.where(mask, 1.0, 0.0)
-    train, val = objective.fold("train", 0), objective.fold("val", 0)
+    train, val = objective.tuner.fold("train", 0), objective.tuner.fold("val", 0)
     c0, t0 = time.process_time(), time.perf_counter()
     accs, epochs = [], []
     for seed in objective.seeds:
-        r = objective.train_config(
+        r = objective.tuner.train_config(
             mask, weights, seed=seed, train=train, val=val, data_key=("fold", 0)
         )
         accs.append(r.best_val_metric)
@@ -100,29 +100,29 @@ def _throughput(objective: BioTuneObjective, *, epochs: int) -> dict[str, float]
     """Training images/s of FT (all blocks) and forward-only images/s, same batches."""
     from optuna_biotune.engine.train import fit
 
-    net = objective.net
-    objective.reset_to_pretrained()
-    train = objective.fold("train", 0)
-    chain = nn.Sequential(*objective.chain)
+    net = objective.tuner.net
+    objective.tuner.reset_to_pretrained()
+    train = objective.tuner.fold("train", 0)
+    chain = nn.Sequential(*objective.tuner.chain)
     r = fit(
         chain,
         param_groups=[{"params": list(net.parameters())}],
         train=train,
-        val=objective.fold("val", 0),
+        val=objective.tuner.fold("val", 0),
         max_epochs=epochs,
         patience=epochs,
-        batch_size=objective.batch_size,
+        batch_size=objective.tuner.batch_size,
         device="cpu",
     )
-    objective.mark_trained(range(len(objective.blocks)))  # FT trained every block
+    objective.tuner.mark_trained(range(len(objective.blocks)))  # FT trained every block
     train_seconds = sum(h.seconds for h in r.history)  # includes validation: subtract it below
-    val_n = len(objective.fold("val", 0))
+    val_n = len(objective.tuner.fold("val", 0))
     chain.eval()
     t0 = time.perf_counter()
     with torch.no_grad():
         for _ in range(epochs):
-            for start in range(0, len(train), objective.batch_size):
-                x, _ = train.batch(slice(start, start + objective.batch_size))
+            for start in range(0, len(train), objective.tuner.batch_size):
+                x, _ = train.batch(slice(start, start + objective.tuner.batch_size))
                 chain(x)
     forward_seconds = time.perf_counter() - t0
     forward_ips = epochs * len(train) / forward_seconds
@@ -157,13 +157,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device="cpu",
     )
     blocks = objective.blocks
-    x = objective.fold("train", 0).batch(slice(0, 1))[0]
-    total_flops = _flops(objective.chain, x, 0, len(objective.chain))
-    n_train, n_val = len(objective.fold("train", 0)), len(objective.fold("val", 0))
+    x = objective.tuner.fold("train", 0).batch(slice(0, 1))[0]
+    total_flops = _flops(objective.tuner.chain, x, 0, len(objective.tuner.chain))
+    n_train, n_val = len(objective.tuner.fold("train", 0)), len(objective.tuner.fold("val", 0))
     rows = []
     for k in args.frozen:
         mask = np.arange(len(blocks)) >= k
-        f_prefix = _flops(objective.chain, x, 0, k)
+        f_prefix = _flops(objective.tuner.chain, x, 0, k)
         f_suffix = total_flops - f_prefix
         predicted = (f_prefix + 3 * f_suffix) / (3 * f_suffix)
         # Exact FLOP predictions of a whole evaluation (validation forward included; "cold"

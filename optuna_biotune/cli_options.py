@@ -1,9 +1,11 @@
 """Options more than one command declares, declared once (argparse only, no torch).
 
-The per-run budget (``--epochs``, ``--patience``, ``--batch-size``: BioTune's ``search``,
-``evoprune``, ``baseline``) and ``--device`` (those and ``final``) mean the same in every
-command; a command says only how it parses numbers, what its defaults are and whether an
-unset option is left ``None`` (to be filled from a study spec or a stored study).
+The per-run budget of ``evoprune`` and ``baseline`` (``--max-epochs``, also spelt
+``--epochs``, ``--patience``, ``--batch-size``) and ``--device`` (those and BioTune's ``final``)
+mean the same in every command; a command says only how it parses numbers, what its defaults
+are and whether an unset option is left ``None`` (to be filled from a stored study). BioTune's
+``search`` declares the same options as fields of its study spec
+(:class:`optuna_biotune.biotune.spec.StudySpec`), with the same spellings.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import Any
 
 __all__ = ["BUDGET_OPTIONS", "add_budget_options", "add_device_option"]
 
-#: The per-run budget options (:mod:`optuna_biotune.engine.budget`): option -> help.
-BUDGET_OPTIONS: dict[str, str] = {
-    "--epochs": "maximum epochs per training run",
-    "--patience": "early-stopping patience in epochs",
-    "--batch-size": "batch size",
+#: The per-run budget options (:mod:`optuna_biotune.engine.budget`): destination ->
+#: (spellings, help).
+BUDGET_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "epochs": (("--max-epochs", "--epochs"), "maximum epochs per training run"),
+    "patience": (("--patience",), "early-stopping patience in epochs"),
+    "batch_size": (("--batch-size",), "batch size"),
 }
 
 
@@ -37,11 +40,11 @@ def add_budget_options(
         unset_is_none: An unset option stays ``None`` even with ``defaults`` (the command
             fills it from a stored study, else the default); else the default is argparse's.
     """
-    for flag, text in BUDGET_OPTIONS.items():
-        dest = flag[2:].replace("-", "_")
+    for dest, (flags, text) in BUDGET_OPTIONS.items():
         default = None if defaults is None else defaults[dest]
         group.add_argument(
-            flag,
+            *flags,
+            dest=dest,
             type=type,
             default=None if unset_is_none else default,
             help=text if default is None else f"{text} (default: {default})",

@@ -385,12 +385,12 @@ def test_ft_baseline_is_the_objectives_ft_step_for_step() -> None:
     result = run_baseline("FT", dataset=data, seeds=1, max_epochs=2, **kwargs)
     objective = BioTuneObjective(dataset=data, seeds=1, max_epochs=2, **kwargs)
     n = len(objective.blocks)
-    fitted = objective.train_config(
+    fitted = objective.tuner.train_config(
         [True] * n,
         [1.0] * n,
         seed=result["seeds"][0],
-        train=objective.splits.train,
-        val=objective.splits.val,
+        train=objective.tuner.splits.train,
+        val=objective.tuner.splits.val,
         data_key="all",
     )
     losses = [round(h.train_loss, 6) for h in fitted.history]

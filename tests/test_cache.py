@@ -87,14 +87,14 @@ def test_training_from_the_cache_gives_the_same_losses(twins, frozen_blocks: int
     weights = np.where(mask, 1.0, 0.0)
     results = []
     for objective in (cached, plain):
-        train, val = objective.fold("train", 1), objective.fold("val", 1)
+        train, val = objective.tuner.fold("train", 1), objective.tuner.fold("val", 1)
         results.append(
-            objective.train_config(
+            objective.tuner.train_config(
                 mask, weights, seed=684, train=train, val=val, data_key=("fold", 1)
             )
         )
-    assert ((("fold", 1), "train"), frozen_blocks) in cached.cache
-    assert len(plain.cache) == 0
+    assert ((("fold", 1), "train"), frozen_blocks) in cached.tuner.cache
+    assert len(plain.tuner.cache) == 0
     a, b = ([h.train_loss for h in r.history] for r in results)
     np.testing.assert_allclose(a, b, rtol=1e-4)
     assert [h.val_metric for h in results[0].history] == [h.val_metric for h in results[1].history]

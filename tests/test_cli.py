@@ -22,7 +22,7 @@ from product_studies import make_study
 from tiny_cli import CLI
 
 from optuna_biotune import cli
-from optuna_biotune.biotune import cli as biotune_cli
+from optuna_biotune.biotune import search
 
 TINY = (
     *("--dataset", "digits", "--population", "3", "--elites", "1", "--epochs", "1"),
@@ -174,7 +174,7 @@ def test_sigint_marks_the_trial_and_the_same_command_finishes(tmp_path: Path) ->
     ("args", "code", "message"),
     [
         (("search", "nope.toml"), 2, "does not exist"),
-        (("search", "--population", "2"), 2, "`population` must be an integer >= 3"),
+        (("search", "--population", "2"), 2, "`population_size` must be an integer >= 3"),
         (("search", "--population", "4", "--elites", "4"), 2, "must be smaller"),
         (("search", "--epochs", "x"), 2, "expected an integer"),
         (("search", "--data-fraction", "0"), 2, "`data_fraction` must be in (0, 1]"),
@@ -305,7 +305,7 @@ def test_search_stops_when_the_last_generation_is_complete_even_after_wipeouts(
         direction="maximize",
         sampler=BioTuneSampler(population_size=4, n_elites=1, seed=0, wipeout=True),
     )
-    biotune_cli.run_search(
+    search.search_generations(
         study, _flat, generations=3, population=4, elites=1, n_jobs=1, generation=trial_generation
     )
     sizes = Counter(trial_generation(t) for t in study.trials)
@@ -313,10 +313,10 @@ def test_search_stops_when_the_last_generation_is_complete_even_after_wipeouts(
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     # A normal generation is 2 exploits + 3 children; a wipeout one re-draws 3 of 4.
     assert any(sizes[g] != 5 for g in (1, 2, 3)), sizes
-    done, newest, left = biotune_cli.generation_progress(study, generations=3, population=4)
+    done, newest, left = search.generation_progress(study, generations=3, population=4)
     assert (done, newest, left) == (True, 3, 0)
     # Resuming a finished search evaluates nothing more.
-    biotune_cli.run_search(
+    search.search_generations(
         study, _flat, generations=3, population=4, elites=1, n_jobs=1, generation=trial_generation
     )
     assert len(study.trials) == sum(sizes.values())
@@ -334,3 +334,52 @@ def test_final_rejects_bad_seeds(value: str, capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as exit_info:
         cli.build_parser().parse_args(["final", "--seeds", value])
     assert exit_info.value.code == 2 and "--seeds" in capsys.readouterr().err
+
+
+def test_run_search_and_run_final_are_plain_functions(tmp_path: Path) -> None:
+    """What `search` and `final` run, called from Python with a spec (no argparse)."""
+    from optuna_biotune.biotune.cli import _overrides
+    from optuna_biotune.biotune.spec import default_spec
+
+    tiny = ["search", *TINY, "--generations", "0", "--top-k", "1", "--final-seeds", "1"]
+    spec = default_spec(base_dir=tmp_path).replace(
+        study="py", **_overrides(cli.build_parser().parse_args(tiny))
+    )
+    lines: list[str] = []
+    result = search.run_search(spec, log=lines.append)
+    assert result["evaluations"] == 3 and "final" not in result
+    assert lines and lines[0].startswith("study 'py'")
+    study = optuna.load_study(study_name="py", storage=spec.storage_url)
+    stored = study.user_attrs["biotune:spec"]
+    assert stored == {**json.loads(json.dumps(spec.stored())), "image_size": 8}
+    final = search.run_final(study, spec, log=lines.append)
+    assert final["seeds"] == [1001] and len(final["configurations"]) == 1
+
+
+def test_the_search_functions_import_neither_the_package_root_nor_argparse() -> None:
+    """`biotune/search.py` is a library under the commands, not a command itself."""
+    import ast
+
+    tree = ast.parse(Path(search.__file__).read_text(encoding="utf-8"))
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "optuna_biotune" not in names and "argparse" not in names, names
+
+
+def test_a_study_the_objective_stored_its_settings_in_resumes_from_a_spec() -> None:
+    """The Python API's objective stores its own settings at its first evaluation; a spec with
+    the same settings (``image_size`` left to the objective) compares alike, another does not."""
+    import dataclasses
+
+    from optuna_biotune.biotune.search import _check_resume, _settings, make_objective
+    from optuna_biotune.biotune.spec import default_spec
+    from optuna_biotune.errors import UsageError
+
+    spec = dataclasses.replace(default_spec(), image_size=None)
+    study = optuna.create_study(direction="maximize")
+    make_objective(spec)._check_protocol(study)  # what its first evaluation stores
+    assert study.user_attrs["biotune:spec"]["image_size"] == 32  # as the objective resolved it
+    _check_resume(study, _settings(spec, make_objective(spec)))
+    other = spec.replace(max_epochs=spec.max_epochs + 1)
+    with pytest.raises(UsageError, match="max_epochs"):
+        _check_resume(study, _settings(other, make_objective(other)))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import optuna
@@ -50,7 +51,13 @@ def _genes(values: list[float], threshold: float) -> dict[str, float]:
     return dict(zip(gene_names(LITE0_BLOCKS), [*values, threshold], strict=True))
 
 
-def _run(objective, params: dict[str, float], *, generation: int = 0, **study_kwargs):
+def _run(
+    objective: BioTuneObjective,
+    params: dict[str, float],
+    *,
+    generation: int = 0,
+    **study_kwargs: Any,
+) -> optuna.trial.FrozenTrial:
     study = optuna.create_study(direction="maximize", **study_kwargs)
     study.enqueue_trial(params)
 
@@ -62,13 +69,13 @@ def _run(objective, params: dict[str, float], *, generation: int = 0, **study_kw
     return study.trials[-1]
 
 
-def test_names_follow_the_blocks(objective) -> None:
+def test_names_follow_the_blocks(objective: BioTuneObjective) -> None:
     assert objective.blocks == LITE0_BLOCKS
     assert objective.param_names == gene_names(LITE0_BLOCKS)
-    assert objective.head_index == len(LITE0_BLOCKS) - 1
+    assert objective.tuner.head_index == len(LITE0_BLOCKS) - 1
 
 
-def test_trial_records_the_contract_attrs(objective, sqlite_url: str) -> None:
+def test_trial_records_the_contract_attrs(objective: BioTuneObjective, sqlite_url: str) -> None:
     # stem..blocks.3 frozen (genes 0.2 <= 0.5), the rest trains at W = 10 ** (2 * (g - 0.5)).
     values = [0.2] * 5 + [0.6, 0.7, 0.8, 0.9, 1.0]
     trial = _run(objective, _genes(values, 0.5), generation=3, storage=sqlite_url)
@@ -91,7 +98,7 @@ def test_trial_records_the_contract_attrs(objective, sqlite_url: str) -> None:
     assert set(trial.intermediate_values) <= {1, 2, 3, 4} and 1 in trial.intermediate_values
 
 
-def test_frozen_head_gene_still_trains_the_head(objective) -> None:
+def test_frozen_head_gene_still_trains_the_head(objective: BioTuneObjective) -> None:
     values = [0.9] + [0.1] * 8 + [0.3]  # stem trains; the head's gene is below the threshold
     trial = _run(objective, _genes(values, 0.5))
     assert trial.user_attrs["mask"] == [True] + [False] * 8 + [True]
@@ -99,14 +106,16 @@ def test_frozen_head_gene_still_trains_the_head(objective) -> None:
     assert trial.user_attrs["lr_weights"][-1] == pytest.approx(10 ** (2 * (0.3 - 0.5)))
 
 
-def test_invalid_individual_gets_the_worst_fitness_untrained(objective) -> None:
+def test_invalid_individual_gets_the_worst_fitness_untrained(objective: BioTuneObjective) -> None:
     trial = _run(objective, _genes([0.4] * 10, 0.5))
     assert trial.value == 0.0 and trial.user_attrs["invalid"] is True
     assert trial.user_attrs["epochs"] == [] and trial.user_attrs["trainable_params"] == 0
     assert not trial.intermediate_values
 
 
-def test_pruner_stops_a_trial(objective, monkeypatch) -> None:
+def test_pruner_stops_a_trial(
+    objective: BioTuneObjective, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(objective, "prune", True)  # pruning is asked for (off by default)
     trial = _run(
         objective,
@@ -117,7 +126,7 @@ def test_pruner_stops_a_trial(objective, monkeypatch) -> None:
     assert list(trial.intermediate_values) == [1]
 
 
-def test_nan_loss_fails_the_trial_with_the_reason(monkeypatch) -> None:
+def test_nan_loss_fails_the_trial_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     """A loss that turns NaN (a learning rate far too high for the data) fails the trial."""
     loss_forward = torch.nn.CrossEntropyLoss.forward
     monkeypatch.setattr(
@@ -133,7 +142,7 @@ def test_nan_loss_fails_the_trial_with_the_reason(monkeypatch) -> None:
     assert "`base_lr`" in trial.user_attrs["fail_reason"]
 
 
-def test_retrain_and_test_scores_the_test_split(objective) -> None:
+def test_retrain_and_test_scores_the_test_split(objective: BioTuneObjective) -> None:
     n = len(LITE0_BLOCKS)
     scores = objective.retrain_and_test([False] * (n - 1) + [True], [1.0] * n, seeds=[684])
     assert len(scores) == 1 and 0.15 < scores[0] <= 1.0  # beats chance (0.1) on 359 images
@@ -141,7 +150,7 @@ def test_retrain_and_test_scores_the_test_split(objective) -> None:
         objective.retrain_and_test([False] * n, [1.0] * n, seeds=[684])
 
 
-def test_spec_round_trips_through_json(objective) -> None:
+def test_spec_round_trips_through_json(objective: BioTuneObjective) -> None:
     spec = json.loads(json.dumps(objective.spec()))
     again = BioTuneObjective.from_spec(spec)
     assert again.spec() == objective.spec()
@@ -187,7 +196,7 @@ def test_bad_arguments_are_usage_errors(kwargs: dict, match: str) -> None:
         BioTuneObjective(**kwargs)
 
 
-def test_threads_share_one_objective_safely(objective) -> None:
+def test_threads_share_one_objective_safely(objective: BioTuneObjective) -> None:
     study = optuna.create_study(direction="maximize")
     params = _genes([0.2] * 6 + [0.8] * 4, 0.5)
     for _ in range(2):
@@ -197,20 +206,22 @@ def test_threads_share_one_objective_safely(objective) -> None:
     assert len(values) == 2 and values[0] == values[1]
 
 
-def test_reset_restores_every_trained_block_and_leaves_frozen_ones(objective) -> None:
+def test_reset_restores_every_trained_block_and_leaves_frozen_ones(
+    objective: BioTuneObjective,
+) -> None:
     import torch
 
     n = len(LITE0_BLOCKS)
     mask = np.arange(n) >= 6
-    train, val = objective.fold("train", 0), objective.fold("val", 0)
-    objective.train_config(
+    train, val = objective.tuner.fold("train", 0), objective.tuner.fold("val", 0)
+    objective.tuner.train_config(
         mask, np.where(mask, 1.0, 0.0), seed=1, train=train, val=val, data_key=("fold", 0)
     )
-    state = objective.net.state_dict()
-    changed = [k for k in state if not torch.equal(state[k], objective.pretrained_state[k])]
+    state = objective.tuner.net.state_dict()
+    changed = [k for k in state if not torch.equal(state[k], objective.tuner.pretrained_state[k])]
     assert changed and all(
         k.startswith(("blocks.5", "blocks.6", "conv_head", "bn2", "classifier")) for k in changed
     )
-    objective.reset_to_pretrained()
-    state = objective.net.state_dict()
-    assert all(torch.equal(state[k], objective.pretrained_state[k]) for k in state)
+    objective.tuner.reset_to_pretrained()
+    state = objective.tuner.net.state_dict()
+    assert all(torch.equal(state[k], objective.tuner.pretrained_state[k]) for k in state)

@@ -196,6 +196,6 @@ def test_a_study_keeps_the_protocol_it_was_searched_with(objectives) -> None:
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial(_params())
     study.optimize(objectives[True], n_trials=1)
-    assert study.user_attrs["biotune:exact_protocol"] is True
+    assert study.user_attrs["biotune:spec"]["exact_protocol"] is True
     with pytest.raises(Exception, match=r"exact_protocol=true; continue it with"):
         study.optimize(objectives[False], n_trials=1)

@@ -9,7 +9,6 @@ from optuna.trial import TrialState, create_trial
 
 from optuna_biotune import BioTuneObjective
 from optuna_biotune.biotune import rungs
-from optuna_biotune.biotune.attrs import PROTOCOL_ATTR
 from optuna_biotune.biotune.genome import gene_names
 from optuna_biotune.biotune.racing import Bar
 
@@ -74,7 +73,6 @@ def _params() -> dict[str, float]:
 def _earlier(study: optuna.Study, *, curve: dict[int, float], first: float | None) -> None:
     """An earlier evaluation: its first seed's curve, and (``first``) a first seed that trained
     to its end with that value, not promoted."""
-    study.set_user_attr(PROTOCOL_ATTR, study.user_attrs.get(PROTOCOL_ATTR, False))
     attrs = {}
     if first is not None:
         attrs = {
@@ -128,7 +126,6 @@ def test_a_promoted_candidate_trains_every_seed_at_full_fidelity(objective) -> N
 def test_the_exact_protocol_has_no_rungs_and_no_promotion() -> None:
     exact = BioTuneObjective(**SETTINGS, exact_protocol=True)
     study = optuna.create_study(direction="maximize")
-    study.set_user_attr(PROTOCOL_ATTR, True)
     for _ in range(rungs.ETA):
         _earlier(study, curve={1: 1.0, 2: 1.0}, first=1.0)
     t = _evaluate(exact, study)

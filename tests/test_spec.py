@@ -15,9 +15,9 @@ from optuna_biotune.biotune.spec import (
     StudySpec,
     default_spec,
     load_spec,
-    seed_list,
     spec_from_dict,
 )
+from optuna_biotune.engine.seeds import seed_list
 from optuna_biotune.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def test_studies_default_toml_is_the_embedded_default() -> None:
     assert (REPO / "studies" / "default.toml").read_text() == DEFAULT_TOML
     spec = default_spec()
     assert (spec.dataset, spec.model, spec.device) == ("digits", "efficientnet_lite0", "cpu")
-    assert spec.final is True and spec.storage_url == "sqlite:///studies/default.db"
+    assert spec.after_search is True and spec.storage_url == "sqlite:///studies/default.db"
 
 
 @pytest.mark.parametrize("name", PAPER_DATASETS)
@@ -46,10 +46,10 @@ def test_paper_specs_have_the_paper_settings(name: str) -> None:
     path = REPO / "studies" / f"{name}-resnet50.toml"
     spec = load_spec(path)
     assert spec.model == "resnet50" and spec.image_size == 224
-    assert (spec.population, spec.elites, spec.generations) == (10, 3, 10)
-    assert (spec.seeds, spec.epochs, spec.patience, spec.data_fraction) == (3, 30, 3, 0.5)
+    assert (spec.population_size, spec.n_elites, spec.generations) == (10, 3, 10)
+    assert (spec.seeds, spec.max_epochs, spec.patience, spec.data_fraction) == (3, 30, 3, 0.5)
     assert (spec.base_lr, spec.optimizer, spec.exploit_step) == (1e-3, "adam", 0.25)
-    assert (spec.top_k, spec.final_seeds, spec.final) == (5, 3, True)
+    assert (spec.top_k, spec.final_seeds, spec.after_search) == (5, 3, True)
     assert spec.wipeout is False  # the authors' BioTune has none (BioIK's)
     assert spec.sampler_kwargs()["wipeout"] is False
     assert spec.seed_list == (684, 559, 629)
@@ -104,10 +104,10 @@ def _write(path: Path, text: str) -> Path:
     [
         ("[studdy]\nname = 'x'\n", r"unknown table \[studdy\]"),
         ("[search]\npopulaton = 4\n", r"unknown key `search.populaton`"),
-        ("[search]\npopulation = 0\n", r"`population` must be an integer >= 3"),
-        ("[search]\npopulation = 4\nelites = 4\n", r"`elites` \(4\) must be smaller"),
+        ("[search]\npopulation_size = 0\n", r"`population_size` must be an integer >= 3"),
+        ("[search]\npopulation_size = 4\nn_elites = 4\n", r"`n_elites` \(4\) must be smaller"),
         ("[search]\ngenerations = -1\n", r"`generations` must be an integer >= 0"),
-        ("[objective]\nepochs = 2.5\n", r"`epochs` must be an integer"),
+        ("[objective]\nmax_epochs = 2.5\n", r"`max_epochs` must be an integer"),
         ("[objective]\nseeds = 0\n", r"`seeds` must be an integer >= 1"),
         ("[objective]\ndata_fraction = 1.5\n", r"`data_fraction` must be in \(0, 1\]"),
         ("[objective]\noptimizer = 'rmsprop'\n", r"`optimizer` must be one of"),
@@ -117,7 +117,7 @@ def _write(path: Path, text: str) -> Path:
         ("[objective]\nbase_lr = -1.0\n", r"`base_lr` must be in \(0, 10\]"),
         ("[objective]\nbase_lr = 1e38\n", r"`base_lr` must be in \(0, 10\]"),
         ("[objective]\nmodel = ''\n", r"`model` must be a non-empty string"),
-        ("[final]\nafter_search = 'yes'\n", r"`final.after_search` must be true or false"),
+        ("[final]\nafter_search = 'yes'\n", r"`after_search` must be true or false"),
         ("[search]\nwipeout = 1\n", r"`wipeout` must be true or false"),
         ("[study]\nname = 'a/b'\n", r"without slashes"),
         ("study = 3\n", r"`study` must be a table"),
@@ -137,8 +137,8 @@ def test_missing_spec_file_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_replace_overrides_and_refuses_unknown_fields() -> None:
-    spec = default_spec().replace(epochs=7, generations=None)
-    assert spec.epochs == 7 and spec.generations == default_spec().generations
+    spec = default_spec().replace(max_epochs=7, generations=None)
+    assert spec.max_epochs == 7 and spec.generations == default_spec().generations
     with pytest.raises(UsageError, match="unknown spec field"):
         spec.replace(epoch=3)
     with pytest.raises(UsageError, match="`patience`"):
@@ -159,9 +159,10 @@ def test_seed_list_starts_with_the_papers_seeds() -> None:
 
 
 def test_evaluations_count_the_papers_generation() -> None:
-    assert StudySpec(population=10, elites=3, generations=10).evaluations == 140
-    assert StudySpec(population=6, elites=2, generations=0).evaluations == 6
-    assert tomllib.loads(DEFAULT_TOML)["search"]["population"] == default_spec().population
+    assert StudySpec(population_size=10, n_elites=3, generations=10).evaluations == 140
+    assert StudySpec(population_size=6, n_elites=2, generations=0).evaluations == 6
+    default = tomllib.loads(DEFAULT_TOML)["search"]["population_size"]
+    assert default == default_spec().population_size
 
 
 @pytest.mark.parametrize(
@@ -189,7 +190,7 @@ def test_partition_lists_blocks_as_prefixes_or_prefix_lists(tmp_path: Path) -> N
 
 def test_wipeout_is_one_setting_in_the_spec_the_cli_and_the_sampler(tmp_path: Path) -> None:
     from optuna_biotune import BioTuneSampler
-    from optuna_biotune.biotune.search import _overrides
+    from optuna_biotune.biotune.cli import _overrides
 
     assert default_spec().wipeout is False  # measured: benchmarks/results/comparison.md
     assert BioTuneSampler()._strategy.wipeout is False  # the same default in Python

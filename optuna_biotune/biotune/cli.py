@@ -5,15 +5,18 @@ spec asks), ``final`` retrains the top-k configurations on the full training set
 test set beside plain fine-tuning, ``report`` writes tables and the paper's Fig. 2 (PNG + HTML,
 attached to the study as dashboard artifacts), ``dashboard`` starts optuna-dashboard on the
 study's storage with its artifacts. The dispatcher (:mod:`optuna_biotune.cli`) registers them
-with :func:`add_commands`, prints the result and maps errors to exit codes. ``search`` itself
-and what the commands share (the stored spec, the final retraining) are in
-:mod:`optuna_biotune.biotune.search`.
+with :func:`add_commands`, prints the result and maps errors to exit codes.
+
+Each handler (``cmd_*``) only turns its options into a spec and calls functions a Python user
+calls directly: :func:`.search.run_search`, :func:`.search.run_final`,
+:func:`.report.write_report` (the way torchvision's reference scripts are a parser and a
+``main(args)``). The options of ``search`` are the fields of :class:`.spec.StudySpec`, each
+declared once there (:mod:`.settings`).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,16 +24,14 @@ from optuna_biotune.biotune.attrs import ARTIFACTS_ATTR, OBJECTIVE_SPEC_ATTR
 from optuna_biotune.biotune.compute import Compute
 from optuna_biotune.biotune.search import (
     artifact_store,
-    cmd_search,
     existing_study,
-    generation_progress,
-    make_objective,
     run_final,
     run_search,
     stored_spec,
 )
-from optuna_biotune.biotune.spec import StudySpec, default_spec
-from optuna_biotune.cli_options import add_budget_options, add_device_option
+from optuna_biotune.biotune.settings import GROUPS, non_negative_int, settings
+from optuna_biotune.biotune.spec import StudySpec, default_spec, load_spec
+from optuna_biotune.cli_options import add_device_option
 from optuna_biotune.errors import UsageError
 from optuna_biotune.runtime.storage import load_study, open_storage
 
@@ -44,43 +45,39 @@ __all__ = [
     "cmd_final",
     "cmd_report",
     "cmd_search",
-    "generation_progress",
-    "run_search",
 ]
 
 
 # -- argument parsing ---------------------------------------------------------------------
 
 
+def _add_option(group: Any, name: str, **changes: Any) -> None:
+    """Add the option of the :class:`StudySpec` field ``name`` to ``group``: ``--name-with-
+    dashes`` and the field's other spellings, its help and parser, unset left ``None``."""
+    f = next(f for f in settings(StudySpec) if f.name == name)
+    meta = {**f.metadata, **changes}
+    flags = [f"--{name.replace('_', '-')}", *meta["flags"]]
+    if meta["parse"] is bool:
+        group.add_argument(
+            *flags, dest=name, action=argparse.BooleanOptionalAction, help=meta["help"]
+        )
+    else:
+        group.add_argument(*flags, dest=name, type=meta["parse"], help=meta["help"])
+
+
 def _add_common(p: argparse.ArgumentParser, *, study: bool = True) -> None:
     if study:
-        p.add_argument("--study", help="study name (default: the spec's, else 'default')")
-        p.add_argument(
-            "--storage",
-            help="Optuna storage URL (default: sqlite:///studies/<study>.db beside the spec)",
-        )
-        p.add_argument(
-            "--artifacts", help="artifact folder (default: studies/artifacts beside the database)"
-        )
+        for name in ("study", "storage", "artifacts"):
+            _add_option(p, name)
     p.add_argument(
         "--json", action="store_true", help="print one JSON object as the last line of stdout"
     )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
 def _seeds_or_count(text: str) -> int | tuple[int, ...]:
     """``3`` -> a count of the default seeds; ``684,559,629`` (any comma) -> those seeds."""
     if "," not in text:
-        value = _positive_int(text)
+        value = non_negative_int(text)
         if value < 1:
             raise argparse.ArgumentTypeError(f"expected at least 1 seed, got {value}")
         return value
@@ -95,63 +92,13 @@ def _seeds_or_count(text: str) -> int | tuple[int, ...]:
     return seeds
 
 
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
 def _add_search_options(p: argparse.ArgumentParser) -> None:
+    """Every setting of :class:`StudySpec` with a ``group``, in its group (its own name)."""
     p.add_argument("spec", nargs="?", help="TOML study spec (default: the embedded default)")
-    o = p.add_argument_group("objective (paper: ResNet-50, 3 seeds, 30 epochs, patience 3)")
-    o.add_argument("--dataset", help="digits, mnist5k, a torchvision name, or an ImageFolder path")
-    o.add_argument("--model", help="backbone, e.g. efficientnet_lite0, resnet50")
-    o.add_argument(
-        "--partition", help="blocks as comma-separated module-name prefixes (default: the model's)"
-    )
-    o.add_argument("--seeds", type=_positive_int, help="seeds per fitness evaluation")
-    o.add_argument("--data-fraction", type=_float, help="data fraction per generation (0, 1]")
-    add_budget_options(o, type=_positive_int)
-    o.add_argument("--base-lr", type=_float, help="base learning rate (scaled by 0.1-10)")
-    o.add_argument("--optimizer", help="adam or sgd")
-    o.add_argument("--metric", help="accuracy or macro (mean per-class recall)")
-    add_device_option(o)
-    o.add_argument("--image-size", type=_positive_int, help="input side in pixels")
-    o.add_argument(
-        "--exact-protocol",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="train every evaluation in full with every seed (the paper's protocol; default: "
-        "multi-fidelity, full fidelity only where it can change the search, see README "
-        "'Search cost')",
-    )
-    s = p.add_argument_group("search (paper: population 10, 3 elites, 10 generations)")
-    s.add_argument("--population", type=_positive_int, help="population size")
-    s.add_argument("--elites", type=_positive_int, help="elites per generation")
-    s.add_argument("--generations", type=_positive_int, help="generations after the first")
-    s.add_argument("--exploit-step", type=_float, help="exploitation perturbation (0.25)")
-    s.add_argument(
-        "--wipeout",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="BioIK's wipeout: re-draw all but the best after a generation that improved "
-        "nothing (not in the authors' BioTune)",
-    )
-    s.add_argument("--n-jobs", type=_positive_int, help="parallel trials in this process")
-    s.add_argument("--seed", type=int, help="sampler seed (reproducible proposals)")
-    f = p.add_argument_group("final retraining after the search")
-    f.add_argument(
-        "--final",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run `final` after the search (default: the spec's [final] after_search)",
-    )
-    f.add_argument("--top-k", type=_positive_int, help="configurations to retrain (5)")
-    f.add_argument("--final-seeds", type=_positive_int, help="seeds of the final retraining (3)")
+    for group, title in GROUPS.items():
+        g = p.add_argument_group(title)
+        for f in settings(StudySpec, group=group):
+            _add_option(g, f.name)
 
 
 def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], dict[str, Any]]]:
@@ -162,9 +109,7 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], dict[str,
     _add_common(p)
 
     p = sub.add_parser("final", help="retrain the top-k configurations and score the test set")
-    p.add_argument(
-        "--top-k", type=_positive_int, help="configurations to retrain (default: the spec's, 5)"
-    )
+    _add_option(p, "top_k", help="configurations to retrain (default: the study's)")
     p.add_argument(
         "--seeds",
         type=_seeds_or_count,
@@ -175,13 +120,13 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], dict[str,
     _add_common(p)
 
     p = sub.add_parser("report", help="tables and the paper's Fig. 2 (PNG + HTML)")
-    p.add_argument("--out", help="output folder (default: studies/reports/<study>)")
-    p.add_argument("--top-k", type=_positive_int, help="configurations in Fig. 2 (default 10)")
+    _add_option(p, "out")
+    p.add_argument("--top-k", type=non_negative_int, help="configurations in Fig. 2 (default 10)")
     _add_common(p)
 
     p = sub.add_parser("dashboard", help="start optuna-dashboard on the study's storage")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=_positive_int, default=8080, help="port (8080)")
+    p.add_argument("--port", type=non_negative_int, default=8080, help="port (8080)")
     _add_common(p)
 
     return COMMANDS
@@ -193,7 +138,25 @@ def _spec_for(args: argparse.Namespace) -> StudySpec:
     return spec.replace(study=args.study, storage=args.storage, artifacts=args.artifacts)
 
 
-# -- final, report, dashboard ------------------------------------------------------------
+# -- the handlers ---------------------------------------------------------------------------
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec settings given on the command line (argparse leaves the others ``None``)."""
+    names = (f.name for f in settings(StudySpec, python_only=False) if f.name != "out")
+    return {k: v for k in names if (v := getattr(args, k, None)) is not None}
+
+
+def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
+    """Create or resume the study and run it until the planned generations are complete
+    (:func:`.search.run_search` on the spec file, or the embedded default, with the options)."""
+    overrides = _overrides(args)
+    spec = (load_spec(args.spec) if args.spec else default_spec()).replace(**overrides)
+    storage = open_storage(spec.storage_url)
+    existing = None if args.spec else existing_study(spec.study, storage)
+    if existing is not None:  # a bare `search --study NAME` continues the stored spec
+        spec = stored_spec(existing, spec).replace(**overrides)  # (workers join this way)
+    return run_search(spec, storage=storage)
 
 
 def _open_existing(args: argparse.Namespace) -> tuple[optuna.Study, StudySpec]:
@@ -234,15 +197,13 @@ def cmd_final(args: argparse.Namespace) -> dict[str, Any]:
     listed = args.seeds if isinstance(args.seeds, tuple) else None
     count = len(listed) if listed else args.seeds
     spec = spec.replace(top_k=args.top_k, final_seeds=count, device=args.device)
-    stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
-    if not isinstance(stored, dict):
+    if not isinstance(study.user_attrs.get(OBJECTIVE_SPEC_ATTR), dict):
         raise UsageError(
             f"study {study.study_name!r} has no `{OBJECTIVE_SPEC_ATTR}`; "
             "it was not made by `optuna-biotune search`."
         )
-    objective = make_objective(spec.replace(device=args.device), stored)
     result = _summary("final", study, spec)
-    result["final"] = run_final(args, study, spec, objective, seeds=listed)
+    result["final"] = run_final(study, spec, seeds=listed)
     result["compute"] = Compute.of_study(study).as_dict()  # the search's, in FT runs now
     result["report"] = _write_report(study, spec, out_dir=spec.report_dir)
     return result

@@ -40,9 +40,6 @@ from optuna_biotune.errors import UsageError
 if TYPE_CHECKING:
     import optuna
 
-#: Prefix of the study user attrs that cache one retrained configuration's test accuracies.
-CACHE_PREFIX = FINAL_CACHE_PREFIX
-
 
 class Retrainer(Protocol):
     """What ``final`` needs of an objective (``BioTuneObjective`` provides it)."""
@@ -55,7 +52,7 @@ class Retrainer(Protocol):
 def cache_key(mask: Sequence[bool], weights: Sequence[float], seeds: Sequence[int]) -> str:
     """The study user attr that caches this configuration's test accuracies for ``seeds``."""
     text = configuration_key(mask, weights) + "#" + ",".join(str(int(s)) for s in seeds)
-    return CACHE_PREFIX + hashlib.sha1(text.encode()).hexdigest()[:16]
+    return FINAL_CACHE_PREFIX + hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def _retrain(
@@ -251,4 +248,4 @@ def _share(value: Any) -> str:
     return "?" if not isinstance(value, int | float) else f"{100 * float(value):.1f} %"
 
 
-__all__ = ["CACHE_PREFIX", "Retrainer", "cache_key", "run_final", "summary_lines"]
+__all__ = ["Retrainer", "cache_key", "run_final", "summary_lines"]

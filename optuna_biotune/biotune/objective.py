@@ -42,22 +42,29 @@ import numpy as np
 import optuna
 
 from optuna_biotune.biotune import fidelity, genome, racing, rungs
-from optuna_biotune.biotune.attrs import OBJECTIVE_SPEC_KEYS, PROTOCOL_ATTR
+from optuna_biotune.biotune.attrs import OBJECTIVE_SPEC_ATTR
+from optuna_biotune.biotune.settings import settings
+from optuna_biotune.biotune.spec import StudySpec
 from optuna_biotune.engine.finetune import FineTuner
 from optuna_biotune.engine.seeds import AUTHOR_SEEDS, resolve_seeds
 from optuna_biotune.errors import RuntimeFailure, UsageError
 from optuna_biotune.evolution import trial_generation
 
-#: Keys of :meth:`BioTuneObjective.spec`, the constructor's arguments.
-SPEC_KEYS = OBJECTIVE_SPEC_KEYS
+#: Keys of :meth:`BioTuneObjective.spec`, the constructor's arguments: the ``[objective]``
+#: settings of :class:`~optuna_biotune.biotune.spec.StudySpec`, in its order.
+SPEC_KEYS = tuple(f.name for f in settings(StudySpec, table="objective"))
+#: The attribute that holds a setting, where its name differs from the keyword's.
+_ATTRIBUTE = {"model": "model_name", "device": "device_name"}
 
 
-class BioTuneObjective(FineTuner):
+class BioTuneObjective:
     """Fitness of a BioTune individual: mean best validation accuracy over seeds.
 
-    The fine-tuner's settings (``partition`` and ``data_fraction`` to ``compile`` below) go to
-    :class:`~optuna_biotune.engine.finetune.FineTuner` as given, with its defaults (written
-    there only).
+    It holds a :class:`~optuna_biotune.engine.finetune.FineTuner` (:attr:`tuner`), which gets
+    the fine-tuner's settings (``dataset`` to ``compile`` below) as given, with its defaults
+    (written there only). The keywords are the ``[objective]`` settings of
+    :class:`~optuna_biotune.biotune.spec.StudySpec`: the same names as the study spec's keys
+    and the ``search`` command's options.
 
     Args:
         dataset: ``digits`` (default), ``mnist5k``, a torchvision dataset name, an ImageFolder
@@ -115,12 +122,41 @@ class BioTuneObjective(FineTuner):
         **settings: Any,
     ) -> None:
         self.seeds = resolve_seeds(seeds)
-        super().__init__(dataset=dataset, model=model, **settings)
+        #: The fine-tuner every evaluation trains with (one model, built on first use).
+        self.tuner = FineTuner(dataset=dataset, model=model, **settings)
         self.prune = bool(prune)
         if not isinstance(exact_protocol, bool):
             raise UsageError(f"`exact_protocol` must be true or false, got {exact_protocol!r}.")
         self.exact_protocol = exact_protocol
         self._protocol_checked: set[tuple[int, int]] = set()  # (storage, study) ids checked
+
+    # -- what the search and ``final`` read of the fine-tuner ---------------------------------
+
+    @property
+    def max_epochs(self) -> int:
+        """Epoch limit per training run."""
+        return self.tuner.max_epochs
+
+    @property
+    def data_fraction(self) -> float:
+        """Share of the train and val splits per generation."""
+        return self.tuner.data_fraction
+
+    @property
+    def n_folds(self) -> int:
+        """Folds of the data, ``ceil(1 / data_fraction)``."""
+        return self.tuner.n_folds
+
+    @property
+    def blocks(self) -> list[str]:
+        """Block names, in the genes' order (builds the model on first use)."""
+        return self.tuner.blocks
+
+    def retrain_and_test(
+        self, mask: Sequence[bool], weights: Sequence[float], *, seeds: Sequence[int]
+    ) -> list[float]:
+        """``final``'s retraining (:meth:`.FineTuner.retrain_and_test`)."""
+        return self.tuner.retrain_and_test(mask, weights, seeds=seeds)
 
     # ------------------------------------------------------------------ spec round trip
 
@@ -128,46 +164,33 @@ class BioTuneObjective(FineTuner):
         """The constructor's arguments as a JSON-able dict (stored in the study)."""
         from optuna_biotune.engine.data import ArrayDataset
 
-        if isinstance(self.dataset, ArrayDataset):
+        if isinstance(self.tuner.dataset, ArrayDataset):
             raise UsageError(
                 "an objective on in-memory arrays has no storable spec; save the images as an "
                 "ImageFolder directory to resume or run `final` from the storage."
             )
-        partition = self.partition_spec
+        partition = self.tuner.partition_spec
         if isinstance(partition, Mapping):
             partition = {
                 str(k): ([v] if isinstance(v, str) else list(v)) for k, v in partition.items()
             }
         elif partition is not None:
             partition = [p if isinstance(p, str) else list(p) for p in partition]
-        return {
-            "dataset": str(self.dataset),
-            "model": self.model_name,
+        own = {
+            "dataset": str(self.tuner.dataset),
             "partition": partition,
             "seeds": list(self.seeds),
-            "data_fraction": self.data_fraction,
-            "max_epochs": self.max_epochs,
-            "patience": self.patience,
-            "batch_size": self.batch_size,
-            "base_lr": self.base_lr,
-            "optimizer": self.optimizer,
-            "metric": self.metric,
-            "device": self.device_name,
-            "image_size": self.image_size,
-            "cache_bytes": self.cache_bytes,
-            "use_cache": self.use_cache,
-            "compile": self.compile,
             "prune": self.prune,
             "exact_protocol": self.exact_protocol,
+        }
+        return {
+            key: own[key] if key in own else getattr(self.tuner, _ATTRIBUTE.get(key, key))
+            for key in SPEC_KEYS
         }
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> BioTuneObjective:
-        """Rebuild the objective from :meth:`spec` (unknown keys are a usage error).
-
-        A spec without ``exact_protocol`` predates the option: its study was searched with the
-        paper's exact protocol, so it is rebuilt with ``exact_protocol=True``.
-        """
+        """Rebuild the objective from :meth:`spec` (unknown keys are a usage error)."""
         if not isinstance(spec, Mapping):
             raise UsageError(f"`spec` must be a dict from BioTuneObjective.spec(), got {spec!r}.")
         unknown = sorted(set(spec) - set(SPEC_KEYS))
@@ -175,7 +198,7 @@ class BioTuneObjective(FineTuner):
             raise UsageError(
                 f"`spec` has unknown keys {unknown}; it must come from BioTuneObjective.spec()."
             )
-        return cls(**{"exact_protocol": True, **dict(spec)})
+        return cls(**dict(spec))
 
     @property
     def param_names(self) -> list[str]:
@@ -199,24 +222,28 @@ class BioTuneObjective(FineTuner):
             trial.set_user_attr("mask", [False] * len(self.blocks))
             trial.set_user_attr("lr_weights", [0.0] * len(self.blocks))
             trial.set_user_attr("trainable_params", 0)
-            trial.set_user_attr("total_params", int(self.total_params))
+            trial.set_user_attr("total_params", int(self.tuner.total_params))
             trial.set_user_attr("trainable_share", 0.0)
             trial.set_user_attr("seed_accuracies", [])
             trial.set_user_attr("epochs", [])
             self._fidelity(trial, [], [], invalid=True)
             trial.set_user_attr("seconds", time.perf_counter() - started)
             return 0.0
-        head_gene = params[genome.importance_param(self.blocks[self.head_index])]
-        mask, weights, forced = self.plan(
-            genes_mask, genes_weights, head_weight=genome.lr_weight(head_gene)
+        head_gene = params[genome.importance_param(self.blocks[self.tuner.head_index])]
+        planned, planned_weights, forced = self.tuner.plan(
+            genes_mask.tolist(),
+            genes_weights.tolist(),
+            head_weight=float(genome.lr_weight(head_gene)),
         )
-        trainable = self.trainable_params(mask)
-        trial.set_user_attr("mask", [bool(m) for m in mask])
-        trial.set_user_attr("lr_weights", [float(w) for w in weights])
+        mask = [bool(m) for m in planned]
+        weights = [float(w) for w in planned_weights]
+        trainable = self.tuner.trainable_params(mask)
+        trial.set_user_attr("mask", mask)
+        trial.set_user_attr("lr_weights", weights)
         trial.set_user_attr("head_forced", bool(forced))
         trial.set_user_attr("trainable_params", trainable)
-        trial.set_user_attr("total_params", int(self.total_params))
-        trial.set_user_attr("trainable_share", trainable / self.total_params)
+        trial.set_user_attr("total_params", int(self.tuner.total_params))
+        trial.set_user_attr("trainable_share", trainable / self.tuner.total_params)
         race: racing.Race | None = None
         schedule: rungs.Rungs | None = None
         bar: racing.Bar | None = None
@@ -236,7 +263,7 @@ class BioTuneObjective(FineTuner):
                 trial, bar=bar, n_seeds=len(self.seeds), max_epochs=self.max_epochs
             )
             schedule = rungs.Rungs.for_trial(trial, max_epochs=self.max_epochs)
-        train, val = self.fold("train", fold), self.fold("val", fold)
+        train, val = self.tuner.fold("train", fold), self.tuner.fold("val", fold)
         accs: list[float] = []
         epochs: list[int] = []
         stops: list[str] = []  # how each seed stopped (`fidelity`)
@@ -266,16 +293,15 @@ class BioTuneObjective(FineTuner):
             if race is not None and k > 0 and race.cut(accs):
                 return self._cut(trial, race, accs, epochs, stops, seed=k + 1, epoch=0, t0=started)
             try:
-                with self._lock:
-                    result = self.train_config(
-                        mask,
-                        weights,
-                        seed=seed,
-                        train=train,
-                        val=val,
-                        data_key=("fold", fold),
-                        report=report,
-                    )
+                result = self.tuner.train_config(
+                    mask,
+                    weights,
+                    seed=seed,
+                    train=train,
+                    val=val,
+                    data_key=("fold", fold),
+                    report=report,
+                )
             except RuntimeFailure as exc:
                 trial.set_user_attr("fail_reason", str(exc))
                 trial.set_user_attr("seconds", time.perf_counter() - started)
@@ -287,7 +313,7 @@ class BioTuneObjective(FineTuner):
                 cutter = schedule if k == 0 and schedule is not None else race
                 assert cutter is not None
                 return self._cut(
-                    trial, cutter, accs, epochs, stops, seed=k + 1, epoch=best[1], t0=started
+                    trial, cutter, accs, epochs, stops, seed=k + 1, epoch=int(best[1]), t0=started
                 )
             except optuna.TrialPruned:
                 self._fidelity(trial, [*stops, fidelity.STOP_CUT], [*epochs, int(best[1])])
@@ -339,28 +365,29 @@ class BioTuneObjective(FineTuner):
         return self._fidelity(None, stops, epochs)
 
     def _check_protocol(self, study: optuna.Study) -> None:
-        """Store ``exact_protocol`` in the study on first use; refuse the other one after.
-
-        A study evaluated before the option existed (BioTune trials, no stored protocol) was
-        searched exactly.
-        """
+        """Store the settings in a study that has none (:meth:`spec`, or ``exact_protocol``
+        alone for in-memory data) on first use; refuse a study searched with the other
+        protocol."""
         key = (id(study._storage), study._study_id)
         if key in self._protocol_checked:
             return
-        stored = study.user_attrs.get(PROTOCOL_ATTR)
-        if stored is None:
-            done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if any("seed_accuracies" in t.user_attrs for t in done):
-                stored = True
-            else:
-                study.set_user_attr(PROTOCOL_ATTR, self.exact_protocol)
-                stored = self.exact_protocol
-        if bool(stored) != self.exact_protocol:
+        stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
+        if not isinstance(stored, dict) or "exact_protocol" not in stored:
+            from optuna_biotune.engine.data import ArrayDataset
+
+            mine = (
+                {"exact_protocol": self.exact_protocol}
+                if isinstance(self.tuner.dataset, ArrayDataset)
+                else self.spec()
+            )
+            stored = {**mine, **(stored if isinstance(stored, dict) else {})}
+            study.set_user_attr(OBJECTIVE_SPEC_ATTR, stored)
+        if bool(stored["exact_protocol"]) != self.exact_protocol:
             raise UsageError(
                 f"study {study.study_name!r} was searched with exact_protocol="
-                f"{str(bool(stored)).lower()}; continue it with "
-                f"BioTuneObjective(exact_protocol={bool(stored)}) (a search cannot mix the two "
-                "protocols) or use another study."
+                f"{str(bool(stored['exact_protocol'])).lower()}; continue it with "
+                f"BioTuneObjective(exact_protocol={bool(stored['exact_protocol'])}) (a search "
+                "cannot mix the two protocols) or use another study."
             )
         self._protocol_checked.add(key)
 

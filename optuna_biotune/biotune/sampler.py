@@ -104,19 +104,16 @@ class BioTuneSampler(GenerationalSampler):
             raise UsageError(
                 f"`threshold_param` must be a parameter name or None, got {threshold_param!r}."
             )
-        super().__init__(
-            strategy=MemeticStrategy(
-                population_size=population_size,
-                n_elites=n_elites,
-                exploit_step=float(exploit_step),
-                threshold_param=threshold_param,
-                wipeout=bool(wipeout),
-            ),
-            slot_attempts=slot_attempts,
-            seed=seed,
+        self._memetic = MemeticStrategy(
+            population_size=population_size,
+            n_elites=n_elites,
+            exploit_step=float(exploit_step),
+            threshold_param=threshold_param,
+            wipeout=bool(wipeout),
         )
+        super().__init__(strategy=self._memetic, slot_attempts=slot_attempts, seed=seed)
 
     @property
     def n_elites(self) -> int:
         """Elites exploited per generation (read-only; :mod:`.racing` sets its bars with it)."""
-        return self._strategy.n_elites
+        return self._memetic.n_elites

@@ -1,17 +1,20 @@
-"""BioTune's ``search`` command: create or resume a study and run the evolutionary search.
+"""BioTune's search and final retraining as functions a Python user calls directly.
 
-Also what the other commands of :mod:`optuna_biotune.biotune.cli` share with it: the spec
-stored in a study (:func:`stored_spec`, read by ``final``/``report``/``dashboard`` and checked
-on resume), the objective rebuilt from it (:func:`make_objective`), the final retraining
-(:func:`run_final`, after a search when the spec asks, and the ``final`` command), the
-artifact store and progress lines on stderr.
+:func:`run_search` creates or resumes the study a :class:`~.spec.StudySpec` describes (a resume
+with other settings is refused) and runs the evolutionary search until its generations are
+complete, then ``final`` when the spec asks; :func:`run_final` retrains a study's top-k; the
+spec stored in a study (:func:`stored_spec`) and the objective it describes
+(:func:`make_objective`). The commands of :mod:`optuna_biotune.biotune.cli` are thin layers
+over these (they parse options into a spec and print the result)::
+
+    from optuna_biotune.biotune.search import run_search
+    from optuna_biotune.biotune.spec import default_spec
+
+    result = run_search(default_spec().replace(study="mine", generations=1))
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import sys
 import threading
 import time
@@ -19,16 +22,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optuna_biotune.biotune.attrs import ARTIFACTS_ATTR, OBJECTIVE_SPEC_ATTR, STUDY_ATTR
+from optuna_biotune.biotune.attrs import ARTIFACTS_ATTR, OBJECTIVE_SPEC_ATTR
 from optuna_biotune.biotune.compute import Compute
 from optuna_biotune.biotune.memetic import evaluations_per_generation
-from optuna_biotune.biotune.spec import (
-    SECTIONS,
-    StudySpec,
-    default_spec,
-    load_spec,
-    spec_from_dict,
-)
+from optuna_biotune.biotune.settings import settings
+from optuna_biotune.biotune.spec import StudySpec, spec_from_stored
 from optuna_biotune.errors import UsageError
 from optuna_biotune.runtime.storage import jsonable, open_storage
 
@@ -37,57 +35,29 @@ if TYPE_CHECKING:
 
 __all__ = [
     "artifact_store",
-    "cmd_search",
     "existing_study",
     "generation_progress",
     "info",
     "make_objective",
     "run_final",
     "run_search",
+    "search_generations",
     "stored_spec",
 ]
 
 
-#: Objective-spec keys that may change between runs of one study (hardware only).
-_RESUMABLE_KEYS = {"device"}
-#: Study-spec fields that may change between runs of one study.
-_RESUMABLE_FIELDS = {
-    "generations",
-    "n_jobs",
-    "device",
-    "final",
-    "top_k",
-    "final_seeds",
-    "out",
-    "storage",
-    "artifacts",
-}
-
-#: Study-spec fields never compared on resume (names and places, not settings).
-_FIXED_EXEMPT = _RESUMABLE_FIELDS | {"study", "base_dir"}
-
 # -- the stored spec ----------------------------------------------------------------------
 
 
-def _with_protocol(data: dict[str, Any], table: str | None) -> dict[str, Any]:
-    """A stored spec without ``exact_protocol`` predates the option: its study was exact."""
-    data = json.loads(json.dumps(data))
-    inner = data.setdefault(table, {}) if table else data
-    inner.setdefault("exact_protocol", True)
-    return data
-
-
 def stored_spec(study: optuna.Study, fallback: StudySpec) -> StudySpec:
-    """The spec ``study`` was searched with (``fallback`` when it has none), with the
-    fallback's storage and the study's artifact folder."""
-    data = study.user_attrs.get(STUDY_ATTR)
+    """The spec ``study`` was searched with (``biotune:spec`` over ``fallback``, whose name,
+    storage and folders it keeps), with the study's artifact folder; ``fallback`` when the
+    study stores none."""
+    data = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
     if not isinstance(data, dict):
         return fallback
-    data = _with_protocol(data, "objective")
-    spec = spec_from_dict(data, base_dir=fallback.base_dir, source=f"study {study.study_name!r}")
-    return spec.replace(
-        storage=fallback.storage, artifacts=study.user_attrs.get(ARTIFACTS_ATTR) or None
-    )
+    spec = spec_from_stored(data, fallback, source=f"study {study.study_name!r}")
+    return spec.replace(artifacts=study.user_attrs.get(ARTIFACTS_ATTR))
 
 
 def artifact_store(directory: str) -> optuna.artifacts.FileSystemArtifactStore:
@@ -100,54 +70,30 @@ def artifact_store(directory: str) -> optuna.artifacts.FileSystemArtifactStore:
 
 # -- search -------------------------------------------------------------------------------
 
-# Every spec field a `search` option overrides as is (`partition` is parsed below; `out` is
-# `report`'s): one list of options, the spec's.
-_OVERRIDES = tuple(field for field in SECTIONS.values() if field not in ("partition", "out"))
+
+def _settings(spec: StudySpec, objective: Any) -> dict[str, Any]:
+    """What ``biotune:spec`` holds: ``spec``'s settings, the objective's as it resolved them
+    (``image_size`` left out is the one it uses), so a study written by the objective alone
+    (:meth:`.objective.BioTuneObjective.spec`) compares alike."""
+    return dict(jsonable({**spec.stored(), **objective.spec()}))
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = {k: getattr(args, k, None) for k in _OVERRIDES}
-    partition = getattr(args, "partition", None)
-    if partition is not None:
-        out["partition"] = [x.strip() for x in partition.split(",") if x.strip()]
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def _check_resume(study: optuna.Study, spec: StudySpec, objective_spec: dict[str, Any]) -> None:
-    """Refuse to continue a study with settings that would change what its trials mean."""
+def _check_resume(study: optuna.Study, new: dict[str, Any]) -> None:
+    """Refuse to continue a study with settings that would change what its trials mean: the
+    stored settings, field by field, but the resumable ones (hardware, length, ``final``)."""
     stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
-    if isinstance(stored, dict):
-        stored = _with_protocol(stored, None)
-        new = jsonable(objective_spec)
-        if stored["exact_protocol"] != new.get("exact_protocol"):
-            _refuse_mixed_protocols(study, bool(stored["exact_protocol"]))
-        diff = sorted(
-            k
-            for k in set(stored) | set(new)
-            if k not in _RESUMABLE_KEYS and stored.get(k) != new.get(k)
+    if not isinstance(stored, dict):
+        return
+    resumable = {f.name for f in settings(StudySpec, resumable=True)}
+    diff = [k for k in new if k in stored and k not in resumable and stored[k] != new[k]]
+    if "exact_protocol" in diff:
+        _refuse_mixed_protocols(study, bool(stored["exact_protocol"]))
+    if diff:
+        detail = ", ".join(f"{k}: {stored[k]!r} -> {new[k]!r}" for k in diff)
+        raise UsageError(
+            f"study {study.study_name!r} was searched with other settings ({detail}); "
+            "use the same settings or another --study."
         )
-        if diff:
-            detail = ", ".join(f"{k}: {stored.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
-            raise UsageError(
-                f"study {study.study_name!r} was made with other objective settings ({detail}); "
-                "use the same settings or another --study."
-            )
-    data = study.user_attrs.get(STUDY_ATTR)
-    if isinstance(data, dict):
-        data = _with_protocol(data, "objective")
-        old = spec_from_dict(data, base_dir=spec.base_dir, source="stored spec")
-        # Every setting but the resumable ones: the gene layout (model, partition), the
-        # objective, the population; a bare `search --study NAME --model X` lands here too.
-        fields = [f.name for f in dataclasses.fields(spec) if f.name not in _FIXED_EXEMPT]
-        diff = [f for f in fields if getattr(old, f) != getattr(spec, f)]
-        if "exact_protocol" in diff:
-            _refuse_mixed_protocols(study, old.exact_protocol)
-        if diff:
-            detail = ", ".join(f"{f}: {getattr(old, f)!r} -> {getattr(spec, f)!r}" for f in diff)
-            raise UsageError(
-                f"study {study.study_name!r} was searched with other settings ({detail}); "
-                "use the same settings or another --study."
-            )
 
 
 def _refuse_mixed_protocols(study: optuna.Study, stored: bool) -> None:
@@ -165,39 +111,44 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def make_objective(spec: StudySpec, stored: dict[str, Any] | None) -> Any:
-    """The objective a study's stored ``biotune:spec`` describes (with ``spec.device``), else
-    the one ``spec`` describes."""
-    from optuna_biotune import BioTuneObjective
+def make_objective(spec: StudySpec) -> Any:
+    """The :class:`~optuna_biotune.BioTuneObjective` that ``spec`` describes."""
+    from optuna_biotune.biotune.objective import BioTuneObjective
 
-    if stored is not None:
-        spec_dict = dict(stored)
-        if spec.device:
-            spec_dict["device"] = spec.device
-        return BioTuneObjective.from_spec(spec_dict)
     return BioTuneObjective(**spec.objective_kwargs())
 
 
-def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
-    """Create or resume the study and run it until the planned generations are complete."""
+def run_search(
+    spec: StudySpec,
+    *,
+    storage: optuna.storages.BaseStorage | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Create or resume ``spec``'s study and search until its generations are complete; then
+    ``final`` when ``spec.after_search``, and the report.
+
+    Args:
+        spec: The study and its settings; a stored study with other settings (but the
+            resumable ones) is refused.
+        storage: The opened ``spec.storage_url`` (opened here when ``None``).
+        log: Called with each progress line (default: :func:`info`, standard error).
+
+    Returns:
+        The result the ``search`` command prints: evaluations, the best trial, ``final``'s
+        result, the compute spent, the report's files.
+    """
     import optuna
 
-    from optuna_biotune import BioTuneSampler
+    from optuna_biotune.biotune.sampler import BioTuneSampler
     from optuna_biotune.evolution import trial_generation
 
-    overrides = _overrides(args)
-    spec = (load_spec(args.spec) if args.spec else default_spec()).replace(**overrides)
-    storage = open_storage(spec.storage_url)
-
+    log = log or info
+    storage = storage if storage is not None else open_storage(spec.storage_url)
     existing = existing_study(spec.study, storage)
-    if existing is not None and not args.spec:
-        # A bare `search --study NAME` continues the stored spec (workers join this way).
-        spec = stored_spec(existing, spec).replace(**overrides)
-    stored_objective = existing.user_attrs.get(OBJECTIVE_SPEC_ATTR) if existing else None
-    objective = make_objective(spec, stored_objective if not args.spec else None)
-    objective_spec = objective.spec()
+    objective = make_objective(spec)
+    stored = _settings(spec, objective)
     if existing is not None:
-        _check_resume(existing, spec, objective_spec)
+        _check_resume(existing, stored)
 
     sampler = BioTuneSampler(**spec.sampler_kwargs(), threshold_param="threshold")
     _prepare(objective)
@@ -214,29 +165,27 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
     if OBJECTIVE_SPEC_ATTR not in study.user_attrs:
         import warnings
 
-        study.set_user_attr(OBJECTIVE_SPEC_ATTR, jsonable(objective_spec))
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["validation accuracy"])
-    study.set_user_attr(STUDY_ATTR, jsonable(_storable(spec)))
+    study.set_user_attr(OBJECTIVE_SPEC_ATTR, stored)
     artifact_dir = str(Path(spec.artifact_dir).resolve())
     study.set_user_attr(ARTIFACTS_ATTR, artifact_dir)
 
     target = spec.evaluations
     started = time.perf_counter()
     done_before = len(_finished(study))
-    info(
-        args,
+    log(
         f"study {spec.study!r} in {spec.storage_url}: {done_before}/{target} evaluations done "
-        f"(population {spec.population}, {spec.elites} elites, {spec.generations} generations"
-        f" after the first, {spec.seeds} seed(s), {spec.epochs} epochs)",
+        f"(population {spec.population_size}, {spec.n_elites} elites, {spec.generations} "
+        f"generations after the first, {len(spec.seed_list)} seed(s), {spec.max_epochs} epochs)",
     )
-    run_search(
+    search_generations(
         study,
         objective,
         generations=spec.generations,
-        population=spec.population,
-        elites=spec.elites,
+        population=spec.population_size,
+        elites=spec.n_elites,
         n_jobs=spec.n_jobs,
         generation=trial_generation,
     )
@@ -255,8 +204,8 @@ def cmd_search(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(seconds, 1),
     }
     result.update(report.best_summary(study))
-    if spec.final:
-        result["final"] = run_final(args, study, spec, objective)
+    if spec.after_search:
+        result["final"] = run_final(study, spec, objective=objective, log=log)
     result["compute"] = Compute.of_study(study).as_dict()  # FT runs once `final` timed one
     result["report"] = report.write_report(
         study, out_dir=spec.report_dir, artifact_store=artifact_store(artifact_dir)
@@ -269,16 +218,8 @@ def _prepare(objective: Any) -> None:
     from optuna_biotune.engine.data import fold_indices
 
     _ = objective.param_names  # loads the dataset, builds the model and its blocks
-    for split in (objective.splits.train, objective.splits.val):
+    for split in (objective.tuner.splits.train, objective.tuner.splits.val):
         fold_indices(split.y, data_fraction=objective.data_fraction, fold=0)
-
-
-def _storable(spec: StudySpec) -> dict[str, Any]:
-    data = spec.to_toml_dict()
-    data.get("study", {}).pop("storage", None)
-    data.get("study", {}).pop("artifacts", None)
-    data.get("report", {}).pop("out", None)
-    return data
 
 
 def existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
@@ -317,7 +258,7 @@ def generation_progress(
     return p.done, p.newest, (p.left if p.newest >= 0 else population)
 
 
-def run_search(
+def search_generations(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
     *,
@@ -367,32 +308,38 @@ def run_search(
 
 
 def run_final(
-    args: argparse.Namespace,
     study: optuna.Study,
     spec: StudySpec,
-    objective: Any,
     *,
+    objective: Any = None,
     seeds: Sequence[int] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Retrain the top-k configurations and FT (:func:`optuna_biotune.biotune.final.run_final`)
-    with ``seeds`` (default: the spec's final seeds), logging to stderr."""
+    """Retrain ``study``'s top ``spec.top_k`` configurations and FT with ``seeds`` (default:
+    ``spec.final_seed_list``) and score the test set
+    (:func:`optuna_biotune.biotune.final.run_final`).
+
+    Args:
+        objective: The objective to retrain with (default: :func:`make_objective`).
+        log: Called with each progress line (default: :func:`info`, standard error).
+    """
     from optuna_biotune.biotune import final
 
+    log = log or info
     seeds = list(seeds or spec.final_seed_list)
-    info(
-        args,
+    log(
         f"final: retraining the top {spec.top_k} configuration(s) and FT on the full training "
-        f"set with seed(s) {', '.join(str(s) for s in seeds)}, scoring the test set",
+        f"set with seed(s) {', '.join(str(s) for s in seeds)}, scoring the test set"
     )
     return final.run_final(
         study,
-        objective=objective,
+        objective=objective if objective is not None else make_objective(spec),
         top_k=spec.top_k,
         seeds=seeds,
-        log=lambda line: info(args, line),
+        log=log,
     )
 
 
-def info(args: argparse.Namespace, line: str) -> None:
+def info(line: str) -> None:
     """Progress lines go to stderr, so stdout stays the summary (and the JSON line)."""
     print(line, file=sys.stderr, flush=True)

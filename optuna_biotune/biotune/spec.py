@@ -1,17 +1,20 @@
-"""Declarative study specs: one TOML file per experiment, every CLI option settable there.
+"""Declarative study specs: one TOML file per experiment, every ``search`` option settable there.
 
-A spec has five tables; every key is optional and falls back to the embedded default
-(:data:`DEFAULT_TOML`, the same text as ``studies/default.toml``)::
+:class:`StudySpec` declares every setting once (:func:`.settings.setting`: its help, its TOML
+table, its option group); the command line's options, the TOML tables, the setting stored in
+the study (``biotune:spec``) and the keywords of :class:`~optuna_biotune.BioTuneObjective` and
+:class:`~optuna_biotune.BioTuneSampler` all derive from its fields and carry their names. Every
+key is optional and falls back to the embedded default (:data:`DEFAULT_TOML`, the same text as
+``studies/default.toml``)::
 
     [study]       name, storage, artifacts
-    [objective]   dataset, model, partition, seeds, data_fraction, epochs, patience,
-                  batch_size, base_lr, optimizer, metric, device, image_size,
-                  exact_protocol
-    [search]      population, elites, generations, exploit_step, wipeout, n_jobs, seed
-    [final]       after_search, top_k, seeds
+    [objective]   dataset, model, partition, seeds, data_fraction, max_epochs, patience,
+                  batch_size, base_lr, optimizer, metric, device, image_size, exact_protocol
+    [search]      population_size, n_elites, exploit_step, wipeout, seed, generations, n_jobs
+    [final]       after_search, top_k, final_seeds
     [report]      out
 
-Command-line options override the spec (``optuna-biotune search SPEC.toml --epochs 3``).
+Command-line options override the spec (``optuna-biotune search SPEC.toml --max-epochs 3``).
 Relative paths in a spec (``storage = "sqlite:///x.db"``, ``artifacts``, ``report.out``, an
 ImageFolder ``dataset``) are resolved against the spec file's folder, so a study's database
 and artifacts land beside the spec that made them.
@@ -20,23 +23,25 @@ and artifacts land beside the spec that made them.
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from optuna_biotune.biotune.attrs import API_ONLY_SPEC_KEYS, OBJECTIVE_SPEC_KEYS
-from optuna_biotune.biotune.memetic import (
-    check_elites,
-    check_exploit_step,
-    evaluations_per_generation,
+from optuna_biotune.biotune.memetic import evaluations_per_generation
+from optuna_biotune.biotune.settings import (
+    float_number,
+    non_negative_int,
+    prefixes,
+    setting,
+    settings,
 )
+from optuna_biotune.biotune.validate import SPEC_MIN_ELITES, validate
 from optuna_biotune.engine import budget
-from optuna_biotune.engine.finetune import MINIMUM, check_base_lr
-from optuna_biotune.engine.seeds import MIN_SEEDS, final_seed_list, seed_list
-from optuna_biotune.errors import UsageError, check_int
+from optuna_biotune.engine.finetune import DEFAULT_CACHE_BYTES, MINIMUM
+from optuna_biotune.engine.seeds import MIN_SEEDS, final_seed_list, resolve_seeds
+from optuna_biotune.errors import UsageError
 from optuna_biotune.evolution.base import MIN_POPULATION
 
 #: The embedded default study: digits + ImageNet-pretrained EfficientNet-Lite0 on the CPU,
@@ -56,7 +61,7 @@ dataset = "digits"
 model = "efficientnet_lite0"
 seeds = 1
 data_fraction = 0.5
-epochs = 4
+max_epochs = 4
 patience = 2
 batch_size = 64
 base_lr = 1e-3
@@ -69,8 +74,8 @@ image_size = 32
 exact_protocol = false
 
 [search]
-population = 6
-elites = 2
+population_size = 6
+n_elites = 2
 generations = 2
 exploit_step = 0.25
 # BioIK's wipeout (not in the authors' BioTune): a generation that improved nothing keeps
@@ -85,56 +90,158 @@ after_search = true
 # The headline is the top-1 by validation against FT; retraining only it keeps the main job
 # within two minutes (`final --top-k 5` retrains more of the same study afterwards).
 top_k = 1
-seeds = 3
+final_seeds = 3
 """
+
+
+_place = partial(setting, stored=False, resumable=True)
+_objective = partial(setting, table="objective", group="objective")
+_search = partial(setting, table="search", group="search")
+_run = partial(setting, table="search", group="run", resumable=True)
+_final = partial(setting, table="final", group="final", resumable=True)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StudySpec:
     """Everything one BioTune experiment needs: the study, the objective, the search budget.
 
-    Field names are the CLI's option names with ``-`` as ``_``; :data:`SECTIONS` says which
-    TOML table each lives in.
+    Each field is one setting, with one name: the keyword of the class that takes it, the TOML
+    key (in the table its metadata names) and the option (``-`` for ``_``).
     """
 
-    # [study]
-    study: str = "default"
-    storage: str | None = None
-    artifacts: str | None = None
-    # [objective]
-    dataset: str = "digits"
-    model: str = "efficientnet_lite0"
-    partition: list[str | list[str]] | None = None
-    seeds: int = 3
-    data_fraction: float = 0.5
-    epochs: int = budget.EPOCHS
-    patience: int = budget.PATIENCE
-    batch_size: int = budget.BATCH_SIZE
-    base_lr: float = budget.BASE_LR
-    optimizer: str = budget.OPTIMIZER
-    metric: str = budget.METRIC
-    device: str = "auto"
-    image_size: int | None = None
-    exact_protocol: bool = False
-    # [search]
-    population: int = 10
-    elites: int = 3
-    generations: int = 10
-    exploit_step: float = 0.25
-    wipeout: bool = False
-    n_jobs: int = 1
-    seed: int | None = None
+    # [study]: names and places, not stored as settings
+    study: str = _place(
+        "default", "study name (default: the spec's, else 'default')", table="study", key="name"
+    )
+    storage: str | None = _place(
+        None,
+        "Optuna storage URL (default: sqlite:///studies/<study>.db beside the spec)",
+        table="study",
+    )
+    artifacts: str | None = _place(
+        None, "artifact folder (default: studies/artifacts beside the database)", table="study"
+    )
+    # [objective]: BioTuneObjective's keywords
+    dataset: str = _objective(
+        "digits", "digits, mnist5k, a torchvision name, or an ImageFolder path"
+    )
+    model: str = _objective("efficientnet_lite0", "backbone, e.g. efficientnet_lite0, resnet50")
+    partition: Sequence[str | Sequence[str]] | None = _objective(
+        None,
+        "blocks as comma-separated module-name prefixes (default: the model's)",
+        parse=prefixes,
+    )
+    seeds: int | Sequence[int] = _objective(
+        3,
+        "seeds per fitness evaluation (a count: the authors' 684, 559, 629 first)",
+        parse=non_negative_int,
+    )
+    data_fraction: float = _objective(
+        0.5, "data fraction per generation (0, 1]", parse=float_number
+    )
+    max_epochs: int = _objective(
+        budget.EPOCHS,
+        "maximum epochs per training run",
+        flags=("--epochs",),
+        parse=non_negative_int,
+        low=MINIMUM["max_epochs"],
+    )
+    patience: int = _objective(
+        budget.PATIENCE,
+        "early-stopping patience in epochs",
+        parse=non_negative_int,
+        low=MINIMUM["patience"],
+    )
+    batch_size: int = _objective(
+        budget.BATCH_SIZE, "batch size", parse=non_negative_int, low=MINIMUM["batch_size"]
+    )
+    base_lr: float = _objective(
+        budget.BASE_LR, "base learning rate (scaled by 0.1-10)", parse=float_number
+    )
+    optimizer: str = _objective(budget.OPTIMIZER, "adam or sgd", choices=("adam", "sgd"))
+    metric: str = _objective(
+        budget.METRIC, "accuracy or macro (mean per-class recall)", choices=("accuracy", "macro")
+    )
+    device: str = _objective("auto", "auto, cpu or cuda", resumable=True)
+    image_size: int | None = _objective(None, "input side in pixels", parse=non_negative_int)
+    exact_protocol: bool = _objective(
+        False,
+        "train every evaluation in full with every seed (the paper's protocol; default: "
+        "multi-fidelity, full fidelity only where it can change the search, see README "
+        "'Search cost')",
+        parse=bool,
+    )
+    # BioTuneObjective's keywords the Python API alone sets (memory, compilation, pruning)
+    cache_bytes: int = setting(
+        DEFAULT_CACHE_BYTES,
+        "memory bound of the frozen-prefix activation cache",
+        table="objective",
+        python_only=True,
+        low=MINIMUM["cache_bytes"],
+    )
+    use_cache: bool = setting(
+        True,
+        "train from cached prefix activations",
+        table="objective",
+        python_only=True,
+        parse=bool,
+    )
+    compile: bool = setting(
+        False, "train through torch.compile", table="objective", python_only=True, parse=bool
+    )
+    prune: bool = setting(
+        False,
+        "let the study's pruner stop an evaluation",
+        table="objective",
+        python_only=True,
+        parse=bool,
+    )
+    # [search]: BioTuneSampler's keywords
+    population_size: int = _search(
+        10,
+        "population size",
+        flags=("--population",),
+        parse=non_negative_int,
+        low=MIN_POPULATION,
+    )
+    n_elites: int = _search(
+        3,
+        "elites per generation",
+        flags=("--elites",),
+        parse=non_negative_int,
+        low=SPEC_MIN_ELITES,
+    )
+    exploit_step: float = _search(0.25, "exploitation perturbation (0.25)", parse=float_number)
+    wipeout: bool = _search(
+        False,
+        "BioIK's wipeout: re-draw all but the best after a generation that improved nothing "
+        "(not in the authors' BioTune)",
+        parse=bool,
+    )
+    seed: int | None = _search(None, "sampler seed (reproducible proposals)", parse=int)
+    # [search]: the worker loop's
+    generations: int = _run(10, "generations after the first", parse=non_negative_int, low=0)
+    n_jobs: int = _run(1, "parallel trials in this process", parse=non_negative_int, low=1)
     # [final]
-    final: bool = False
-    top_k: int = 5
-    final_seeds: int = 3
+    after_search: bool = _final(
+        False,
+        "run `final` after the search (default: the spec's [final] after_search)",
+        flags=("--final",),
+        parse=bool,
+    )
+    top_k: int = _final(5, "configurations to retrain (5)", parse=non_negative_int, low=1)
+    final_seeds: int = _final(
+        3, "seeds of the final retraining (3)", parse=non_negative_int, low=MIN_SEEDS
+    )
     # [report]
-    out: str | None = None
+    out: str | None = _place(
+        None, "output folder (default: studies/reports/<study>)", table="report"
+    )
     # Folder of the spec file (relative paths resolve against it); cwd's studies/ otherwise.
     base_dir: str = "studies"
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate(self)
 
     # -- derived values -------------------------------------------------------------------
     @property
@@ -172,12 +279,13 @@ class StudySpec:
 
     @property
     def seed_list(self) -> tuple[int, ...]:
-        """The fitness seeds: the first ``seeds`` of the paper's, then 1, 2, 3, ..."""
-        return seed_list(self.seeds)
+        """The fitness seeds: the first ``seeds`` of the paper's, then 1, 2, 3, ... (or the
+        listed ones)."""
+        return tuple(resolve_seeds(self.seeds))
 
     @property
     def final_seed_list(self) -> tuple[int, ...]:
-        """The seeds of the final retraining (``[final] seeds``): 1001, 1002, 1003, ..."""
+        """The seeds of the final retraining (``[final] final_seeds``): 1001, 1002, ..."""
         return final_seed_list(self.final_seeds)
 
     @property
@@ -185,27 +293,27 @@ class StudySpec:
         """Fitness evaluations of the whole search (paper: 10 + 10 x 13 = 140).
 
         Generation 0 evaluates the population; every later generation exploits each elite
-        twice and makes ``population - elites`` children.
+        twice and makes ``population_size - n_elites`` children.
         """
-        return self.population + self.generations * evaluations_per_generation(
-            self.population, self.elites
+        return self.population_size + self.generations * evaluations_per_generation(
+            self.population_size, self.n_elites
         )
 
     def objective_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`optuna_biotune.BioTuneObjective` for this spec."""
-        kwargs = {arg: getattr(self, field) for field, arg in OBJECTIVE_TABLE.items()}
+        kwargs = {f.name: getattr(self, f.name) for f in settings(self, table="objective")}
         kwargs["seeds"] = self.seed_list
         return kwargs
 
     def sampler_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`optuna_biotune.BioTuneSampler` for this spec."""
-        return {
-            "population_size": self.population,
-            "n_elites": self.elites,
-            "exploit_step": self.exploit_step,
-            "wipeout": self.wipeout,
-            "seed": self.seed,
-        }
+        return {f.name: getattr(self, f.name) for f in settings(self, group="search")}
+
+    def stored(self) -> dict[str, Any]:
+        """The settings kept in the study (``biotune:spec``), JSON-able, seeds as a list."""
+        out = {f.name: getattr(self, f.name) for f in settings(self, stored=True)}
+        out["seeds"] = list(self.seed_list)
+        return out
 
     def replace(self, **changes: Any) -> StudySpec:
         """Return a copy with ``changes`` applied (``None`` values are ignored)."""
@@ -213,7 +321,7 @@ class StudySpec:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise UsageError(
-                f"unknown spec field(s) {unknown}; see optuna_biotune.biotune.spec.SECTIONS."
+                f"unknown spec field(s) {unknown}; see optuna_biotune.biotune.spec.StudySpec."
             )
         return dataclasses.replace(self, **changes)
 
@@ -227,133 +335,11 @@ class StudySpec:
         return out
 
 
-#: ``[objective]`` key (a StudySpec field) -> :class:`~optuna_biotune.BioTuneObjective` argument:
-#: the keys of ``biotune:spec`` but the Python API's own, ``max_epochs`` as ``epochs``.
-OBJECTIVE_TABLE = {
-    ("epochs" if arg == "max_epochs" else arg): arg
-    for arg in OBJECTIVE_SPEC_KEYS
-    if arg not in API_ONLY_SPEC_KEYS
-}
-
-#: (TOML table, key) -> StudySpec field.
+#: (TOML table, key) -> StudySpec field: every setting but the Python API's own.
 SECTIONS: dict[tuple[str, str], str] = {
-    ("study", "name"): "study",
-    ("study", "storage"): "storage",
-    ("study", "artifacts"): "artifacts",
-    **{("objective", k): k for k in OBJECTIVE_TABLE},
-    **{
-        ("search", k): k
-        for k in (
-            "population",
-            "elites",
-            "generations",
-            "exploit_step",
-            "wipeout",
-            "n_jobs",
-            "seed",
-        )
-    },
-    ("final", "after_search"): "final",
-    ("final", "top_k"): "top_k",
-    ("final", "seeds"): "final_seeds",
-    ("report", "out"): "out",
+    (f.metadata["table"], f.metadata["key"] or f.name): f.name
+    for f in settings(StudySpec, python_only=False)
 }
-
-#: Fewest elites of a study spec (and so of the CLI): BioTune's search refines its elites
-#: (BioIK, Starke et al. 2019, Sec. IV). ``BioTuneSampler`` itself also runs with none
-#: (``memetic.MIN_ELITES``); both check through ``memetic.check_elites``.
-SPEC_MIN_ELITES = 1
-
-_INT_FIELDS = {
-    "seeds": MIN_SEEDS,
-    "epochs": MINIMUM["max_epochs"],
-    "patience": MINIMUM["patience"],
-    "batch_size": MINIMUM["batch_size"],
-    "population": MIN_POPULATION,
-    "elites": SPEC_MIN_ELITES,
-    "generations": 0,
-    "n_jobs": 1,
-    "top_k": 1,
-    "final_seeds": MIN_SEEDS,
-}
-_CHOICES = {
-    "optimizer": ("adam", "sgd"),
-    "metric": ("accuracy", "macro"),
-}
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def _is_prefixes(entry: Any) -> bool:
-    if isinstance(entry, str):
-        return bool(entry)
-    return isinstance(entry, list) and bool(entry) and all(isinstance(p, str) and p for p in entry)
-
-
-def _validate(spec: StudySpec) -> None:
-    for name, low in _INT_FIELDS.items():
-        check_int(name, getattr(spec, name), low, fix="fix the spec")
-    check_elites(
-        spec.elites,
-        spec.population,
-        low=SPEC_MIN_ELITES,
-        name="elites",
-        population_name="population",
-    )
-    for name in ("data_fraction", "base_lr", "exploit_step"):
-        value = getattr(spec, name)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise UsageError(f"`{name}` must be a number, got {value!r}; fix the spec.")
-    if not 0 < spec.data_fraction <= 1:
-        raise UsageError(f"`data_fraction` must be in (0, 1], got {spec.data_fraction}.")
-    check_base_lr(spec.base_lr)
-    check_exploit_step(spec.exploit_step)
-    for name, choices in _CHOICES.items():
-        if getattr(spec, name) not in choices:
-            raise UsageError(
-                f"`{name}` must be one of {list(choices)}, got {getattr(spec, name)!r}."
-            )
-    for name in ("exact_protocol", "wipeout"):
-        if not isinstance(getattr(spec, name), bool):
-            raise UsageError(
-                f"`{name}` must be true or false, got {getattr(spec, name)!r}; fix the spec."
-            )
-    if not isinstance(spec.device, str) or not _DEVICE.match(spec.device):
-        raise UsageError(f"`device` must be auto, cpu, cuda, cuda:N or mps, got {spec.device!r}.")
-    for name in ("study", "dataset", "model"):
-        value = getattr(spec, name)
-        if not isinstance(value, str) or not value.strip():
-            raise UsageError(f"`{name}` must be a non-empty string, got {value!r}.")
-    if "/" in spec.study or "\\" in spec.study:
-        raise UsageError(f"`study` must be a plain name without slashes, got {spec.study!r}.")
-    if spec.image_size is not None and (
-        isinstance(spec.image_size, bool)
-        or not isinstance(spec.image_size, int)
-        or spec.image_size < 8
-    ):
-        raise UsageError(
-            f"`image_size` must be an integer >= 8 or left out, got {spec.image_size!r}."
-        )
-    if spec.seed is not None and (isinstance(spec.seed, bool) or not isinstance(spec.seed, int)):
-        raise UsageError(f"`seed` must be an integer or left out, got {spec.seed!r}.")
-    if not isinstance(spec.final, bool):
-        raise UsageError(f"`final.after_search` must be true or false, got {spec.final!r}.")
-    if spec.partition is not None and not (
-        isinstance(spec.partition, list)
-        and spec.partition
-        and all(_is_prefixes(p) for p in spec.partition)
-    ):
-        raise UsageError(
-            "`partition` must list one block per entry (a module-name prefix or a list of "
-            'them, e.g. [["conv1", "bn1"], "layer1"]), or be left out.'
-        )
-    for name in ("storage", "artifacts", "out"):
-        value = getattr(spec, name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise UsageError(f"`{name}` must be a non-empty string or left out, got {value!r}.")
 
 
 def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -414,6 +400,22 @@ def spec_from_dict(
         raise UsageError(f"{source}: {err}") from None
 
 
+def spec_from_stored(data: Mapping[str, Any], base: StudySpec, *, source: str) -> StudySpec:
+    """``base`` with the settings a study stores (:meth:`StudySpec.stored`, ``biotune:spec``).
+
+    Raises:
+        UsageError: A key that is no stored setting, or a bad value.
+    """
+    known = {f.name for f in settings(StudySpec, stored=True)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(f"{source}: unknown stored settings {unknown}; was it made by `search`?")
+    try:
+        return dataclasses.replace(base, **data)
+    except UsageError as err:
+        raise UsageError(f"{source}: {err}") from None
+
+
 def default_spec(*, base_dir: str | Path = "studies") -> StudySpec:
     """The embedded default study (:data:`DEFAULT_TOML`)."""
     return spec_from_dict(tomllib.loads(DEFAULT_TOML), base_dir=base_dir, source="default spec")
@@ -445,4 +447,5 @@ __all__ = [
     "default_spec",
     "load_spec",
     "spec_from_dict",
+    "spec_from_stored",
 ]
