@@ -167,8 +167,8 @@ class StudySpec:
     exact_protocol: bool = _objective(
         False,
         "train every evaluation in full with every seed (the paper's protocol; default: "
-        "multi-fidelity, full fidelity only where it can change the search, see README "
-        "'Search cost')",
+        "multi-fidelity, full fidelity only where it can change the search, see "
+        "docs/search-cost.md)",
         parse=bool,
     )
     # BioTuneObjective's keywords the Python API alone sets (memory, compilation, pruning)
