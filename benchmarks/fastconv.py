@@ -159,7 +159,7 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{m['torch_threads']} threads (load average at the end {m['load_average_end'][0]:.1f})."
         f" Batch {r['batch_size']}, channels-last, medians of {r['repeats']} alternating "
         "repetitions. Both sides compute the same outputs and gradients "
-        "(tests/test_fastconv.py).",
+        "(tests/engine/test_fastconv.py).",
         "",
         "One training step (forward, loss, backward) of the whole model, random weights:",
         "",

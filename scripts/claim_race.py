@@ -4,9 +4,9 @@ Each repetition creates a new study and starts three worker processes that share
 plain storage URL (``optuna.create_study(storage="sqlite:///...")``, the README's Python path:
 claims written, then read back), the workers of the test suite's two races:
 
-- ``evoprune``: ``tests/test_evoprune_sampler.py``'s (EvoPruneSampler, population 6, two slots
-  per generation after the first, so generations turn over while claims are in flight);
-- ``biotune``: ``tests/test_sampler_parallel.py``'s (BioTuneSampler, population 10).
+- ``evoprune``: ``tests/evoprune/test_evoprune_sampler.py``'s (EvoPruneSampler, population 6,
+  two slots per generation after the first, so generations turn over while claims are in flight);
+- ``biotune``: ``tests/evolution/test_sampler_parallel.py``'s (BioTuneSampler, population 10).
 
 It counts double fills (two COMPLETE trials with the same generation and slot), workers that
 did not exit 0 and trials that did not complete. Not part of the test suite (minutes to

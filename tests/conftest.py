@@ -10,8 +10,16 @@ from pathlib import Path
 # OpenMP threads that spin while waiting make torch 5-10x slower on a shared, loaded CPU
 # (measured: 2.5-5 s -> 0.2-0.6 s for the same forward passes); must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import pytest
+
+# Tests live in their room's folder (tests/engine/, tests/runtime/, ...) and share the helpers
+# here (conftest, tiny_cli, product_studies); pytest puts this folder on sys.path, and the
+# worker scripts the tests start (``python tests/runtime/test_workers.py ...``) find the helpers
+# through PYTHONPATH.
+_TESTS = str(Path(__file__).resolve().parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_TESTS, os.environ.get("PYTHONPATH", "")) if p
+)
 
 REPO = Path(__file__).resolve().parents[1]
 _DEFAULT_PG_URL = "postgresql+psycopg://biotune:biotune@127.0.0.1:5432/biotune_test"

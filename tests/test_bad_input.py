@@ -279,6 +279,7 @@ NAN_CLI = [sys.executable, str(Path(__file__).with_name("nan_loss_cli.py"))]
         ),
     ],
 )
+@pytest.mark.slow
 def test_training_failure_fails_the_trial_with_its_reason_and_the_search_goes_on(
     case: str, cli: list[str], args: list[str], reason: str, storage: str, tmp_path: Path
 ) -> None:

@@ -201,6 +201,7 @@ def test_bad_input_exits_with_one_line_and_writes_no_study(
         assert optuna.get_all_study_names(f"sqlite:///{db}") == []
 
 
+@pytest.mark.slow
 def test_report_json_and_optuna_cli_on_a_study(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     study = make_study(url, "r", n_trials=6)
@@ -336,6 +337,7 @@ def test_final_rejects_bad_seeds(value: str, capsys: pytest.CaptureFixture[str])
     assert exit_info.value.code == 2 and "--seeds" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_search_and_run_final_are_plain_functions(tmp_path: Path) -> None:
     """What `search` and `final` run, called from Python with a spec (no argparse)."""
     from optuna_biotune.biotune.cli import _overrides

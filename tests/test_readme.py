@@ -74,6 +74,7 @@ def test_the_fine_tuning_example_runs_the_papers_algorithm() -> None:
             assert k != "threshold" and parent[k] > parent["threshold"]
 
 
+@pytest.mark.slow
 def test_the_fine_tuning_example_would_prune_when_asked() -> None:
     """The same objective with ``prune=True`` under the default pruner does cut evaluations,
     so the test above could fail."""

@@ -42,7 +42,7 @@ check. What a wrong cut costs: the decision the evaluation would have changed (a
 replaced, a parent kept in the mating pool, a child not made an elite) is lost; the cut value
 itself decides nothing, because a value below full fidelity
 (:mod:`~optuna_biotune.biotune.fidelity`) ranks below every full one, beats no value, sets no
-extinction factor and never enters ``final``'s top-k. ``tests/test_racing.py`` shows such a
+extinction factor and never enters ``final``'s top-k. ``tests/biotune/test_racing.py`` shows such a
 cut. Bounding honestly (each open seed up to accuracy 1) would cut only evaluations whose
 finished seeds are far below the bar; the multi-fidelity search that will replace racing is
 where a sounder rule belongs.

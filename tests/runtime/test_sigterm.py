@@ -41,6 +41,9 @@ from optuna_biotune.runtime.generational import run_generations
 from optuna_biotune.runtime.storage import open_storage
 from optuna_biotune.runtime.workers import WORKER_ATTR
 
+# Real processes killed and restarted: part of CI, not of the fast loop.
+pytestmark = pytest.mark.slow
+
 __all__ = ["add_arguments", "run", "uninterrupted"]
 
 COMMAND = "cheap-search"

@@ -20,7 +20,7 @@ from optuna_biotune.biotune.spec import (
 from optuna_biotune.engine.seeds import seed_list
 from optuna_biotune.errors import UsageError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAPER_DATASETS = [
     "mnist",
     "usps",

@@ -87,6 +87,7 @@ def test_spec_file_with_another_model_is_refused(study_copy: str, tmp_path: Path
     assert _snapshot(study_copy) == before
 
 
+@pytest.mark.slow
 def test_more_generations_and_more_workers_continue_the_study(
     study_copy: str, tmp_path: Path
 ) -> None:

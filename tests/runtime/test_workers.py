@@ -29,6 +29,9 @@ from optuna_biotune.evolution.layout import generation_records
 from optuna_biotune.runtime.generational import slot_progress
 from optuna_biotune.runtime.storage import open_storage
 
+# Real processes killed and restarted: part of CI, not of the fast loop.
+pytestmark = pytest.mark.slow
+
 NS = "BioTuneSampler"
 GENES = [f"importance:b{i}" for i in range(6)] + ["threshold"]
 POPULATION, ELITES, GENERATIONS = 16, 3, 1

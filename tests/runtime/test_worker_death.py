@@ -35,6 +35,9 @@ from optuna_biotune.runtime.generational import run_generations, slot_progress
 from optuna_biotune.runtime.storage import open_storage
 from optuna_biotune.runtime.workers import WORKER_ATTR, worker_alive, worker_identity
 
+# Real processes killed and restarted: part of CI, not of the fast loop.
+pytestmark = pytest.mark.slow
+
 NS = "BioTuneSampler"
 GENES = [f"importance:b{i}" for i in range(4)] + ["threshold"]
 #: Population 4, 1 elite, generations 0..2: 4 + 5 + 5 = 14 planned evaluations.

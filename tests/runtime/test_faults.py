@@ -36,6 +36,9 @@ from tiny_cli import CLI, TINY_SEARCH
 from optuna_biotune import BioTuneSampler
 from optuna_biotune.errors import BioTuneError
 
+# Real processes killed and restarted: part of CI, not of the fast loop.
+pytestmark = pytest.mark.slow
+
 NS = "BioTuneSampler"
 GENES = [f"importance:b{i}" for i in range(4)] + ["threshold"]
 

@@ -59,6 +59,7 @@ def evoprune(tmp_path: Path, folder: Path, *extra: str) -> subprocess.CompletedP
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_search_then_resume_to_a_larger_budget_then_refuse_a_conflicting_option(
     tmp_path: Path, folder: Path
 ) -> None:

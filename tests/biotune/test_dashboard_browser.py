@@ -28,7 +28,7 @@ from product_studies import make_study
 
 from optuna_biotune.biotune import attrs, report
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "dashboard_screenshot.sh"
 N_TRIALS = 10
 SIZE = (1000, 1500)

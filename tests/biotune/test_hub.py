@@ -24,7 +24,7 @@ import yaml
 
 import optuna_biotune
 
-HUB = Path(__file__).resolve().parents[1] / "hub"
+HUB = Path(__file__).resolve().parents[2] / "hub"
 #: Package -> the names its ``__init__`` exposes (all from ``optuna_biotune``).
 PACKAGES = {
     "biotune": ["BioTuneSampler", "decode", "gene_names"],
