@@ -65,3 +65,30 @@ class CheapRetrainer:
         self.calls.append((tuple(bool(m) for m in mask), tuple(seeds)))
         base = 0.6 + 0.3 * float(mask[-1]) + 0.05 * sum(bool(m) for m in mask) / len(mask)
         return [base + 0.001 * (s % 7) for s in seeds]
+
+
+def earlier_first_seeds(
+    study: optuna.Study, names: list[str], *, n: int | None = None, value: float = 0.0
+) -> None:
+    """Add ``n`` (default ``ETA - 1``) earlier default-protocol evaluations to ``study``, each a
+    first seed that trained to its end at ``value`` and was not promoted (gene 0.5 everywhere,
+    threshold 0.6). The default search promotes a record first seed only after that many
+    (:meth:`optuna_biotune.biotune.rungs.Rungs.promote`), so a test evaluation after them that
+    beats ``value`` trains every seed."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from optuna_biotune.biotune import rungs
+
+    for _ in range(rungs.ETA - 1 if n is None else n):
+        study.add_trial(
+            create_trial(
+                params={name: (0.6 if name == "threshold" else 0.5) for name in names},
+                distributions={name: FloatDistribution(0, 1) for name in names},
+                value=value,
+                user_attrs={
+                    "seed_accuracies": [value],
+                    "fidelity": {"seeds": 1, "of": 2, "stops": ["patience"], "full": False},
+                },
+            )
+        )

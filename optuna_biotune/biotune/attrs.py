@@ -13,6 +13,10 @@ ARTIFACTS_ATTR = "biotune:artifacts"
 FINAL_ATTR = "biotune:final"
 #: Prefix of one retrained configuration's test accuracies: ``biotune:final:<key>``.
 FINAL_CACHE_PREFIX = "biotune:final:"
+#: Prefix of a one-seed value that ``final`` re-scored at full fidelity because the search left
+#: none (:func:`.final.run_final`): ``biotune:rescored:<trial number>`` holds
+#: ``{"seed_accuracies", "epochs", "fidelity", "value", "seconds"}``.
+RESCORED_PREFIX = "biotune:rescored:"
 #: Wall seconds of one full-data FT run timed in the study (``{"seconds", "source"}``): the
 #: unit of the compute shown while a search runs (:mod:`.compute`).
 FT_UNIT_ATTR = "biotune:ft_unit"
@@ -26,4 +30,5 @@ __all__ = [
     "FT_UNIT_ATTR",
     "OBJECTIVE_SPEC_ATTR",
     "REPORT_ARTIFACTS_ATTR",
+    "RESCORED_PREFIX",
 ]

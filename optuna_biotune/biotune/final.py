@@ -2,7 +2,9 @@
 
 After the search, the top-k distinct configurations over all generations (paper: top 5),
 ranked by their validation fitness at full fidelity (a cut evaluation's partial value never
-enters: :func:`~optuna_biotune.biotune.report.top_configurations`), are retrained on the
+enters: :func:`~optuna_biotune.biotune.report.top_configurations`; when the search left no
+full value, the best one-seed values are re-scored first, their missing seeds trained on their
+fold: :func:`~optuna_biotune.biotune.report.rescore_candidates`), are retrained on the
 full training set with each final seed (paper: 3) and scored on the test set; plain full
 fine-tuning (FT: every block trained, weight 1) is trained the same way as the reference.
 Spread is the mean and standard error over seeds (:func:`optuna_biotune.engine.seeds.mean_sem`,
@@ -29,11 +31,17 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from optuna_biotune.biotune.attrs import FINAL_CACHE_PREFIX, OBJECTIVE_SPEC_ATTR
+from optuna_biotune.biotune.attrs import FINAL_CACHE_PREFIX, OBJECTIVE_SPEC_ATTR, RESCORED_PREFIX
 from optuna_biotune.biotune.compute import record_ft_unit
-from optuna_biotune.biotune.report import FINAL_ATTR, configuration_key, top_configurations
+from optuna_biotune.biotune.report import (
+    FINAL_ATTR,
+    configuration_key,
+    rescore_candidates,
+    rescored,
+    top_configurations,
+)
 from optuna_biotune.engine.seeds import final_seed_list, mean_sem
 from optuna_biotune.errors import UsageError
 
@@ -47,6 +55,45 @@ class Retrainer(Protocol):
     def retrain_and_test(
         self, mask: Sequence[bool], weights: Sequence[float], *, seeds: Sequence[int]
     ) -> list[float]: ...
+
+
+@runtime_checkable
+class Rescorer(Protocol):
+    """An objective that can complete an evaluation's missing seeds
+    (:meth:`.objective.BioTuneObjective.rescore`)."""
+
+    def rescore(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any]: ...
+
+
+def rescore_missing(
+    study: optuna.Study,
+    *,
+    objective: Retrainer,
+    top_k: int,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """Re-score the ``top_k`` best one-seed values at full fidelity
+    (:func:`.report.rescore_candidates`) when the search left no full value (the default
+    search promotes a first seed only after ``ETA - 1`` completed ones,
+    :func:`.rungs.Rungs.promote`), each stored as soon as it is computed (study user attr
+    ``biotune:rescored:<trial>``). Nothing to do when a full value exists, or when
+    ``objective`` cannot re-score (no ``rescore`` method)."""
+    log = log or (lambda line: None)
+    if not isinstance(objective, Rescorer) or top_configurations(study, 1):
+        return
+    done = rescored(study)
+    for trial in rescore_candidates(study, top_k):
+        if trial.number in done:
+            continue
+        log(
+            f"  re-scoring trial #{trial.number} at full fidelity (value {trial.value:.4f} from "
+            f"{len(trial.user_attrs.get('seed_accuracies', []))} seed(s)): the search left no "
+            "full value"
+        )
+        record = objective.rescore(trial)
+        study.set_user_attr(f"{RESCORED_PREFIX}{trial.number}", record)
+        accs = [round(float(a), 4) for a in record["seed_accuracies"]]
+        log(f"    {accs} -> {record['value']:.4f} in {record['seconds']:.0f} s")
 
 
 def cache_key(mask: Sequence[bool], weights: Sequence[float], seeds: Sequence[int]) -> str:
@@ -124,6 +171,9 @@ def run_final(
         raise UsageError(f"`seeds` must be distinct, got {seeds}.")
     log = log or (lambda line: None)
     configs = top_configurations(study, top_k)
+    if not configs:
+        rescore_missing(study, objective=objective, top_k=top_k, log=log)
+        configs = top_configurations(study, top_k)
     if not configs:
         raise UsageError(
             f"study {study.study_name!r} has no completed trial at full fidelity to retrain; "

@@ -158,6 +158,36 @@ class BioTuneObjective:
         """``final``'s retraining (:meth:`.FineTuner.retrain_and_test`)."""
         return self.tuner.retrain_and_test(mask, weights, seeds=seeds)
 
+    def rescore(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        """Train the seeds an evaluation left out (a first seed that was not promoted,
+        :mod:`~optuna_biotune.biotune.rungs`), each to its early stop, on the evaluation's fold,
+        and return its value at full fidelity: ``{"seed_accuracies", "epochs", "fidelity",
+        "value", "seconds"}`` (``final`` stores it, :func:`.final.run_final`)."""
+        started = time.perf_counter()
+        mask = [bool(m) for m in trial.user_attrs["mask"]]
+        weights = [float(w) for w in trial.user_attrs["lr_weights"]]
+        fold = int(trial.user_attrs.get("fold", 0))
+        accs = [float(a) for a in trial.user_attrs.get("seed_accuracies", [])]
+        epochs = [int(e) for e in trial.user_attrs.get("epochs", [])]
+        stops = [fidelity.seed_stop(epochs_run=e, max_epochs=self.max_epochs) for e in epochs]
+        train, val = self.tuner.fold("train", fold), self.tuner.fold("val", fold)
+        for seed in self.seeds[len(accs) :]:
+            result = self.tuner.train_config(
+                mask, weights, seed=seed, train=train, val=val, data_key=("fold", fold)
+            )
+            accs.append(float(result.best_val_metric))
+            epochs.append(int(result.epochs_run))
+            stops.append(
+                fidelity.seed_stop(epochs_run=result.epochs_run, max_epochs=self.max_epochs)
+            )
+        return {
+            "seed_accuracies": accs,
+            "epochs": epochs,
+            "fidelity": self._fidelity(None, stops, epochs),
+            "value": float(np.mean(accs)),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+
     # ------------------------------------------------------------------ spec round trip
 
     def spec(self) -> dict[str, Any]:

@@ -28,8 +28,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from optuna_biotune.biotune.attrs import FINAL_ATTR, OBJECTIVE_SPEC_ATTR, REPORT_ARTIFACTS_ATTR
-from optuna_biotune.biotune.fidelity import is_full
+from optuna_biotune.biotune.attrs import (
+    FINAL_ATTR,
+    OBJECTIVE_SPEC_ATTR,
+    REPORT_ARTIFACTS_ATTR,
+    RESCORED_PREFIX,
+)
+from optuna_biotune.biotune.fidelity import COMPLETE_STOPS, FIDELITY_ATTR, is_full
 from optuna_biotune.biotune.figures import fig2_grid, plot_fig2, plot_generations
 from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX, THRESHOLD_PARAM, decode
 from optuna_biotune.biotune.render import final_rows, fmt, render_html, render_note
@@ -104,32 +109,83 @@ def configuration_key(mask: Sequence[bool], weights: Sequence[float]) -> str:
     return "|".join(parts)
 
 
+def rescored(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """The one-seed values ``final`` re-scored at full fidelity, by trial number
+    (study user attrs ``biotune:rescored:<trial>``)."""
+    return {
+        int(key[len(RESCORED_PREFIX) :]): value
+        for key, value in study.user_attrs.items()
+        if key.startswith(RESCORED_PREFIX) and isinstance(value, dict)
+    }
+
+
 def top_configurations(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     """The ``k`` best distinct configurations over all generations (best first), each evaluated
     at full fidelity.
 
     Two trials with the same mask and weights (an elite re-evaluated on another fold) count once,
     with the better fitness. A value below full fidelity (a cut evaluation: fewer seeds, or a
-    seed stopped early; :func:`.fidelity.is_full`) is skipped, not re-scored: it is the mean of
-    what it measured, not comparable with full values, and its configuration was cut because it
-    could not reach the search's bar. Re-scoring it would cost training that ``final`` (which
-    retrains the top-k anyway) does not need to rank by validation.
+    seed stopped early; :func:`.fidelity.is_full`) is skipped unless ``final`` re-scored it
+    (:func:`rescored`: its remaining seeds trained, the record says ``rescored``): it is the mean
+    of what it measured, not comparable with full values, and its configuration did not reach
+    the search's bar. ``final`` re-scores only when the search left no full value
+    (:func:`rescore_candidates`).
     """
     if k < 1:
         raise ValueError(f"`k` must be >= 1, got {k}.")
     sign = -1.0 if _maximize(study) else 1.0
-    trials = sorted(_complete(study), key=lambda t: (sign * _value(t), t.number))
+    extra = rescored(study)
+
+    def value(t: optuna.trial.FrozenTrial) -> float:
+        return float(extra[t.number]["value"]) if t.number in extra else _value(t)
+
+    trials = sorted(_complete(study), key=lambda t: (sign * value(t), t.number))
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for trial in trials:
         record = trial_record(trial)
-        if not record["mask"] or not is_full(trial.user_attrs):
+        if trial.number in extra:
+            again = extra[trial.number]
+            record |= {
+                "value": value(trial),
+                "seed_accuracies": again["seed_accuracies"],
+                "epochs": again["epochs"],
+                "rescored": True,
+            }
+        elif not is_full(trial.user_attrs):
+            continue
+        if not record["mask"]:
             continue
         key = configuration_key(record["mask"], record["lr_weights"])
         if key in seen:
             continue
         seen.add(key)
         out.append(record)
+        if len(out) == k:
+            break
+    return out
+
+
+def rescore_candidates(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``k`` best distinct configurations whose value is below full fidelity only because
+    seeds are missing (every seed it trained ended by its early stop or the epoch limit: a
+    first seed that was not promoted), best first: what ``final`` re-scores when the search
+    left no full value (:func:`.rungs.Rungs.promote`)."""
+    sign = -1.0 if _maximize(study) else 1.0
+    out: list[optuna.trial.FrozenTrial] = []
+    seen: set[str] = set()
+    for trial in sorted(_complete(study), key=lambda t: (sign * _value(t), t.number)):
+        fid = trial.user_attrs.get(FIDELITY_ATTR)
+        if not isinstance(fid, dict) or fid.get("full") or not fid.get("stops"):
+            continue
+        if not all(stop in COMPLETE_STOPS for stop in fid["stops"]):
+            continue
+        record = trial_record(trial)
+        key = configuration_key(record["mask"], record["lr_weights"])
+        if not any(record["mask"]) or key in seen:
+            continue
+        seen.add(key)
+        out.append(trial)
         if len(out) == k:
             break
     return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
-from product_studies import CheapRetrainer
+from product_studies import CheapRetrainer, earlier_first_seeds
 
 from optuna_biotune import BioTuneObjective, BioTuneSampler
 from optuna_biotune.biotune import fidelity, final, racing, report, rungs
@@ -65,17 +65,18 @@ def _record(t: optuna.trial.FrozenTrial) -> dict:
 
 def test_full_and_memoised_evaluations_record_full_fidelity(objectives) -> None:
     study = optuna.create_study(direction="maximize")
+    earlier_first_seeds(study, objectives[False].param_names)  # so that the first is promoted
     for _ in range(2):
         study.enqueue_trial(_params())
     study.enqueue_trial(_params(valid=False))
     study.optimize(objectives[False], n_trials=3)
-    first, again, invalid = study.trials
+    first, again, invalid = study.trials[-3:]
     record = _record(first)
     assert record["full"] and record["seeds"] == record["of"] == 2
     assert record["epochs"] == first.user_attrs["epochs"] and record["max_epochs"] == 2
     assert all(s in fidelity.COMPLETE_STOPS for s in record["stops"])
     assert record["data_fraction"] == 0.1
-    assert again.user_attrs["memoised"] == 0 and _record(again) == record  # inherited
+    assert again.user_attrs["memoised"] == first.number and _record(again) == record  # inherited
     assert invalid.user_attrs["invalid"] and _record(invalid)["full"]
     assert _record(invalid)["seeds"] == 0
 
@@ -90,7 +91,8 @@ def _race(bar: float) -> racing.Race:
 
 
 def _rungs(at_first_epoch: list[float]) -> rungs.Rungs:
-    return rungs.Rungs(at_rung={1: at_first_epoch}, completed=[])
+    """Rungs after ``ETA - 1`` completed first seeds at 0 (a better first seed is promoted)."""
+    return rungs.Rungs(at_rung={1: at_first_epoch}, completed=[0.0] * (rungs.ETA - 1))
 
 
 @pytest.mark.parametrize(
@@ -240,3 +242,31 @@ def test_top_configurations_hold_full_fidelity_evaluations_only() -> None:
     only_partial.add_trial(_trial(0.99, [False, True, True], seeds=1))
     with pytest.raises(Exception, match="no completed trial at full fidelity"):
         final.run_final(only_partial, objective=CheapRetrainer(), top_k=2)
+
+
+def test_final_rescores_the_best_one_seed_values_when_the_search_left_no_full_one(
+    objectives,
+) -> None:
+    objective = objectives[False]
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(_params())
+    study.enqueue_trial(_params() | {"importance:classifier": 0.6})
+    study.optimize(objective, n_trials=2)  # fewer than ETA - 1 completed first seeds before each
+    assert not any(fidelity.is_full(t.user_attrs) for t in study.trials)
+    assert report.top_configurations(study, 2) == []
+    candidates = report.rescore_candidates(study, 1)
+    best = max(study.trials, key=lambda t: (t.value, -t.number))
+    assert [t.number for t in candidates] == [best.number]
+    lines: list[str] = []
+    result = final.run_final(study, objective=objective, top_k=1, seeds=[1001], log=lines.append)
+    again = study.user_attrs[f"biotune:rescored:{best.number}"]
+    assert again["fidelity"]["full"] and again["fidelity"]["seeds"] == 2
+    assert again["seed_accuracies"][0] == best.user_attrs["seed_accuracies"][0]
+    assert again["value"] == pytest.approx(sum(again["seed_accuracies"]) / 2)
+    (top,) = result["configurations"]
+    assert top["trial"] == best.number and top["validation"] == again["value"]
+    assert any(f"re-scoring trial #{best.number}" in line for line in lines)
+    # Stored: a second `final` trains nothing again.
+    lines.clear()
+    final.run_final(study, objective=objective, top_k=1, seeds=[1001], log=lines.append)
+    assert not any("re-scoring" in line for line in lines)

@@ -7,6 +7,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from product_studies import earlier_first_seeds
 
 from optuna_biotune import BioTuneObjective
 from optuna_biotune.biotune.genome import gene_names
@@ -59,6 +60,7 @@ def _run(
     **study_kwargs: Any,
 ) -> optuna.trial.FrozenTrial:
     study = optuna.create_study(direction="maximize", **study_kwargs)
+    earlier_first_seeds(study, objective.param_names)  # so that a first seed above 0 goes on
     study.enqueue_trial(params)
 
     def with_generation(trial: optuna.Trial) -> float:

@@ -29,8 +29,12 @@ def test_a_first_seed_below_the_top_share_at_its_rung_stops() -> None:
 
 
 def test_promotion_needs_the_bar_or_without_one_a_new_best_first_seed() -> None:
-    r = rungs.Rungs(at_rung={}, completed=[])
-    assert r.promote(0.1, None)  # nothing before it
+    # A record among fewer than ETA - 1 earlier completed first seeds is no evidence.
+    assert rungs.ETA - 1 == 2
+    assert not rungs.Rungs(at_rung={}, completed=[]).promote(0.1, None)
+    r = rungs.Rungs(at_rung={}, completed=[0.8])
+    assert not r.promote(0.99, None) and r.bar.value == float("inf")
+    assert r.promote(0.5, Bar(0.5, "elite #0"), role="exploit")  # a bred one with a bar
     r = rungs.Rungs(at_rung={}, completed=[0.8, 0.9])
     assert not r.promote(0.89, None) and r.bar.value == 0.9
     assert r.promote(0.9, None) and r.promote(0.91, None)  # a tie with the record goes on
@@ -107,6 +111,7 @@ def test_a_first_seed_below_its_rung_stops_there_at_partial_fidelity(objective) 
 
 def test_a_first_seed_below_the_best_completed_one_is_not_promoted(objective) -> None:
     study = optuna.create_study(direction="maximize")
+    _earlier(study, curve={}, first=0.5)
     _earlier(study, curve={}, first=1.0)
     t = _evaluate(objective, study)
     cut = t.user_attrs["raced"]
@@ -115,9 +120,20 @@ def test_a_first_seed_below_the_best_completed_one_is_not_promoted(objective) ->
     assert t.user_attrs["fidelity"]["stops"] == ["limit"] and not t.user_attrs["fidelity"]["full"]
 
 
-def test_a_promoted_candidate_trains_every_seed_at_full_fidelity(objective) -> None:
+def test_a_record_first_seed_is_promoted_only_after_eta_minus_one_completed_ones(
+    objective,
+) -> None:
     study = optuna.create_study(direction="maximize")
     _earlier(study, curve={}, first=0.0)
+    t = _evaluate(objective, study)  # a record, but among one completed first seed
+    assert t.user_attrs["raced"]["seed"] == 2 and not t.user_attrs["fidelity"]["full"]
+    assert len(t.user_attrs["seed_accuracies"]) == 1
+
+
+def test_a_promoted_candidate_trains_every_seed_at_full_fidelity(objective) -> None:
+    study = optuna.create_study(direction="maximize")
+    for _ in range(rungs.ETA - 1):
+        _earlier(study, curve={}, first=0.0)
     t = _evaluate(objective, study)
     assert "raced" not in t.user_attrs
     assert len(t.user_attrs["seed_accuracies"]) == 2 and t.user_attrs["fidelity"]["full"]
