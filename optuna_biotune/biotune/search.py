@@ -203,9 +203,9 @@ def run_search(
         "trials": len(study.trials),
         "seconds": round(seconds, 1),
     }
-    result.update(report.best_summary(study))
     if spec.after_search:
         result["final"] = run_final(study, spec, objective=objective, log=log)
+    result.update(report.best_summary(study))  # after `final`, which may re-score (`final`)
     result["compute"] = Compute.of_study(study).as_dict()  # FT runs once `final` timed one
     result["report"] = report.write_report(
         study, out_dir=spec.report_dir, artifact_store=artifact_store(artifact_dir)
