@@ -103,14 +103,14 @@ def _objective(args: argparse.Namespace) -> BioTuneObjective:
 
 def _retrain_top1(study: optuna.Study, objective: BioTuneObjective) -> dict[str, Any]:
     """The final retraining of the top-1 configuration by validation (seeds 1001-1003), timed
-    in CPU seconds (with the re-scoring of the best one-seed value first when the search left
-    no full value, :func:`optuna_biotune.biotune.final.rescore_missing`); stored where
+    in CPU seconds (with the re-scoring first of a one-seed value above the best full one,
+    :func:`optuna_biotune.biotune.final.rescore_missing`); stored where
     ``final`` finds it, so ``run_final`` does not train it again."""
     from optuna_biotune.biotune.final import cache_key, rescore_missing
     from optuna_biotune.biotune.report import top_configurations
 
     c0, t0 = time.process_time(), time.perf_counter()
-    rescore_missing(study, objective=objective, top_k=1, log=print)  # no full value: re-score
+    rescore_missing(study, objective=objective, top_k=1, log=print)  # could be the top-1
     rescore_cpu = time.process_time() - c0
     top = top_configurations(study, 1)[0]
     test = objective.retrain_and_test(top["mask"], top["lr_weights"], seeds=list(FINAL_SEEDS))

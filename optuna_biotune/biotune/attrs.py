@@ -13,8 +13,8 @@ ARTIFACTS_ATTR = "biotune:artifacts"
 FINAL_ATTR = "biotune:final"
 #: Prefix of one retrained configuration's test accuracies: ``biotune:final:<key>``.
 FINAL_CACHE_PREFIX = "biotune:final:"
-#: Prefix of a one-seed value that ``final`` re-scored at full fidelity because the search left
-#: none (:func:`.final.run_final`): ``biotune:rescored:<trial number>`` holds
+#: Prefix of a one-seed value that ``final`` re-scored at full fidelity because it could enter
+#: the top-k (:func:`.final.rescore_missing`): ``biotune:rescored:<trial number>`` holds
 #: ``{"seed_accuracies", "epochs", "fidelity", "value", "seconds"}``.
 RESCORED_PREFIX = "biotune:rescored:"
 #: Wall seconds of one full-data FT run timed in the study (``{"seconds", "source"}``): the

@@ -2,9 +2,9 @@
 
 After the search, the top-k distinct configurations over all generations (paper: top 5),
 ranked by their validation fitness at full fidelity (a cut evaluation's partial value never
-enters: :func:`~optuna_biotune.biotune.report.top_configurations`; when the search left no
-full value, the best one-seed values are re-scored first, their missing seeds trained on their
-fold: :func:`~optuna_biotune.biotune.report.rescore_candidates`), are retrained on the
+enters: :func:`~optuna_biotune.biotune.report.top_configurations`; the one-seed values that
+could enter the top-k are re-scored first, their missing seeds trained on their fold:
+:func:`~optuna_biotune.biotune.report.rescore_candidates`), are retrained on the
 full training set with each final seed (paper: 3) and scored on the test set; plain full
 fine-tuning (FT: every block trained, weight 1) is trained the same way as the reference.
 Spread is the mean and standard error over seeds (:func:`optuna_biotune.engine.seeds.mean_sem`,
@@ -71,29 +71,33 @@ def rescore_missing(
     objective: Retrainer,
     top_k: int,
     log: Callable[[str], None] | None = None,
-) -> None:
-    """Re-score the ``top_k`` best one-seed values at full fidelity
-    (:func:`.report.rescore_candidates`) when the search left no full value (the default
-    search promotes a first seed only after ``ETA - 1`` completed ones,
-    :func:`.rungs.Rungs.promote`), each stored as soon as it is computed (study user attr
-    ``biotune:rescored:<trial>``). Nothing to do when a full value exists, or when
-    ``objective`` cannot re-score (no ``rescore`` method)."""
+) -> list[int]:
+    """Re-score at full fidelity the one-seed values that could enter the top-k
+    (:func:`.report.rescore_candidates`: at most ``top_k``, each better than the ``top_k``-th
+    best full value of the search), each stored as soon as it is computed (study user attr
+    ``biotune:rescored:<trial>``); return their trial numbers. The default search leaves most
+    first seeds unpromoted (:func:`.rungs.Rungs.promote`), so a one-seed value can stand above
+    every full one; nothing happens when ``objective`` cannot re-score (no ``rescore``
+    method), and nothing is trained twice."""
     log = log or (lambda line: None)
-    if not isinstance(objective, Rescorer) or top_configurations(study, 1):
-        return
+    if not isinstance(objective, Rescorer):
+        return []
     done = rescored(study)
+    out: list[int] = []
     for trial in rescore_candidates(study, top_k):
+        out.append(trial.number)
         if trial.number in done:
             continue
         log(
-            f"  re-scoring trial #{trial.number} at full fidelity (value {trial.value:.4f} from "
-            f"{len(trial.user_attrs.get('seed_accuracies', []))} seed(s)): the search left no "
-            "full value"
+            f"  re-scoring trial #{trial.number} at full fidelity: its value {trial.value:.4f} "
+            f"from {len(trial.user_attrs.get('seed_accuracies', []))} seed(s) could enter the "
+            f"top {top_k}"
         )
         record = objective.rescore(trial)
         study.set_user_attr(f"{RESCORED_PREFIX}{trial.number}", record)
         accs = [round(float(a), 4) for a in record["seed_accuracies"]]
         log(f"    {accs} -> {record['value']:.4f} in {record['seconds']:.0f} s")
+    return out
 
 
 def cache_key(mask: Sequence[bool], weights: Sequence[float], seeds: Sequence[int]) -> str:
@@ -151,7 +155,9 @@ def run_final(
 
     Returns:
         ``configurations`` (per configuration, first by validation first: trial, validation
-        fitness, mask, weights, trainable share, test accuracies, mean, standard error), ``ft``,
+        fitness, whether ``final`` re-scored it, mask, weights, trainable share, test
+        accuracies, mean, standard error), ``rescored`` (the trials re-scored at full fidelity
+        first, :func:`rescore_missing`), ``ft``,
         ``top1`` and ``biotune_test_accuracy`` (the first by validation: the headline),
         ``best`` and ``best_of_top_k_test_accuracy`` (highest mean test accuracy of the top-k,
         the paper's protocol, chosen on the test set), ``seeds``, ``seeds_shared_with_search``
@@ -170,10 +176,8 @@ def run_final(
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"`seeds` must be distinct, got {seeds}.")
     log = log or (lambda line: None)
+    again = rescore_missing(study, objective=objective, top_k=top_k, log=log)
     configs = top_configurations(study, top_k)
-    if not configs:
-        rescore_missing(study, objective=objective, top_k=top_k, log=log)
-        configs = top_configurations(study, top_k)
     if not configs:
         raise UsageError(
             f"study {study.study_name!r} has no completed trial at full fidelity to retrain; "
@@ -213,6 +217,7 @@ def run_final(
                 "trial": conf["trial"],
                 "generation": conf["generation"],
                 "validation": conf["value"],
+                "rescored": bool(conf.get("rescored", False)),
                 "blocks": conf["blocks"],
                 "mask": conf["mask"],
                 "lr_weights": conf["lr_weights"],
@@ -255,6 +260,7 @@ def run_final(
         "ft_test_accuracy": ft_mean,
         "ft_test_accuracy_stderr": ft_sem,
         "reused": reused,
+        "rescored": again,
         "seconds": round(time.perf_counter() - started, 1),
         "summary": summary_lines(top1=top1, best=best, ft=ft, top_k=len(rows), seeds=seeds),
     }

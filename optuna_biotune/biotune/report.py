@@ -127,9 +127,8 @@ def top_configurations(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     with the better fitness. A value below full fidelity (a cut evaluation: fewer seeds, or a
     seed stopped early; :func:`.fidelity.is_full`) is skipped unless ``final`` re-scored it
     (:func:`rescored`: its remaining seeds trained, the record says ``rescored``): it is the mean
-    of what it measured, not comparable with full values, and its configuration did not reach
-    the search's bar. ``final`` re-scores only when the search left no full value
-    (:func:`rescore_candidates`).
+    of what it measured, not comparable with full values. ``final`` re-scores the one-seed
+    values that could enter the top-k first (:func:`rescore_candidates`).
     """
     if k < 1:
         raise ValueError(f"`k` must be >= 1, got {k}.")
@@ -167,14 +166,36 @@ def top_configurations(study: optuna.Study, k: int) -> list[dict[str, Any]]:
 
 
 def rescore_candidates(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
-    """The ``k`` best distinct configurations whose value is below full fidelity only because
-    seeds are missing (every seed it trained ended by its early stop or the epoch limit: a
-    first seed that was not promoted), best first: what ``final`` re-scores when the search
-    left no full value (:func:`.rungs.Rungs.promote`)."""
+    """The one-seed values ``final`` re-scores at full fidelity before it ranks: the ``k`` best
+    distinct configurations whose value is below full fidelity only because seeds are missing
+    (every seed it trained ended by its early stop or the epoch limit: a first seed that was
+    not promoted, :meth:`.rungs.Rungs.promote`) and is better than the ``k``-th best of the
+    search's own full values (any, when it has fewer than ``k``), best first.
+
+    Such a value could belong in the top-k, and only its missing seeds can say: a first seed is
+    one draw where a full value is a mean, so it is re-scored, not compared. A configuration
+    also evaluated in full is not re-scored. The list depends on the search's trials alone (not
+    on earlier re-scores), so a repeated ``final`` re-scores nothing new.
+    """
+    if k < 1:
+        raise ValueError(f"`k` must be >= 1, got {k}.")
     sign = -1.0 if _maximize(study) else 1.0
+    ranked = sorted(_complete(study), key=lambda t: (sign * _value(t), t.number))
+    full_keys: set[str] = set()
+    full_values: list[float] = []
+    for trial in ranked:
+        record = trial_record(trial)
+        if any(record["mask"]) and is_full(trial.user_attrs):
+            key = configuration_key(record["mask"], record["lr_weights"])
+            if key not in full_keys:
+                full_keys.add(key)
+                full_values.append(sign * _value(trial))
+    bar = full_values[k - 1] if len(full_values) >= k else float("inf")
     out: list[optuna.trial.FrozenTrial] = []
-    seen: set[str] = set()
-    for trial in sorted(_complete(study), key=lambda t: (sign * _value(t), t.number)):
+    seen: set[str] = set(full_keys)
+    for trial in ranked:
+        if sign * _value(trial) >= bar:
+            break
         fid = trial.user_attrs.get(FIDELITY_ATTR)
         if not isinstance(fid, dict) or fid.get("full") or not fid.get("stops"):
             continue

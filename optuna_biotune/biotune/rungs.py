@@ -22,9 +22,10 @@ fidelity it was measured at (the user attr ``fidelity``, :mod:`.fidelity`):
    its end, and at least ``ETA - 1`` earlier first seeds trained to their end (a record among
    fewer is no evidence: the study's first evaluation was always promoted before, and in the
    three mnist5k searches its two extra seeds cost 0.9 / 2.6 / 1.0 full-data FT runs, of 9.9 /
-   11.7 / 10.2). Everything else stays a one-seed value, below full fidelity. The promoted seeds are
-   still raced (:class:`.racing.Race`). A search can so end without any full value; ``final``
-   then re-scores its best one-seed values first (:func:`.final.run_final`).
+   11.7 / 10.2). Everything else stays a one-seed value, below full fidelity. The promoted
+   seeds are still raced (:class:`.racing.Race`). A one-seed value can so stand above every
+   full value (or no full value exist); ``final`` re-scores such values before it ranks
+   (:func:`.report.rescore_candidates`).
 
    Why fresh individuals need a record: their bar, the ``n_elites``-th best so far, is low
    while generation 0 fills (with it, six of the ten fresh individuals of a live digits-low

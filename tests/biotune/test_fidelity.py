@@ -244,6 +244,28 @@ def test_top_configurations_hold_full_fidelity_evaluations_only() -> None:
         final.run_final(only_partial, objective=CheapRetrainer(), top_k=2)
 
 
+def test_final_rescores_the_one_seed_values_that_could_enter_the_top_k() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(_trial(0.95, [True, True, True]))  # 0: full
+    study.add_trial(_trial(0.90, [False, False, True]))  # 1: full
+    study.add_trial(_trial(0.97, [True, False, True], seeds=1))  # 2: one seed to its end
+    study.add_trial(_trial(0.96, [True, True, False], seeds=1))  # 3
+    study.add_trial(_trial(0.93, [False, True, False], seeds=1))  # 4
+    study.add_trial(_trial(0.98, [True, True, True], seeds=1))  # 5: configuration 0, in full
+    cut = _trial(0.99, [False, True, True], seeds=1)  # 6: its seed cut, not to its end
+    cut.user_attrs[fidelity.FIDELITY_ATTR]["stops"] = [fidelity.STOP_CUT]
+    study.add_trial(cut)
+    study.add_trial(_trial(0.99, [False] * 3, seeds=1))  # 7: nothing trains (invalid)
+
+    def numbers(k: int) -> list[int]:
+        return [t.number for t in report.rescore_candidates(study, k)]
+
+    assert numbers(1) == [2]  # above the best full value (0.95)
+    assert numbers(2) == [2, 3]  # above the 2nd best full value (0.90), at most 2
+    assert numbers(3) == [2, 3, 4]  # fewer than 3 full values: the 3 best one-seed ones
+    assert numbers(5) == [2, 3, 4]
+
+
 def test_final_rescores_the_best_one_seed_values_when_the_search_left_no_full_one(
     objectives,
 ) -> None:
@@ -265,6 +287,7 @@ def test_final_rescores_the_best_one_seed_values_when_the_search_left_no_full_on
     assert again["value"] == pytest.approx(sum(again["seed_accuracies"]) / 2)
     (top,) = result["configurations"]
     assert top["trial"] == best.number and top["validation"] == again["value"]
+    assert top["rescored"] and result["rescored"] == [best.number]
     assert any(f"re-scoring trial #{best.number}" in line for line in lines)
     # Stored: a second `final` trains nothing again.
     lines.clear()
