@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     done, _, _ = generation_progress(
         study, generations=args.generations, population=args.population
     )
-    if not done or "biotune:final" not in study.user_attrs:
+    if not done or not study.user_attrs.get("biotune:final"):
         unit = units.ft_unit(
             tuner=units.fine_tuner(args.dataset, max_epochs=args.epochs, patience=args.patience)
         )
@@ -466,9 +466,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "torch": torch.__version__,
         }
         study.set_user_attr(ATTR + "chunks", [*study.user_attrs.get(ATTR + "chunks", []), chunk])
-    if done and ATTR + "retrain" not in study.user_attrs:
+    if done and not study.user_attrs.get(ATTR + "retrain"):  # (None: to be finalised again)
         study.set_user_attr(ATTR + "retrain", _retrain_top1(study, objective))
-    if done and "biotune:final" not in study.user_attrs:
+    if done and not study.user_attrs.get("biotune:final"):
         run_final(
             study,
             objective=objective,
