@@ -62,6 +62,7 @@ __all__ = [
     "fidelity_record",
     "full_fidelity",
     "is_full",
+    "only_seeds_missing",
     "rank_key",
     "seed_stop",
 ]
@@ -149,6 +150,18 @@ def is_full(user_attrs: Mapping[str, Any]) -> bool:
     if isinstance(record, Mapping) and "full" in record:
         return bool(record["full"])
     return not user_attrs.get("raced")
+
+
+def only_seeds_missing(user_attrs: Mapping[str, Any]) -> bool:
+    """Whether a trial's value is below full fidelity only because seeds are missing: every
+    seed it trained ended by its early stop or the epoch limit (a first seed that was not
+    promoted), so training the others would bring it to full fidelity (``final`` re-scores
+    such values)."""
+    record = user_attrs.get(FIDELITY_ATTR)
+    if not isinstance(record, Mapping) or record.get("full"):
+        return False
+    stops = record.get("stops") or []
+    return bool(stops) and all(stop in COMPLETE_STOPS for stop in stops)
 
 
 def rank_key(fitness: float, full: bool) -> tuple[bool, float]:

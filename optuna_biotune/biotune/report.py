@@ -22,7 +22,7 @@ figure is drawn.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,7 +34,7 @@ from optuna_biotune.biotune.attrs import (
     REPORT_ARTIFACTS_ATTR,
     RESCORED_PREFIX,
 )
-from optuna_biotune.biotune.fidelity import COMPLETE_STOPS, FIDELITY_ATTR, is_full
+from optuna_biotune.biotune.fidelity import is_full, only_seeds_missing
 from optuna_biotune.biotune.figures import fig2_grid, plot_fig2, plot_generations
 from optuna_biotune.biotune.genome import IMPORTANCE_PREFIX, THRESHOLD_PARAM, decode
 from optuna_biotune.biotune.render import final_rows, fmt, render_html, render_note
@@ -138,11 +138,12 @@ def top_configurations(study: optuna.Study, k: int) -> list[dict[str, Any]]:
     def value(t: optuna.trial.FrozenTrial) -> float:
         return float(extra[t.number]["value"]) if t.number in extra else _value(t)
 
+    def ranks(t: optuna.trial.FrozenTrial, record: dict[str, Any]) -> bool:
+        return bool(record["mask"]) and (t.number in extra or is_full(t.user_attrs))
+
     trials = sorted(_complete(study), key=lambda t: (sign * value(t), t.number))
     out: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for trial in trials:
-        record = trial_record(trial)
+    for trial, record, _ in _distinct(trials, ranks):
         if trial.number in extra:
             again = extra[trial.number]
             record |= {
@@ -151,14 +152,6 @@ def top_configurations(study: optuna.Study, k: int) -> list[dict[str, Any]]:
                 "epochs": again["epochs"],
                 "rescored": True,
             }
-        elif not is_full(trial.user_attrs):
-            continue
-        if not record["mask"]:
-            continue
-        key = configuration_key(record["mask"], record["lr_weights"])
-        if key in seen:
-            continue
-        seen.add(key)
         out.append(record)
         if len(out) == k:
             break
@@ -181,35 +174,43 @@ def rescore_candidates(study: optuna.Study, k: int) -> list[optuna.trial.FrozenT
         raise ValueError(f"`k` must be >= 1, got {k}.")
     sign = -1.0 if _maximize(study) else 1.0
     ranked = sorted(_complete(study), key=lambda t: (sign * _value(t), t.number))
-    full_keys: set[str] = set()
-    full_values: list[float] = []
-    for trial in ranked:
-        record = trial_record(trial)
-        if any(record["mask"]) and is_full(trial.user_attrs):
-            key = configuration_key(record["mask"], record["lr_weights"])
-            if key not in full_keys:
-                full_keys.add(key)
-                full_values.append(sign * _value(trial))
-    bar = full_values[k - 1] if len(full_values) >= k else float("inf")
+    full = [
+        (t, key)
+        for t, _, key in _distinct(ranked, lambda t, r: any(r["mask"]) and is_full(t.user_attrs))
+    ]
+    bar = sign * _value(full[k - 1][0]) if len(full) >= k else float("inf")
     out: list[optuna.trial.FrozenTrial] = []
-    seen: set[str] = set(full_keys)
-    for trial in ranked:
-        if sign * _value(trial) >= bar:
+    partial = _distinct(
+        ranked,
+        lambda t, r: any(r["mask"]) and only_seeds_missing(t.user_attrs),
+        seen={key for _, key in full},
+    )
+    for trial, _, _ in partial:
+        if sign * _value(trial) >= bar or len(out) == k:
             break
-        fid = trial.user_attrs.get(FIDELITY_ATTR)
-        if not isinstance(fid, dict) or fid.get("full") or not fid.get("stops"):
-            continue
-        if not all(stop in COMPLETE_STOPS for stop in fid["stops"]):
-            continue
+        out.append(trial)
+    return out
+
+
+def _distinct(
+    trials: Sequence[optuna.trial.FrozenTrial],
+    accept: Callable[[optuna.trial.FrozenTrial, dict[str, Any]], bool],
+    *,
+    seen: set[str] | None = None,
+) -> Iterator[tuple[optuna.trial.FrozenTrial, dict[str, Any], str]]:
+    """The trials ``accept`` keeps (given the trial and its :func:`trial_record`), in the order
+    given, the first of each configuration only (:func:`configuration_key`; keys in ``seen``
+    count as met), each with its record and key."""
+    seen = set() if seen is None else set(seen)
+    for trial in trials:
         record = trial_record(trial)
+        if not accept(trial, record):
+            continue
         key = configuration_key(record["mask"], record["lr_weights"])
-        if not any(record["mask"]) or key in seen:
+        if key in seen:
             continue
         seen.add(key)
-        out.append(trial)
-        if len(out) == k:
-            break
-    return out
+        yield trial, record, key
 
 
 def generation_table(study: optuna.Study) -> list[dict[str, Any]]:

@@ -40,6 +40,14 @@ def test_the_record_says_full_only_for_every_seed_to_its_end_on_the_spec_data() 
     assert invalid["full"] and invalid["seeds"] == 0  # nothing to train: 0 is its fitness
     # Before the record: only racing cut; other objectives' trials are full.
     assert not fidelity.is_full({"raced": {"seed": 1}}) and fidelity.is_full({})
+    # Below full fidelity only for missing seeds (what `final` can re-score): not cut, not full.
+    first = fidelity.fidelity_record(stops=done[:1], spec_data_fraction=0.5, **one)
+    assert fidelity.only_seeds_missing({fidelity.FIDELITY_ATTR: first})
+    partial = fidelity.fidelity_record(stops=cut, spec_data_fraction=0.5, **base)
+    assert not fidelity.only_seeds_missing({fidelity.FIDELITY_ATTR: partial})
+    assert not fidelity.only_seeds_missing({fidelity.FIDELITY_ATTR: record})  # full
+    assert not fidelity.only_seeds_missing({fidelity.FIDELITY_ATTR: invalid})  # full, no seed
+    assert not fidelity.only_seeds_missing({})
 
 
 # ---- the record of a real evaluation (digits, 2 seeds, 2 epochs)
