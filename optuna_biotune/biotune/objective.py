@@ -35,6 +35,7 @@ Decisions the paper leaves open:
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -128,7 +129,11 @@ class BioTuneObjective:
         if not isinstance(exact_protocol, bool):
             raise UsageError(f"`exact_protocol` must be true or false, got {exact_protocol!r}.")
         self.exact_protocol = exact_protocol
-        self._protocol_checked: set[tuple[int, int]] = set()  # (storage, study) ids checked
+        # Studies checked, per storage object (weakly: an id() can be reused once a study's
+        # storage is gone, which skipped the check for a new in-memory study).
+        self._protocol_checked: weakref.WeakKeyDictionary[Any, set[int]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- what the search and ``final`` read of the fine-tuner ---------------------------------
 
@@ -398,8 +403,8 @@ class BioTuneObjective:
         """Store the settings in a study that has none (:meth:`spec`, or ``exact_protocol``
         alone for in-memory data) on first use; refuse a study searched with the other
         protocol."""
-        key = (id(study._storage), study._study_id)
-        if key in self._protocol_checked:
+        checked = self._protocol_checked.setdefault(study._storage, set())
+        if study._study_id in checked:
             return
         stored = study.user_attrs.get(OBJECTIVE_SPEC_ATTR)
         if not isinstance(stored, dict) or "exact_protocol" not in stored:
@@ -419,7 +424,7 @@ class BioTuneObjective:
                 f"BioTuneObjective(exact_protocol={bool(stored['exact_protocol'])}) (a search "
                 "cannot mix the two protocols) or use another study."
             )
-        self._protocol_checked.add(key)
+        checked.add(study._study_id)
 
     def _cut(
         self,

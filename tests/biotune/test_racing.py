@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
@@ -195,6 +197,23 @@ def test_exact_protocol_is_in_the_spec(objectives) -> None:
     assert BioTuneObjective.from_spec(spec).exact_protocol is False
     with pytest.raises(Exception, match="`exact_protocol` must be true or false"):
         BioTuneObjective(exact_protocol="yes")
+
+
+def test_every_new_study_is_checked_even_where_an_old_one_was_freed(objectives) -> None:
+    # The check was cached by id(storage), which a new in-memory study can reuse once an old
+    # one is freed: the other protocol then went through unchecked (seen as a flaky test).
+    invalid = _params() | {"threshold": 0.95}  # nothing trains: the check alone is exercised
+    for _ in range(30):
+        old = optuna.create_study(direction="maximize")
+        old.enqueue_trial(invalid)
+        old.optimize(objectives[False], n_trials=1)
+        del old
+        gc.collect()
+        study = optuna.create_study(direction="maximize")
+        study.enqueue_trial(invalid)
+        study.optimize(objectives[True], n_trials=1)
+        with pytest.raises(Exception, match=r"exact_protocol=true; continue it with"):
+            study.optimize(objectives[False], n_trials=1)
 
 
 def test_a_study_keeps_the_protocol_it_was_searched_with(objectives) -> None:
