@@ -49,7 +49,7 @@ from optuna_biotune.evolution.base import MIN_POPULATION
 DEFAULT_TOML = """\
 # The embedded default study of `optuna-biotune search` (no argument): scikit-learn's digits
 # (1,797 real 8x8 digits, shipped with scikit-learn) on ImageNet-pretrained EfficientNet-Lite0,
-# on the CPU, with a budget that searches and then retrains in under two minutes on two cores.
+# on the CPU, with a budget that searches and then retrains in about two minutes on two cores.
 # The paper's budget is population 10, 3 elites, 10 generations, 3 seeds, 30 epochs.
 
 [study]
