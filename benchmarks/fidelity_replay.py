@@ -89,22 +89,21 @@ def _curves(t: optuna.trial.FrozenTrial, max_epochs: int) -> list[list[float]]:
 
 def _flops_ratios(study: optuna.Study) -> dict[int, float]:
     """Per trial, its mask's predicted cost of an epoch over FT's (``rungs-flops``)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    import hard_sets
+    from objective_speed import stage_flops
 
     from optuna_biotune import BioTuneObjective
     from optuna_biotune.biotune import genome
 
-    objective = BioTuneObjective.from_spec(study.user_attrs["biotune:spec"])
+    spec = dict(study.user_attrs["biotune:spec"])
+    # A harder set's study stores the folder of the machine it ran on; this machine's own
+    # copy is built (or found) by hard_sets.
+    if Path(spec["dataset"]).name in hard_sets.SETS:
+        spec["dataset"] = hard_sets.resolve(Path(spec["dataset"]).name)
+    objective = BioTuneObjective.from_spec(spec)
     train, val = objective.tuner.fold("train", 0), objective.tuner.fold("val", 0)
-    x = train.batch(slice(0, 1))[0]
-    flops = []
-    with torch.no_grad():
-        for stage in objective.tuner.chain:
-            stage.eval()
-            with FlopCounterMode(display=False) as counter:
-                x = stage(x)
-            flops.append(float(counter.get_total_flops()))
+    objective.tuner.net.eval()
+    flops = stage_flops(objective.tuner.chain, train.batch(slice(0, 1))[0])
     share = len(val) / len(train)
 
     def cost(mask: np.ndarray) -> float:

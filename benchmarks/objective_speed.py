@@ -59,15 +59,16 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _flops(chain: list[nn.Module], x: torch.Tensor, start: int, stop: int) -> int:
+def stage_flops(chain: list[nn.Module], x: torch.Tensor) -> list[int]:
+    """Forward FLOPs of each stage of ``chain`` on the batch ``x`` (counted by
+    ``torch.utils.flop_counter``); a part's FLOPs are the sum over its stages."""
+    out = []
     with torch.no_grad():
-        for stage in chain[:start]:
-            x = stage(x)
-        counter = FlopCounterMode(display=False)
-        with counter:
-            for stage in chain[start:stop]:
+        for stage in chain:
+            with FlopCounterMode(display=False) as counter:
                 x = stage(x)
-    return int(counter.get_total_flops())
+            out.append(int(counter.get_total_flops()))
+    return out
 
 
 def _evaluate(
@@ -158,12 +159,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     blocks = objective.blocks
     x = objective.tuner.fold("train", 0).batch(slice(0, 1))[0]
-    total_flops = _flops(objective.tuner.chain, x, 0, len(objective.tuner.chain))
+    flops = stage_flops(objective.tuner.chain, x)
+    total_flops = sum(flops)
     n_train, n_val = len(objective.tuner.fold("train", 0)), len(objective.tuner.fold("val", 0))
     rows = []
     for k in args.frozen:
         mask = np.arange(len(blocks)) >= k
-        f_prefix = _flops(objective.tuner.chain, x, 0, k)
+        f_prefix = sum(flops[:k])
         f_suffix = total_flops - f_prefix
         predicted = (f_prefix + 3 * f_suffix) / (3 * f_suffix)
         # Exact FLOP predictions of a whole evaluation (validation forward included; "cold"
